@@ -1,0 +1,392 @@
+// muse_native: optional native kernels for muse-ts, written against the plain
+// C Node-API (no node-addon-api). The tfjs-wasm kernels call these on
+// Float32Array views of the wasm heap (SharedArrayBuffer when wasm runs
+// threaded, a plain ArrayBuffer otherwise).
+//
+// Layout of this file:
+//   1. argument helpers (type checks, integer/array parsing, bounds checks)
+//   2. threading helpers (OpenBLAS thread count, batch-parallel runner)
+//   3. kernels (one napi_callback per export)
+//   4. module registration (a single table; add new kernels there)
+//
+// Every kernel validates that each element it will read or write lies inside
+// the typed arrays it was given and throws a JS error otherwise; nothing is
+// ever accessed out of bounds.
+
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+// OpenBLAS extensions. OpenBLAS's cblas.h declares these already; repeating
+// identical declarations keeps the file building against a cblas.h that does
+// not (the library we link is always OpenBLAS).
+extern "C" {
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
+char* openblas_get_config(void);
+}
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// 1. Argument helpers
+// ---------------------------------------------------------------------------
+
+// Largest integer a JS number represents exactly.
+constexpr double kMaxSafeInteger = 9007199254740991.0;
+
+// Throws (once) and makes the caller return nullptr. Every helper below
+// returns false after throwing, so a kernel can simply `if (!ok) return
+// nullptr;`.
+bool ThrowType(napi_env env, const std::string& msg) {
+  napi_throw_type_error(env, "ERR_MUSE_NATIVE_ARG", msg.c_str());
+  return false;
+}
+
+bool ThrowRange(napi_env env, const std::string& msg) {
+  napi_throw_range_error(env, "ERR_MUSE_NATIVE_RANGE", msg.c_str());
+  return false;
+}
+
+bool ThrowError(napi_env env, const std::string& msg) {
+  napi_throw_error(env, "ERR_MUSE_NATIVE", msg.c_str());
+  return false;
+}
+
+// Checks that a N-API call succeeded; throws a generic error if not (and no
+// exception is already pending).
+bool NapiOk(napi_env env, napi_status status, const char* what) {
+  if (status == napi_ok) return true;
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending) ThrowError(env, std::string("muse_native: N-API call failed: ") + what);
+  return false;
+}
+
+struct Args {
+  napi_value values[16];
+  size_t count = 0;
+};
+
+bool GetArgs(napi_env env, napi_callback_info info, const char* fn, size_t expected, Args* out) {
+  size_t argc = 16;
+  if (!NapiOk(env, napi_get_cb_info(env, info, &argc, out->values, nullptr, nullptr), "napi_get_cb_info"))
+    return false;
+  out->count = argc;
+  if (argc < expected) {
+    return ThrowType(env, std::string(fn) + ": expected " + std::to_string(expected) + " arguments, got " +
+                              std::to_string(argc));
+  }
+  return true;
+}
+
+bool GetBool(napi_env env, napi_value v, const char* fn, const char* name, bool* out) {
+  napi_valuetype t;
+  if (!NapiOk(env, napi_typeof(env, v, &t), "napi_typeof")) return false;
+  if (t != napi_boolean) return ThrowType(env, std::string(fn) + ": " + name + " must be a boolean");
+  return NapiOk(env, napi_get_value_bool(env, v, out), "napi_get_value_bool");
+}
+
+bool GetNumber(napi_env env, napi_value v, const char* fn, const char* name, double* out) {
+  napi_valuetype t;
+  if (!NapiOk(env, napi_typeof(env, v, &t), "napi_typeof")) return false;
+  if (t != napi_number) return ThrowType(env, std::string(fn) + ": " + name + " must be a number");
+  return NapiOk(env, napi_get_value_double(env, v, out), "napi_get_value_double");
+}
+
+// A non-negative integer no larger than `max`.
+bool GetIndex(napi_env env, napi_value v, const char* fn, const char* name, double max, int64_t* out) {
+  double d;
+  if (!GetNumber(env, v, fn, name, &d)) return false;
+  if (!std::isfinite(d) || d != std::floor(d) || d < 0 || d > max) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.17g", d);
+    return ThrowRange(env, std::string(fn) + ": " + name + " must be an integer in [0, " +
+                               std::to_string(static_cast<int64_t>(max)) + "], got " + buf);
+  }
+  *out = static_cast<int64_t>(d);
+  return true;
+}
+
+struct F32View {
+  float* data = nullptr;
+  uint64_t length = 0;  // in elements
+};
+
+// A Float32Array (over an ArrayBuffer or a SharedArrayBuffer). The data
+// pointer already includes the view's byteOffset.
+bool GetF32(napi_env env, napi_value v, const char* fn, const char* name, F32View* out) {
+  bool is_ta = false;
+  if (!NapiOk(env, napi_is_typedarray(env, v, &is_ta), "napi_is_typedarray")) return false;
+  if (!is_ta) return ThrowType(env, std::string(fn) + ": " + name + " must be a Float32Array");
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  if (!NapiOk(env, napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr),
+              "napi_get_typedarray_info"))
+    return false;
+  if (type != napi_float32_array) return ThrowType(env, std::string(fn) + ": " + name + " must be a Float32Array");
+  // A detached buffer reports length 0 / data NULL; the bounds checks then
+  // reject any non-empty access.
+  out->data = static_cast<float*>(data);
+  out->length = data == nullptr ? 0 : static_cast<uint64_t>(length);
+  return true;
+}
+
+// Number of elements spanned by `batch` blocks of `block` elements whose
+// starts are `stride` apart: (batch-1)*stride + block, 0 when empty.
+// Returns false on uint64 overflow.
+bool Span(uint64_t batch, uint64_t stride, uint64_t block, uint64_t* out) {
+  if (batch == 0 || block == 0) {
+    *out = 0;
+    return true;
+  }
+  uint64_t head;
+  if (__builtin_mul_overflow(batch - 1, stride, &head)) return false;
+  return !__builtin_add_overflow(head, block, out);
+}
+
+bool CheckSpan(napi_env env, const char* fn, const char* name, const F32View& view, uint64_t batch,
+               uint64_t stride, uint64_t block, const char* detail, uint64_t* span) {
+  const bool fits = Span(batch, stride, block, span);
+  if (fits && *span <= view.length) return true;
+  const std::string need = fits ? std::to_string(*span) : std::string("more than 2^64");
+  return ThrowRange(env, std::string(fn) + ": " + name + " is too small: needs " + need + " elements (" + detail +
+                             "), has " + std::to_string(view.length));
+}
+
+bool Overlaps(const float* p, uint64_t n, const float* q, uint64_t m) {
+  if (n == 0 || m == 0) return false;
+  auto a0 = reinterpret_cast<uintptr_t>(p), b0 = reinterpret_cast<uintptr_t>(q);
+  return a0 < b0 + m * sizeof(float) && b0 < a0 + n * sizeof(float);
+}
+
+napi_value MakeInt(napi_env env, int64_t v) {
+  napi_value out = nullptr;
+  NapiOk(env, napi_create_int64(env, v, &out), "napi_create_int64");
+  return out;
+}
+
+napi_value Undefined(napi_env env) {
+  napi_value out = nullptr;
+  napi_get_undefined(env, &out);
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// 2. Threading helpers
+// ---------------------------------------------------------------------------
+
+// Runs body(i) for i in [0, count) on `workers` threads (the calling thread
+// included), handing out indices dynamically. Falls back to fewer threads if
+// a thread cannot be created.
+template <typename Body>
+void ParallelFor(int64_t count, int workers, const Body& body) {
+  std::atomic<int64_t> next{0};
+  auto run = [&]() {
+    for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < count;
+         i = next.fetch_add(1, std::memory_order_relaxed))
+      body(i);
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(static_cast<size_t>(std::max(workers - 1, 0)));
+  for (int w = 1; w < workers; ++w) {
+    try {
+      threads.emplace_back(run);
+    } catch (const std::system_error&) {
+      break;  // run with the threads we have
+    }
+  }
+  run();
+  for (auto& t : threads) t.join();
+}
+
+// Temporarily forces OpenBLAS to run single-threaded, restoring the previous
+// count on scope exit. openblas_set_num_threads is process-global: callers on
+// different JS threads (worker_threads) racing on it could see each other's
+// setting for the duration of a call, which affects speed, never results.
+class BlasSingleThreadScope {
+ public:
+  explicit BlasSingleThreadScope(int previous) : previous_(previous) { openblas_set_num_threads(1); }
+  ~BlasSingleThreadScope() { openblas_set_num_threads(previous_); }
+  BlasSingleThreadScope(const BlasSingleThreadScope&) = delete;
+  BlasSingleThreadScope& operator=(const BlasSingleThreadScope&) = delete;
+
+ private:
+  int previous_;
+};
+
+// Batch-parallel policy for sgemmBatched (see the benchmark notes in the
+// report / README): for a batch of small products, running whole products on
+// separate threads with single-threaded BLAS beats letting OpenBLAS split
+// each small product across its threads (its per-call fork/join and the
+// panel-splitting overhead dominate at these sizes). A single large product
+// is left to OpenBLAS's own threading.
+//
+//   - per-item work below kBatchParallelMaxItemFlops -> parallelise over batch
+//   - total work below kBatchParallelMinTotalFlops  -> not worth a thread
+constexpr double kBatchParallelMaxItemFlops = 2.0 * 512 * 512 * 512;  // ~268 MFLOP
+constexpr double kBatchParallelMinTotalFlops = 2.0 * 64 * 64 * 64 * 4;  // ~2 MFLOP
+
+// ---------------------------------------------------------------------------
+// 3. Kernels
+// ---------------------------------------------------------------------------
+
+// sgemmBatched(transA, transB, batch, M, N, K, a, aBatchStride, b, bBatchStride,
+//              c, alpha, beta)
+//
+// For each i < batch: C_i = alpha * op(A_i) * op(B_i) + beta * C_i, with
+//   op(A_i): M x K; A_i starts at a[i * aBatchStride], stored M x K row-major
+//            (K x M when transA); stride 0 broadcasts one A to every batch.
+//   op(B_i): K x N; B_i starts at b[i * bBatchStride], stored K x N row-major
+//            (N x K when transB).
+//   C_i:     M x N row-major at c[i * M * N] (contiguous batches).
+// As in BLAS, beta == 0 means C is not read (NaNs in C are overwritten).
+napi_value SgemmBatched(napi_env env, napi_callback_info info) {
+  static const char* fn = "sgemmBatched";
+  Args args;
+  if (!GetArgs(env, info, fn, 13, &args)) return nullptr;
+  napi_value* v = args.values;
+
+  constexpr double kMaxDim = 2147483647.0;  // cblas takes 32-bit ints
+  bool trans_a, trans_b;
+  int64_t batch, m, n, k, a_stride, b_stride;
+  double alpha, beta;
+  F32View a, b, c;
+  if (!GetBool(env, v[0], fn, "transA", &trans_a) || !GetBool(env, v[1], fn, "transB", &trans_b) ||
+      !GetIndex(env, v[2], fn, "batch", kMaxDim, &batch) || !GetIndex(env, v[3], fn, "M", kMaxDim, &m) ||
+      !GetIndex(env, v[4], fn, "N", kMaxDim, &n) || !GetIndex(env, v[5], fn, "K", kMaxDim, &k) ||
+      !GetF32(env, v[6], fn, "a", &a) || !GetIndex(env, v[7], fn, "aBatchStride", kMaxSafeInteger, &a_stride) ||
+      !GetF32(env, v[8], fn, "b", &b) || !GetIndex(env, v[9], fn, "bBatchStride", kMaxSafeInteger, &b_stride) ||
+      !GetF32(env, v[10], fn, "c", &c) || !GetNumber(env, v[11], fn, "alpha", &alpha) ||
+      !GetNumber(env, v[12], fn, "beta", &beta))
+    return nullptr;
+
+  const uint64_t um = static_cast<uint64_t>(m), un = static_cast<uint64_t>(n), uk = static_cast<uint64_t>(k);
+  const uint64_t ub = static_cast<uint64_t>(batch);
+  // Each factor is < 2^31, so the products fit in uint64.
+  const uint64_t a_block = um * uk, b_block = uk * un, c_block = um * un;
+
+  if (batch == 0 || c_block == 0) return Undefined(env);  // nothing is read or written
+
+  // When K == 0 nothing of A/B is read (C = beta * C).
+  uint64_t a_span = 0, b_span = 0, c_span = 0;
+  const std::string a_detail = "batch " + std::to_string(batch) + ", aBatchStride " + std::to_string(a_stride) +
+                               ", M*K " + std::to_string(a_block);
+  const std::string b_detail = "batch " + std::to_string(batch) + ", bBatchStride " + std::to_string(b_stride) +
+                               ", K*N " + std::to_string(b_block);
+  const std::string c_detail = "batch " + std::to_string(batch) + " * M*N " + std::to_string(c_block);
+  if (!CheckSpan(env, fn, "a", a, ub, static_cast<uint64_t>(a_stride), a_block, a_detail.c_str(), &a_span) ||
+      !CheckSpan(env, fn, "b", b, ub, static_cast<uint64_t>(b_stride), b_block, b_detail.c_str(), &b_span) ||
+      !CheckSpan(env, fn, "c", c, ub, c_block, c_block, c_detail.c_str(), &c_span))
+    return nullptr;
+  if (Overlaps(c.data, c_span, a.data, a_span) || Overlaps(c.data, c_span, b.data, b_span)) {
+    ThrowRange(env, std::string(fn) + ": the elements of c it writes overlap those of a or b it reads");
+    return nullptr;
+  }
+
+  const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
+  const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
+  // Leading dimensions follow from the storage shapes; BLAS requires >= 1.
+  const blasint lda = static_cast<blasint>(std::max<int64_t>(1, trans_a ? m : k));
+  const blasint ldb = static_cast<blasint>(std::max<int64_t>(1, trans_b ? k : n));
+  const blasint ldc = static_cast<blasint>(std::max<int64_t>(1, n));
+  const float falpha = static_cast<float>(alpha), fbeta = static_cast<float>(beta);
+  const float* a_data = a.data;
+  const float* b_data = b.data;
+  float* c_data = c.data;
+
+  auto one = [&](int64_t i) {
+    cblas_sgemm(CblasRowMajor, ta, tb, static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k),
+                falpha, a_data + static_cast<uint64_t>(i) * static_cast<uint64_t>(a_stride), lda,
+                b_data + static_cast<uint64_t>(i) * static_cast<uint64_t>(b_stride), ldb, fbeta,
+                c_data + static_cast<uint64_t>(i) * c_block, ldc);
+  };
+
+  const double item_flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const int blas_threads = openblas_get_num_threads();
+  if (batch >= 2 && blas_threads > 1 && item_flops < kBatchParallelMaxItemFlops &&
+      item_flops * static_cast<double>(batch) >= kBatchParallelMinTotalFlops) {
+    const int workers = static_cast<int>(std::min<int64_t>(blas_threads, batch));
+    BlasSingleThreadScope single(blas_threads);
+    ParallelFor(batch, workers, one);
+  } else {
+    for (int64_t i = 0; i < batch; ++i) one(i);
+  }
+  return Undefined(env);
+}
+
+// setThreads(n): number of threads OpenBLAS (and sgemmBatched's batch
+// parallelism) may use; n >= 1.
+napi_value SetThreads(napi_env env, napi_callback_info info) {
+  Args args;
+  if (!GetArgs(env, info, "setThreads", 1, &args)) return nullptr;
+  int64_t n;
+  if (!GetIndex(env, args.values[0], "setThreads", "n", 1024, &n)) return nullptr;
+  if (n < 1) {
+    ThrowRange(env, "setThreads: n must be >= 1");
+    return nullptr;
+  }
+  openblas_set_num_threads(static_cast<int>(n));
+  return Undefined(env);
+}
+
+napi_value GetThreads(napi_env env, napi_callback_info /*info*/) {
+  return MakeInt(env, openblas_get_num_threads());
+}
+
+// info(): { blas: string, threads: number }
+napi_value Info(napi_env env, napi_callback_info /*info*/) {
+  napi_value obj, blas, threads;
+  const char* config = openblas_get_config();
+  if (!NapiOk(env, napi_create_object(env, &obj), "napi_create_object") ||
+      !NapiOk(env, napi_create_string_utf8(env, config ? config : "OpenBLAS", NAPI_AUTO_LENGTH, &blas),
+              "napi_create_string_utf8") ||
+      !NapiOk(env, napi_set_named_property(env, obj, "blas", blas), "napi_set_named_property"))
+    return nullptr;
+  threads = MakeInt(env, openblas_get_num_threads());
+  if (threads == nullptr || !NapiOk(env, napi_set_named_property(env, obj, "threads", threads), "napi_set_named_property"))
+    return nullptr;
+  return obj;
+}
+
+// ---------------------------------------------------------------------------
+// 4. Registration
+// ---------------------------------------------------------------------------
+
+struct Export {
+  const char* name;
+  napi_callback fn;
+};
+
+constexpr Export kExports[] = {
+    {"sgemmBatched", SgemmBatched},
+    {"setThreads", SetThreads},
+    {"getThreads", GetThreads},
+    {"info", Info},
+};
+
+}  // namespace
+
+// Context-aware (safe to load from worker_threads).
+NAPI_MODULE_INIT() {
+  for (const Export& e : kExports) {
+    napi_value fn;
+    if (napi_create_function(env, e.name, NAPI_AUTO_LENGTH, e.fn, nullptr, &fn) != napi_ok ||
+        napi_set_named_property(env, exports, e.name, fn) != napi_ok)
+      return nullptr;
+  }
+  return exports;
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+// The `muse` command: one file per verb; this file only dispatches.
+import { shutdownBackend } from '../tensor/backend.js';
+import { doctorCommand } from './doctor.js';
+import { userMessage } from './errors.js';
+import { inspectCommand } from './inspect.js';
+
+const verbs: Record<string, { run: (args: string[]) => Promise<number>; summary: string }> = {
+  doctor: { run: doctorCommand, summary: 'backend, threads, native path, versions, a checked matmul' },
+  inspect: { run: (a) => inspectCommand(a), summary: 'metadata and tensors of a .safetensors file' },
+};
+
+const usage = `Usage: muse <command> [options]     (muse <command> --help for its options)
+
+Commands:
+${Object.entries(verbs)
+  .map(([name, v]) => `  ${name.padEnd(10)} ${v.summary}`)
+  .join('\n')}`;
+
+async function main(argv: string[]): Promise<number> {
+  const [verb, ...rest] = argv;
+  if (!verb || verb === '--help' || verb === '-h' || verb === 'help') {
+    console.log(usage);
+    return verb ? 0 : 2;
+  }
+  const command = verbs[verb];
+  if (!command) {
+    console.error(`muse: unknown command "${verb}"\n\n${usage}`);
+    return 2;
+  }
+  try {
+    return await command.run(rest);
+  } catch (err) {
+    const message = userMessage(err);
+    if (message === undefined) throw err;
+    console.error(`muse ${verb}: ${message}`);
+    return 1;
+  } finally {
+    shutdownBackend();
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

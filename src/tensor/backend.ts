@@ -1,0 +1,144 @@
+// The one place a tensor backend is chosen and started. Default: tfjs-wasm with this project's kernel
+// pack (and the native BLAS path when its addon is built); `webgpu` where a GPU exists.
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import { BackendWasm, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+import { registerGradientFixes, registerGradients } from './gradients.js';
+import { registerKernelPack, type KernelPackInfo } from './kernels/index.js';
+import type { WasmModule } from './wasm-node-threads.js';
+
+export type BackendName = 'wasm' | 'webgpu' | 'cpu';
+
+export interface BackendOptions {
+  /** 'wasm' (default), 'webgpu' or 'cpu' (the slow reference). Env: MUSE_BACKEND. */
+  backend?: BackendName;
+  /** Worker threads for wasm; default: the machine's cores. Env: MUSE_THREADS. */
+  threads?: number;
+  /** Use the native BLAS addon if it was built (default true). Env: MUSE_NATIVE=0 turns it off. */
+  native?: boolean;
+}
+
+export interface BackendInfo {
+  backend: BackendName;
+  threads: number;
+  kernels: KernelPackInfo;
+}
+
+const isNode = typeof process !== 'undefined' && !!process.versions?.node;
+let started: BackendInfo | undefined;
+let wasmModule: WasmModule | undefined;
+
+function envValue(name: string): string | undefined {
+  return isNode ? process.env[name] : undefined;
+}
+
+async function cores(): Promise<number> {
+  if (isNode) return (await import('node:os')).availableParallelism();
+  return globalThis.navigator?.hardwareConcurrency ?? 1;
+}
+
+function parseThreads(value: number | string | undefined, fallback: number): number {
+  if (value === undefined || value === '') return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 256) {
+    throw new Error(`threads must be an integer from 1 to 256, got ${JSON.stringify(value)}`);
+  }
+  return n;
+}
+
+function parseBackend(value: string | undefined): BackendName {
+  const name = value ?? 'wasm';
+  if (name !== 'wasm' && name !== 'webgpu' && name !== 'cpu') {
+    throw new Error(`unknown backend "${name}": choose wasm, webgpu or cpu`);
+  }
+  return name;
+}
+
+// In Node the package's own wasm backend factory cannot use threads (see wasm-node-threads.ts), so
+// it is replaced by one that can. Browsers keep the package's factory.
+async function registerNodeWasm(threads: number): Promise<void> {
+  const { instantiateThreadedWasm, instantiateSimdWasm } = await import('./wasm-node-threads.js');
+  tf.removeBackend('wasm');
+  tf.registerBackend(
+    'wasm',
+    async () => {
+      wasmModule = threads > 1 ? await instantiateThreadedWasm(threads) : await instantiateSimdWasm();
+      setThreadsCount(threads);
+      return new BackendWasm(wasmModule as never);
+    },
+    3,
+  );
+}
+
+async function registerNodeWebgpu(): Promise<void> {
+  const webgpu = (await import('webgpu')) as unknown as {
+    create(flags: string[]): unknown;
+    globals: Record<string, unknown>;
+  };
+  Object.assign(globalThis, webgpu.globals);
+  const nav = (globalThis.navigator ?? {}) as { gpu?: unknown };
+  if (!nav.gpu) {
+    Object.defineProperty(globalThis, 'navigator', {
+      value: Object.assign(nav, { gpu: webgpu.create([]) }),
+      configurable: true,
+    });
+  }
+}
+
+/** Starts the tensor backend once per process; later calls return the same info. */
+export async function initBackend(options: BackendOptions = {}): Promise<BackendInfo> {
+  if (started) return started;
+  const backend = parseBackend(options.backend ?? envValue('MUSE_BACKEND'));
+  const threads = parseThreads(options.threads ?? envValue('MUSE_THREADS'), await cores());
+  const native = options.native ?? envValue('MUSE_NATIVE') !== '0';
+  if (backend === 'wasm' && isNode) await registerNodeWasm(threads);
+  if (backend === 'wasm' && !isNode) setThreadsCount(threads);
+  if (backend === 'webgpu') {
+    if (isNode) await registerNodeWebgpu();
+    await import('@tensorflow/tfjs-backend-webgpu');
+  }
+  await registerGradients();
+  registerGradientFixes();
+  if (!(await tf.setBackend(backend))) {
+    throw new Error(`the ${backend} backend failed to start`);
+  }
+  await tf.ready();
+  const kernels =
+    backend === 'wasm'
+      ? await registerKernelPack({ native: native && isNode })
+      : { native: false, kernels: [] };
+  const actualThreads = backend === 'wasm' ? activeWasmThreads() : 1;
+  started = { backend, threads: actualThreads, kernels };
+  return started;
+}
+
+function activeWasmThreads(): number {
+  const backend = tf.backend() as unknown as { wasm: WasmModule };
+  return backend.wasm.tfjs.getThreadsCount();
+}
+
+/** The started backend, or an error saying initBackend was not called. */
+export function backendInfo(): BackendInfo {
+  if (!started) throw new Error('initBackend() has not been called');
+  return started;
+}
+
+/** The wasm module of the active wasm backend (for kernels that work on its heap). */
+export function activeWasmModule(): WasmModule {
+  const backend = tf.findBackend('wasm') as unknown as { wasm: WasmModule } | null;
+  if (!backend) throw new Error('the wasm backend is not started');
+  return backend.wasm;
+}
+
+/**
+ * Stops worker threads so the process can exit. Call once at the end of a program; the threaded
+ * wasm backend otherwise keeps Node alive.
+ */
+export function shutdownBackend(): void {
+  if (!started) return;
+  const pthreads = wasmModule?.PThread;
+  if (tf.findBackend('wasm')) tf.removeBackend('wasm');
+  pthreads?.terminateAllThreads();
+  started = undefined;
+  wasmModule = undefined;
+}

@@ -1,0 +1,192 @@
+// 2-D convolution (NHWC) through im2col + one matmul per chunk of images. tfjs-wasm 4.22 has no
+// Conv2DBackpropFilter at all and a scalar-loop Conv2DBackpropInput (DESIGN.md, ~2.4 GFLOP/s).
+//   forward:        y[b·OH·OW, Co]        = cols[b·OH·OW, KH·KW·Ci] · W[KH·KW·Ci, Co]
+//   filter grad:    dW[KH·KW·Ci, Co]      = Σ_chunks colsᵀ · dy
+//   input grad:     dcols[b·OH·OW, KH·KW·Ci] = dy · Wᵀ, then col2im (scatter-add) into dx
+// Filter layout [KH, KW, Ci, Co] is already the row-major [KH·KW·Ci, Co] matrix.
+import { backend_util, type TensorInfo } from '@tensorflow/tfjs-core';
+import type { NativeAddon } from '../native.js';
+import { matmul } from './batch-matmul.js';
+import { dispose, f32, type KernelArgs, size, type WasmBackendLike } from './heap.js';
+
+type ConvInfo = backend_util.Conv2DInfo;
+
+// Caps the im2col buffer of one chunk (floats): 16M floats = 64 MB.
+const MAX_COLS = 16 * 1024 * 1024;
+
+function convInfo(xShape: number[], filterShape: number[], attrs: KernelArgs['attrs']): ConvInfo {
+  if (attrs.dataFormat !== undefined && attrs.dataFormat !== 'NHWC') {
+    throw new Error(`conv2d: only NHWC is supported, got ${String(attrs.dataFormat)}`);
+  }
+  return backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    attrs.strides as number | [number, number],
+    (attrs.dilations ?? 1) as number | [number, number],
+    attrs.pad as 'same' | 'valid' | number,
+    attrs.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
+    false,
+    'channelsLast',
+  );
+}
+
+function imagesPerChunk(c: ConvInfo): number {
+  const perImage = c.outHeight * c.outWidth * c.filterHeight * c.filterWidth * c.inChannels;
+  return Math.max(1, Math.min(c.batchSize, Math.floor(MAX_COLS / Math.max(1, perImage))));
+}
+
+function isPointwise(c: ConvInfo): boolean {
+  return (
+    c.filterHeight === 1 &&
+    c.filterWidth === 1 &&
+    c.strideHeight === 1 &&
+    c.strideWidth === 1 &&
+    c.padInfo.top === 0 &&
+    c.padInfo.left === 0
+  );
+}
+
+/**
+ * Walks every (output pixel, tap) pair of images [b0, b0+nb) and calls visit(colOffset, xOffset)
+ * for taps inside the image (xOffset = -1 for taps in the padding), offsets in floats.
+ */
+function forEachTap(c: ConvInfo, b0: number, nb: number, visit: (col: number, x: number) => void): void {
+  const { inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW } = c;
+  const { filterHeight: KH, filterWidth: KW, strideHeight: sh, strideWidth: sw } = c;
+  const { dilationHeight: dh, dilationWidth: dw } = c;
+  const top = c.padInfo.top;
+  const left = c.padInfo.left;
+  let col = 0;
+  for (let b = b0; b < b0 + nb; b++) {
+    for (let oh = 0; oh < OH; oh++) {
+      for (let ow = 0; ow < OW; ow++) {
+        for (let kh = 0; kh < KH; kh++) {
+          const ih = oh * sh + kh * dh - top;
+          for (let kw = 0; kw < KW; kw++) {
+            const iw = ow * sw + kw * dw - left;
+            const inside = ih >= 0 && ih < H && iw >= 0 && iw < W;
+            visit(col, inside ? ((b * H + ih) * W + iw) * C : -1);
+            col += C;
+          }
+        }
+      }
+    }
+  }
+}
+
+function im2col(backend: WasmBackendLike, x: TensorInfo, c: ConvInfo, b0: number, nb: number): TensorInfo {
+  const K = c.filterHeight * c.filterWidth * c.inChannels;
+  const cols = backend.makeOutput([nb * c.outHeight * c.outWidth, K], 'float32');
+  const heap = f32(backend, cols);
+  const base = heap.byteOffset / 4;
+  // One Float32Array over the whole heap, so copies are copyWithin calls with no allocation.
+  const all = new Float32Array(heap.buffer);
+  const xBase = f32(backend, x).byteOffset / 4;
+  const C = c.inChannels;
+  forEachTap(c, b0, nb, (col, xo) => {
+    if (xo < 0) all.fill(0, base + col, base + col + C);
+    else all.copyWithin(base + col, xBase + xo, xBase + xo + C);
+  });
+  return cols;
+}
+
+function col2imAdd(backend: WasmBackendLike, dcols: TensorInfo, dx: TensorInfo, c: ConvInfo, b0: number, nb: number): void {
+  const cols = f32(backend, dcols);
+  const out = f32(backend, dx);
+  const C = c.inChannels;
+  forEachTap(c, b0, nb, (col, xo) => {
+    if (xo < 0) return;
+    for (let i = 0; i < C; i++) out[xo + i] += cols[col + i];
+  });
+}
+
+function imageRange(t: TensorInfo, b0: number, nb: number): TensorInfo {
+  // A view of images [b0, b0+nb) when b0 = 0 and nb = all; otherwise the caller copies.
+  return { dataId: t.dataId, dtype: t.dtype, shape: [nb, ...t.shape.slice(1)] };
+}
+
+function copyImages(backend: WasmBackendLike, t: TensorInfo, b0: number, nb: number): TensorInfo {
+  if (b0 === 0 && nb === t.shape[0]) return imageRange(t, 0, nb);
+  const per = size(t.shape.slice(1));
+  const out = backend.makeOutput([nb, ...t.shape.slice(1)], 'float32');
+  f32(backend, out).set(f32(backend, t).subarray(b0 * per, (b0 + nb) * per));
+  return out;
+}
+
+function asMatrix(t: TensorInfo, rows: number): TensorInfo {
+  return { dataId: t.dataId, dtype: t.dtype, shape: [rows, size(t.shape) / rows] };
+}
+
+export function conv2dKernel(native: NativeAddon) {
+  return ({ inputs, backend, attrs }: KernelArgs): TensorInfo => {
+    const { x, filter } = inputs;
+    const c = convInfo(x.shape, filter.shape, attrs);
+    const K = c.filterHeight * c.filterWidth * c.inChannels;
+    const w = asMatrix(filter, K);
+    const out = backend.makeOutput(c.outShape, 'float32');
+    if (size(c.outShape) === 0) return out;
+    const chunk = imagesPerChunk(c);
+    const rowsPerImage = c.outHeight * c.outWidth;
+    for (let b0 = 0; b0 < c.batchSize; b0 += chunk) {
+      const nb = Math.min(chunk, c.batchSize - b0);
+      const cols = isPointwise(c) ? asMatrix(copyImages(backend, x, b0, nb), nb * rowsPerImage) : im2col(backend, x, c, b0, nb);
+      const y = matmul(backend, native, cols, w, false, false);
+      f32(backend, out).set(f32(backend, y), b0 * rowsPerImage * c.outChannels);
+      dispose(backend, y);
+      if (cols.dataId !== x.dataId) dispose(backend, cols);
+    }
+    return out;
+  };
+}
+
+export function conv2dBackpropFilterKernel(native: NativeAddon | undefined) {
+  return ({ inputs, backend, attrs }: KernelArgs): TensorInfo => {
+    const { x, dy } = inputs;
+    const filterShape = attrs.filterShape as number[];
+    const c = convInfo(x.shape, filterShape, attrs);
+    const dw = backend.makeOutput(filterShape, 'float32');
+    f32(backend, dw).fill(0);
+    const chunk = imagesPerChunk(c);
+    const rowsPerImage = c.outHeight * c.outWidth;
+    for (let b0 = 0; b0 < c.batchSize; b0 += chunk) {
+      const nb = Math.min(chunk, c.batchSize - b0);
+      const cols = isPointwise(c) ? asMatrix(copyImages(backend, x, b0, nb), nb * rowsPerImage) : im2col(backend, x, c, b0, nb);
+      const dyChunk = copyImages(backend, dy, b0, nb);
+      const part = matmul(backend, native, cols, asMatrix(dyChunk, nb * rowsPerImage), true, false);
+      const acc = f32(backend, dw);
+      const p = f32(backend, part);
+      for (let i = 0; i < acc.length; i++) acc[i] += p[i];
+      dispose(backend, part);
+      if (cols.dataId !== x.dataId) dispose(backend, cols);
+      if (dyChunk.dataId !== dy.dataId) dispose(backend, dyChunk);
+    }
+    return dw;
+  };
+}
+
+export function conv2dBackpropInputKernel(native: NativeAddon | undefined) {
+  return ({ inputs, backend, attrs }: KernelArgs): TensorInfo => {
+    const { dy, filter } = inputs;
+    const inputShape = attrs.inputShape as number[];
+    const c = convInfo(inputShape, filter.shape, attrs);
+    const K = c.filterHeight * c.filterWidth * c.inChannels;
+    const w = asMatrix(filter, K);
+    const dx = backend.makeOutput(inputShape, 'float32');
+    f32(backend, dx).fill(0);
+    const chunk = imagesPerChunk(c);
+    const rowsPerImage = c.outHeight * c.outWidth;
+    for (let b0 = 0; b0 < c.batchSize; b0 += chunk) {
+      const nb = Math.min(chunk, c.batchSize - b0);
+      const dyChunk = copyImages(backend, dy, b0, nb);
+      const dcols = matmul(backend, native, asMatrix(dyChunk, nb * rowsPerImage), w, false, true);
+      if (isPointwise(c)) {
+        f32(backend, dx).set(f32(backend, dcols), b0 * size(inputShape.slice(1)));
+      } else {
+        col2imAdd(backend, dcols, dx, c, b0, nb);
+      }
+      dispose(backend, dcols);
+      if (dyChunk.dataId !== dy.dataId) dispose(backend, dyChunk);
+    }
+    return dx;
+  };
+}

@@ -1,0 +1,48 @@
+// This project's kernels for tfjs-wasm 4.22: the ones it lacks (conv filter gradient, gather's
+// gradient), the ones it runs as scalar loops (transposed/batched matmul, conv input gradient), and
+// slices that copy only what they return. With the native addon, matmuls and convolutions go to
+// OpenBLAS in place on the wasm heap.
+import * as tf from '@tensorflow/tfjs-core';
+import { loadNative } from '../native.js';
+import { batchMatMulKernel } from './batch-matmul.js';
+import { conv2dBackpropFilterKernel, conv2dBackpropInputKernel, conv2dKernel } from './conv2d.js';
+import { type KernelArgs, keepStockKernel } from './heap.js';
+import { unsortedSegmentSum } from './segment-sum.js';
+import { slice, splitV } from './slice.js';
+
+export interface KernelPackInfo {
+  /** True when the native BLAS addon serves matmuls and convolutions. */
+  native: boolean;
+  /** Description of the BLAS library, when native. */
+  blas?: string;
+  /** Kernels this project registered for the wasm backend. */
+  kernels: string[];
+}
+
+type Kernel = (args: KernelArgs) => tf.TensorInfo | tf.TensorInfo[];
+
+function replace(name: string, kernel: Kernel): void {
+  keepStockKernel(name);
+  if (tf.getKernel(name, 'wasm')) tf.unregisterKernel(name, 'wasm');
+  tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc: kernel as never });
+}
+
+let registered: KernelPackInfo | undefined;
+
+/** Registers the kernel pack on the wasm backend (once per process). */
+export async function registerKernelPack(options: { native: boolean }): Promise<KernelPackInfo> {
+  if (registered) return registered;
+  const native = options.native ? loadNative() : undefined;
+  const kernels: Record<string, Kernel> = {
+    BatchMatMul: batchMatMulKernel(native),
+    Conv2DBackpropFilter: conv2dBackpropFilterKernel(native),
+    Conv2DBackpropInput: conv2dBackpropInputKernel(native),
+    UnsortedSegmentSum: unsortedSegmentSum,
+    Slice: slice,
+    SplitV: splitV,
+  };
+  if (native) kernels.Conv2D = conv2dKernel(native);
+  for (const [name, kernel] of Object.entries(kernels)) replace(name, kernel);
+  registered = { native: !!native, blas: native?.info().blas, kernels: Object.keys(kernels) };
+  return registered;
+}

@@ -1,0 +1,124 @@
+// Optional native addon (native/muse_native.cc over OpenBLAS), built at install time by
+// scripts/build-native.mjs. The wasm kernels call it on Float32Array views of the wasm heap
+// (SharedArrayBuffer-backed when wasm runs threaded). When it is missing, fails to load, runs
+// outside Node, or MUSE_NATIVE=0 is set, loadNative() returns undefined and the wasm kernels
+// are used as they are.
+//
+// Node built-ins are reached through process.getBuiltinModule (Node >= 20.16) rather than
+// static imports, so that this module stays importable in browser bundles.
+
+/** Functions exported by native/build/Release/muse_native.node. */
+export interface NativeAddon {
+  /**
+   * For each i < batch: C_i = alpha * op(A_i) * op(B_i) + beta * C_i (cblas_sgemm, row-major).
+   *
+   * - op(A_i) is M x K; A_i starts at a[i * aBatchStride] (0 broadcasts one A to every batch)
+   *   and is stored M x K, or K x M when transA.
+   * - op(B_i) is K x N; B_i starts at b[i * bBatchStride], stored K x N, or N x K when transB.
+   * - C_i is M x N, contiguous: c[i * M * N ...].
+   * - beta = 0 means C is not read (BLAS semantics).
+   *
+   * Throws a TypeError/RangeError (nothing is written) when an argument has the wrong type, an
+   * index would fall outside a, b or c, or the part of c written overlaps what is read of a or b.
+   */
+  sgemmBatched(
+    transA: boolean,
+    transB: boolean,
+    batch: number,
+    M: number,
+    N: number,
+    K: number,
+    a: Float32Array,
+    aBatchStride: number,
+    b: Float32Array,
+    bBatchStride: number,
+    c: Float32Array,
+    alpha: number,
+    beta: number,
+  ): void;
+  /** Threads OpenBLAS (and sgemmBatched's batch parallelism) may use; process-wide. n >= 1. */
+  setThreads(n: number): void;
+  getThreads(): number;
+  info(): { blas: string; threads: number };
+}
+
+const ADDON_PATH = ['native', 'build', 'Release', 'muse_native.node'];
+const PACKAGE_NAME = 'muse-ts';
+
+let cached: { addon: NativeAddon | undefined } | undefined;
+
+interface NodeBuiltins {
+  fs: typeof import('node:fs');
+  path: typeof import('node:path');
+  url: typeof import('node:url');
+  module: typeof import('node:module');
+}
+
+function nodeBuiltins(): NodeBuiltins | undefined {
+  const proc = (globalThis as { process?: NodeJS.Process }).process;
+  if (!proc?.versions?.node || typeof proc.getBuiltinModule !== 'function') return undefined;
+  return {
+    fs: proc.getBuiltinModule('node:fs'),
+    path: proc.getBuiltinModule('node:path'),
+    url: proc.getBuiltinModule('node:url'),
+    module: proc.getBuiltinModule('node:module'),
+  };
+}
+
+/** The folder holding muse-ts's package.json, walking up from this module (src/ or dist/src/). */
+function findPackageRoot({ fs, path, url }: NodeBuiltins): string | undefined {
+  let dir = path.dirname(url.fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (fs.existsSync(pkg)) {
+      try {
+        if ((JSON.parse(fs.readFileSync(pkg, 'utf8')) as { name?: unknown }).name === PACKAGE_NAME) return dir;
+      } catch {
+        // unreadable package.json: keep walking
+      }
+    }
+    const parent = path.dirname(dir);
+    if (parent === dir) return undefined;
+    dir = parent;
+  }
+}
+
+function isAddon(x: unknown): x is NativeAddon {
+  const m = x as Partial<Record<keyof NativeAddon, unknown>> | null;
+  return (
+    typeof m === 'object' &&
+    m !== null &&
+    typeof m.sgemmBatched === 'function' &&
+    typeof m.setThreads === 'function' &&
+    typeof m.getThreads === 'function' &&
+    typeof m.info === 'function'
+  );
+}
+
+function load(): NativeAddon | undefined {
+  const node = nodeBuiltins();
+  if (!node) return undefined;
+  if (process.env.MUSE_NATIVE === '0') return undefined;
+  try {
+    if (!import.meta.url.startsWith('file:')) return undefined;
+    const root = findPackageRoot(node);
+    if (!root) return undefined;
+    const file = node.path.join(root, ...ADDON_PATH);
+    if (!node.fs.existsSync(file)) return undefined;
+    const require = node.module.createRequire(import.meta.url);
+    const addon: unknown = require(file);
+    return isAddon(addon) ? addon : undefined;
+  } catch {
+    // e.g. libopenblas.so.0 missing at run time, or an addon built for another Node ABI
+    return undefined;
+  }
+}
+
+/**
+ * The native addon, or undefined when it is not built, fails to load, is disabled with
+ * MUSE_NATIVE=0, or this is not Node. Never throws; the result is cached.
+ */
+export function loadNative(): NativeAddon | undefined {
+  if (!cached) cached = { addon: load() };
+  return cached.addon;
+}
