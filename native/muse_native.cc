@@ -20,10 +20,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
+#include <mutex>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -189,34 +193,123 @@ napi_value Undefined(napi_env env) {
 // 2. Threading helpers
 // ---------------------------------------------------------------------------
 
-// Runs body(i) for i in [0, count) on `workers` threads (the calling thread
-// included), handing out indices dynamically. Falls back to fewer threads if
-// a thread cannot be created.
-template <typename Body>
-void ParallelFor(int64_t count, int workers, const Body& body) {
-  std::atomic<int64_t> next{0};
-  auto run = [&]() {
-    for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < count;
-         i = next.fetch_add(1, std::memory_order_relaxed))
-      body(i);
-  };
-  std::vector<std::thread> threads;
-  threads.reserve(static_cast<size_t>(std::max(workers - 1, 0)));
-  for (int w = 1; w < workers; ++w) {
-    try {
-      threads.emplace_back(run);
-    } catch (const std::system_error&) {
-      break;  // run with the threads we have
+// A process-wide pool of worker threads, created on first use and kept for
+// the life of the process. Reusing threads matters: creating one costs ~20 us,
+// and OpenBLAS gives every thread that calls it its own work buffer (allocated
+// on the first call, freed at thread exit). Idle workers spin for a short
+// while (kSpin) before blocking, so back-to-back calls (one per layer/head)
+// do not pay a futex wake-up each; after that they sleep on a condition
+// variable and cost nothing. The pool is deliberately never destroyed:
+// workers stay blocked on it until the process exits.
+class WorkerPool {
+ public:
+  static WorkerPool& Get() {
+    static WorkerPool* pool = new WorkerPool();  // leaked on purpose, see above
+    return *pool;
+  }
+
+  // Runs job() on the calling thread and on up to `extra` pool threads, and
+  // returns when all of them have returned. Returns false, having run
+  // nothing, if the pool is busy with another caller (another JS thread);
+  // that caller then does the work alone.
+  template <typename Job>
+  bool Run(int extra, const Job& job) {
+    std::unique_lock<std::mutex> busy(run_mutex_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    extra = Grow(extra);
+    if (extra > 0) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        job_ = [&job]() { job(); };
+        wanted_ = extra;
+        pending_.store(extra, std::memory_order_relaxed);
+        generation_.fetch_add(1, std::memory_order_release);
+      }
+      work_cv_.notify_all();
+    }
+    job();
+    if (extra > 0) {
+      // The workers finish at about the same time as this thread: spin first.
+      const auto deadline = std::chrono::steady_clock::now() + kSpin;
+      while (pending_.load(std::memory_order_acquire) != 0 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::yield();
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_cv_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+      job_ = nullptr;
+    }
+    return true;
+  }
+
+ private:
+  static constexpr std::chrono::microseconds kSpin{200};
+
+  WorkerPool() = default;
+
+  // Makes sure at least n pool threads exist; returns how many are usable.
+  // Called with run_mutex_ held.
+  int Grow(int n) {
+    while (count_ < n) {
+      try {
+        std::thread(&WorkerPool::Loop, this, count_).detach();
+      } catch (const std::system_error&) {
+        break;
+      }
+      ++count_;
+    }
+    return std::min(n, count_);
+  }
+
+  void Loop(int index) {
+    uint64_t seen = 0;
+    for (;;) {
+      const auto deadline = std::chrono::steady_clock::now() + kSpin;
+      while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::yield();
+      std::unique_lock<std::mutex> lock(mutex_);
+      work_cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+      seen = generation_.load(std::memory_order_relaxed);
+      if (index >= wanted_) continue;
+      std::function<void()> job = job_;
+      lock.unlock();
+      job();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        lock.lock();  // pairs with the waiter's predicate check
+        done_cv_.notify_one();
+      }
     }
   }
-  run();
-  for (auto& t : threads) t.join();
+
+  std::mutex run_mutex_;  // one Run at a time
+  std::mutex mutex_;      // guards job_ and wanted_; generation_ is bumped under it
+  std::condition_variable work_cv_, done_cv_;
+  std::function<void()> job_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  int wanted_ = 0;
+  int count_ = 0;  // threads created (only touched under run_mutex_)
+};
+
+// Runs body(i) for i in [0, count) on `workers` threads (the calling thread
+// included). Indices are handed out dynamically in chunks of `chunk`.
+template <typename Body>
+void ParallelFor(int64_t count, int workers, int64_t chunk, const Body& body) {
+  std::atomic<int64_t> next{0};
+  auto run = [&]() {
+    for (;;) {
+      const int64_t begin = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (begin >= count) return;
+      const int64_t end = std::min(count, begin + chunk);
+      for (int64_t i = begin; i < end; ++i) body(i);
+    }
+  };
+  if (workers <= 1 || !WorkerPool::Get().Run(workers - 1, run)) run();
 }
 
 // Temporarily forces OpenBLAS to run single-threaded, restoring the previous
-// count on scope exit. openblas_set_num_threads is process-global: callers on
-// different JS threads (worker_threads) racing on it could see each other's
-// setting for the duration of a call, which affects speed, never results.
+// count on scope exit (openblas_set_num_threads only stores a number here; it
+// costs nanoseconds). It is process-global: callers on different JS threads
+// (worker_threads) overlapping in time can see each other's setting for the
+// duration of a call, which affects speed, never results.
 class BlasSingleThreadScope {
  public:
   explicit BlasSingleThreadScope(int previous) : previous_(previous) { openblas_set_num_threads(1); }
@@ -228,17 +321,26 @@ class BlasSingleThreadScope {
   int previous_;
 };
 
-// Batch-parallel policy for sgemmBatched (see the benchmark notes in the
-// report / README): for a batch of small products, running whole products on
-// separate threads with single-threaded BLAS beats letting OpenBLAS split
-// each small product across its threads (its per-call fork/join and the
-// panel-splitting overhead dominate at these sizes). A single large product
-// is left to OpenBLAS's own threading.
+// Threading policy for sgemmBatched (measured on 2 cores, OpenBLAS 0.3.21):
 //
-//   - per-item work below kBatchParallelMaxItemFlops -> parallelise over batch
-//   - total work below kBatchParallelMinTotalFlops  -> not worth a thread
-constexpr double kBatchParallelMaxItemFlops = 2.0 * 512 * 512 * 512;  // ~268 MFLOP
-constexpr double kBatchParallelMinTotalFlops = 2.0 * 64 * 64 * 64 * 4;  // ~2 MFLOP
+// - For a batch of small products, running whole products on separate
+//   threads, each with single-threaded BLAS, beats letting OpenBLAS split
+//   each small product across its threads: 64 x (256x64 @ 64x256) runs at
+//   ~210 GFLOP/s this way against ~145 with OpenBLAS threading per product
+//   (~107 on one thread).
+// - Products of at least kBatchParallelMaxItemFlops are left to OpenBLAS's
+//   own threading: it is as fast there, and also uses all threads when the
+//   batch is smaller than the thread count.
+// - Products under kBatchParallelMinItemFlops stay on one thread: OpenBLAS's
+//   per-call overhead dominates there and concurrent tiny calls contend
+//   (1024 x 16^3 ran 2x slower on two threads than on one).
+// - Each extra thread must get at least kBatchParallelMinFlopsPerThread of
+//   work: waking a sleeping pool thread costs ~20 us, so below ~2 MFLOP per
+//   thread a cold hand-off loses (with the pool still spinning from the
+//   previous call it wins down to ~0.25 MFLOP).
+constexpr double kBatchParallelMaxItemFlops = 2.0 * 512 * 512 * 512;       // ~268 MFLOP
+constexpr double kBatchParallelMinItemFlops = 2.0 * 32 * 32 * 32;          // ~66 KFLOP
+constexpr double kBatchParallelMinFlopsPerThread = 2.0 * 128 * 128 * 64;  // ~2.1 MFLOP
 
 // ---------------------------------------------------------------------------
 // 3. Kernels
@@ -317,11 +419,18 @@ napi_value SgemmBatched(napi_env env, napi_callback_info info) {
 
   const double item_flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   const int blas_threads = openblas_get_num_threads();
-  if (batch >= 2 && blas_threads > 1 && item_flops < kBatchParallelMaxItemFlops &&
-      item_flops * static_cast<double>(batch) >= kBatchParallelMinTotalFlops) {
-    const int workers = static_cast<int>(std::min<int64_t>(blas_threads, batch));
+  int workers = 1;
+  if (batch >= 2 && blas_threads > 1 && item_flops >= kBatchParallelMinItemFlops &&
+      item_flops < kBatchParallelMaxItemFlops) {
+    const double by_work = std::floor(item_flops * static_cast<double>(batch) / kBatchParallelMinFlopsPerThread);
+    workers = static_cast<int>(std::min({static_cast<double>(blas_threads), static_cast<double>(batch), by_work}));
+  }
+  if (workers > 1) {
+    // Chunks of ~1/8 of a thread's share: few atomic hand-offs for tiny items,
+    // still fine-grained enough to balance.
+    const int64_t chunk = std::max<int64_t>(1, batch / (static_cast<int64_t>(workers) * 8));
     BlasSingleThreadScope single(blas_threads);
-    ParallelFor(batch, workers, one);
+    ParallelFor(batch, workers, chunk, one);
   } else {
     for (int64_t i = 0; i < batch; ++i) one(i);
   }

@@ -263,7 +263,8 @@ test('sgemmBatched: batch-parallel path (many small products) matches the refere
       let seed = 500 + threads * 10;
       for (const [transA, transB] of TRANSPOSES) {
         check(m, { transA, transB, batch: 16, M: 64, N: 64, K: 32, aStride: 64 * 32, bStride: 32 * 64, alpha: 1, beta: 0 }, seed++);
-        check(m, { transA, transB, batch: 9, M: 65, N: 33, K: 64, aStride: 0, bStride: 33 * 64, alpha: 0.5, beta: 1 }, seed++);
+        check(m, { transA, transB, batch: 9, M: 65, N: 33, K: 128, aStride: 0, bStride: 33 * 128, alpha: 0.5, beta: 1 }, seed++);
+        check(m, { transA, transB, batch: 24, M: 64, N: 64, K: 64, aStride: 64 * 64, bStride: 0, alpha: 1, beta: -1 }, seed++);
       }
       // The thread count is restored after a batch-parallel call.
       assert.equal(m.getThreads(), threads);

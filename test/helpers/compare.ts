@@ -57,17 +57,20 @@ function evaluate(backend: string, fn: Fn, inputs: Input[], data: Array<Float32A
   });
 }
 
-/** Asserts fn agrees on wasm and cpu, forward and (unless grad = false) backward. */
+/**
+ * Asserts fn on wasm agrees with fn (or an independent `reference` formulation) on the tfjs cpu
+ * backend, forward and (unless grad = false) backward.
+ */
 export async function assertMatchesCpu(
   fn: Fn,
   inputs: Input[],
-  options: { tolerance?: number; grad?: boolean; seed?: number } = {},
+  options: { tolerance?: number; grad?: boolean; seed?: number; reference?: Fn } = {},
 ): Promise<void> {
   await initBackend();
   const data = materialise(inputs, options.seed ?? 1);
   const grad = options.grad ?? true;
   const got = evaluate('wasm', fn, inputs, data, grad);
-  const want = evaluate('cpu', fn, inputs, data, grad);
+  const want = evaluate('cpu', options.reference ?? fn, inputs, data, grad);
   tf.setBackend('wasm');
   for (let i = 0; i < want.length; i++) {
     const err = relativeError(got[i].values, want[i].values);

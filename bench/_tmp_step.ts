@@ -1,0 +1,13 @@
+import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
+import { buildReferenceStep } from './reference-step.js';
+const info = await initBackend();
+console.log(info.backend, info.threads, info.kernels.native);
+const s = buildReferenceStep();
+console.log('params', s.params);
+for (let i = 0; i < 2; i++) console.log('warm loss', s.step());
+let t0 = performance.now(); const n = 3;
+for (let i = 0; i < n; i++) s.step();
+console.log('step s', ((performance.now() - t0) / 1000 / n).toFixed(3));
+t0 = performance.now(); for (let i = 0; i < n; i++) s.forward();
+console.log('fwd s', ((performance.now() - t0) / 1000 / n).toFixed(3));
+shutdownBackend();

@@ -1,0 +1,31 @@
+// Per-kernel profile of one reference training step (DESIGN.md): where the time goes.
+// Usage: node --import tsx bench/profile.ts   (MUSE_NATIVE=0 for the pure-wasm path)
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
+import { buildReferenceStep } from './reference-step.js';
+
+export async function profileStep(): Promise<Array<{ kernel: string; calls: number; ms: number }>> {
+  const step = buildReferenceStep();
+  step.step();
+  const profile = await tf.profile(() => {
+    step.step();
+  });
+  const byKernel = new Map<string, { calls: number; ms: number }>();
+  for (const k of profile.kernels) {
+    const e = byKernel.get(k.name) ?? { calls: 0, ms: 0 };
+    e.calls++;
+    e.ms += typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+    byKernel.set(k.name, e);
+  }
+  step.dispose();
+  return [...byKernel.entries()].map(([kernel, e]) => ({ kernel, ...e })).sort((a, b) => b.ms - a.ms);
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const info = await initBackend();
+  const rows = await profileStep();
+  const total = rows.reduce((a, r) => a + r.ms, 0);
+  console.log(`backend ${info.backend}, ${info.threads} threads, native ${info.kernels.native}; kernel time ${total.toFixed(0)} ms`);
+  for (const r of rows) console.log(`${r.kernel.padEnd(24)} ${String(r.calls).padStart(5)} calls ${r.ms.toFixed(1).padStart(8)} ms ${((100 * r.ms) / total).toFixed(1).padStart(5)}%`);
+  shutdownBackend();
+}
