@@ -47,8 +47,8 @@ function makeParams(rng: Rng): Params {
 }
 
 function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor): tf.Tensor {
-  const [b, sq, d] = q.shape;
-  const sk = k.shape[1];
+  const [b, sq, d] = q.shape as [number, number, number];
+  const sk = k.shape[1] as number;
   const split = (x: tf.Tensor, s: number) => tf.transpose(tf.reshape(x, [b, s, ref.H, d / ref.H]), [0, 2, 1, 3]);
   const scores = tf.mul(tf.matMul(split(q, sq), split(k, sk), false, true), 1 / Math.sqrt(d / ref.H));
   const out = tf.matMul(tf.softmax(scores), split(v, sk));

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <initializer_list>
 #include <mutex>
 #include <string>
 #include <system_error>
@@ -437,6 +438,210 @@ napi_value SgemmBatched(napi_env env, napi_callback_info info) {
   return Undefined(env);
 }
 
+// Elementwise and row kernels for the fused ops (src/tensor/ops/*), the hot
+// non-matmul work of a training step. Each runs on the batch-parallel pool.
+
+// Reads `count` Float32Array arguments starting at args.values[first].
+bool GetF32s(napi_env env, const Args& args, const char* fn, size_t first, std::initializer_list<const char*> names,
+             F32View* out) {
+  size_t i = 0;
+  for (const char* name : names) {
+    if (!GetF32(env, args.values[first + i], fn, name, &out[i])) return false;
+    ++i;
+  }
+  return true;
+}
+
+bool NeedLength(napi_env env, const char* fn, const char* name, const F32View& v, uint64_t n) {
+  if (v.length >= n) return true;
+  return ThrowRange(env, std::string(fn) + ": " + name + " is too small: needs " + std::to_string(n) +
+                             " elements, has " + std::to_string(v.length));
+}
+
+int PoolWorkers(double work_items, double min_items_per_worker) {
+  const int threads = std::max(1, openblas_get_num_threads());
+  return static_cast<int>(std::max(1.0, std::min<double>(threads, work_items / min_items_per_worker)));
+}
+
+// tanh form of GELU: 0.5 x (1 + tanh(c (x + a x^3))).
+constexpr float kGeluC = 0.7978845608028654f;
+constexpr float kGeluA = 0.044715f;
+
+// geluForward(x, y, n)
+napi_value GeluForward(napi_env env, napi_callback_info info) {
+  static const char* fn = "geluForward";
+  Args args;
+  F32View v[2];
+  int64_t n;
+  if (!GetArgs(env, info, fn, 3, &args) || !GetF32s(env, args, fn, 0, {"x", "y"}, v) ||
+      !GetIndex(env, args.values[2], fn, "n", kMaxSafeInteger, &n) || !NeedLength(env, fn, "x", v[0], n) ||
+      !NeedLength(env, fn, "y", v[1], n))
+    return nullptr;
+  const float* x = v[0].data;
+  float* y = v[1].data;
+  const int64_t chunk = 1 << 14;
+  ParallelFor((n + chunk - 1) / chunk, PoolWorkers(n, 1 << 16), 1, [&](int64_t c) {
+    const int64_t end = std::min<int64_t>(n, (c + 1) * chunk);
+    for (int64_t i = c * chunk; i < end; ++i) {
+      const float z = x[i];
+      y[i] = 0.5f * z * (1.0f + std::tanh(kGeluC * (z + kGeluA * z * z * z)));
+    }
+  });
+  return Undefined(env);
+}
+
+// geluBackward(dy, x, dx, n): dx = dy * d/dx gelu(x)
+napi_value GeluBackward(napi_env env, napi_callback_info info) {
+  static const char* fn = "geluBackward";
+  Args args;
+  F32View v[3];
+  int64_t n;
+  if (!GetArgs(env, info, fn, 4, &args) || !GetF32s(env, args, fn, 0, {"dy", "x", "dx"}, v) ||
+      !GetIndex(env, args.values[3], fn, "n", kMaxSafeInteger, &n) || !NeedLength(env, fn, "dy", v[0], n) ||
+      !NeedLength(env, fn, "x", v[1], n) || !NeedLength(env, fn, "dx", v[2], n))
+    return nullptr;
+  const float* dy = v[0].data;
+  const float* x = v[1].data;
+  float* dx = v[2].data;
+  const int64_t chunk = 1 << 14;
+  ParallelFor((n + chunk - 1) / chunk, PoolWorkers(n, 1 << 16), 1, [&](int64_t c) {
+    const int64_t end = std::min<int64_t>(n, (c + 1) * chunk);
+    for (int64_t i = c * chunk; i < end; ++i) {
+      const float z = x[i];
+      const float t = std::tanh(kGeluC * (z + kGeluA * z * z * z));
+      dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * z * (1.0f - t * t) * kGeluC * (1.0f + 3.0f * kGeluA * z * z));
+    }
+  });
+  return Undefined(env);
+}
+
+// layerNormForward(x, g, b, y, mean, rstd, rows, d, eps)
+napi_value LayerNormForward(napi_env env, napi_callback_info info) {
+  static const char* fn = "layerNormForward";
+  Args args;
+  F32View v[6];
+  int64_t rows, d;
+  double eps;
+  if (!GetArgs(env, info, fn, 9, &args) || !GetF32s(env, args, fn, 0, {"x", "g", "b", "y", "mean", "rstd"}, v) ||
+      !GetIndex(env, args.values[6], fn, "rows", kMaxSafeInteger, &rows) ||
+      !GetIndex(env, args.values[7], fn, "d", kMaxSafeInteger, &d) || !GetNumber(env, args.values[8], fn, "eps", &eps))
+    return nullptr;
+  const uint64_t n = static_cast<uint64_t>(rows) * d;
+  if (!NeedLength(env, fn, "x", v[0], n) || !NeedLength(env, fn, "g", v[1], d) || !NeedLength(env, fn, "b", v[2], d) ||
+      !NeedLength(env, fn, "y", v[3], n) || !NeedLength(env, fn, "mean", v[4], rows) ||
+      !NeedLength(env, fn, "rstd", v[5], rows))
+    return nullptr;
+  const float *x = v[0].data, *g = v[1].data, *b = v[2].data;
+  float *y = v[3].data, *mean = v[4].data, *rstd = v[5].data;
+  ParallelFor(rows, PoolWorkers(static_cast<double>(n), 1 << 15), 16, [&](int64_t r) {
+    const float* xr = x + r * d;
+    float* yr = y + r * d;
+    double m = 0;
+    for (int64_t i = 0; i < d; ++i) m += xr[i];
+    m /= static_cast<double>(d);
+    double var = 0;
+    for (int64_t i = 0; i < d; ++i) var += (xr[i] - m) * (xr[i] - m);
+    const float inv = static_cast<float>(1.0 / std::sqrt(var / static_cast<double>(d) + eps));
+    const float mf = static_cast<float>(m);
+    for (int64_t i = 0; i < d; ++i) yr[i] = (xr[i] - mf) * inv * g[i] + b[i];
+    mean[r] = mf;
+    rstd[r] = inv;
+  });
+  return Undefined(env);
+}
+
+// layerNormBackward(dy, x, g, mean, rstd, dx, dg, db, rows, d)
+//   dx = r (h - mean(h) - xh mean(h xh)), h = dy g;  dg = sum dy xh;  db = sum dy
+napi_value LayerNormBackward(napi_env env, napi_callback_info info) {
+  static const char* fn = "layerNormBackward";
+  Args args;
+  F32View v[8];
+  int64_t rows, d;
+  if (!GetArgs(env, info, fn, 10, &args) ||
+      !GetF32s(env, args, fn, 0, {"dy", "x", "g", "mean", "rstd", "dx", "dg", "db"}, v) ||
+      !GetIndex(env, args.values[8], fn, "rows", kMaxSafeInteger, &rows) ||
+      !GetIndex(env, args.values[9], fn, "d", kMaxSafeInteger, &d))
+    return nullptr;
+  const uint64_t n = static_cast<uint64_t>(rows) * d;
+  if (!NeedLength(env, fn, "dy", v[0], n) || !NeedLength(env, fn, "x", v[1], n) || !NeedLength(env, fn, "g", v[2], d) ||
+      !NeedLength(env, fn, "mean", v[3], rows) || !NeedLength(env, fn, "rstd", v[4], rows) ||
+      !NeedLength(env, fn, "dx", v[5], n) || !NeedLength(env, fn, "dg", v[6], d) || !NeedLength(env, fn, "db", v[7], d))
+    return nullptr;
+  const float *dy = v[0].data, *x = v[1].data, *g = v[2].data, *mean = v[3].data, *rstd = v[4].data;
+  float *dx = v[5].data, *dg = v[6].data, *db = v[7].data;
+  const int workers = PoolWorkers(static_cast<double>(n), 1 << 15);
+  // Each worker sums dg, db over its own block of rows; the blocks are added at the end.
+  std::vector<float> partial(static_cast<size_t>(workers) * 2 * d, 0.0f);
+  const int64_t per = (rows + workers - 1) / workers;
+  ParallelFor(workers, workers, 1, [&](int64_t w) {
+    float* pg = partial.data() + w * 2 * d;
+    float* pb = pg + d;
+    const int64_t end = std::min(rows, (w + 1) * per);
+    for (int64_t r = w * per; r < end; ++r) {
+      const float *dyr = dy + r * d, *xr = x + r * d;
+      float* dxr = dx + r * d;
+      const float m = mean[r], inv = rstd[r];
+      float sum_h = 0, sum_hx = 0;
+      for (int64_t i = 0; i < d; ++i) {
+        const float xh = (xr[i] - m) * inv;
+        const float h = dyr[i] * g[i];
+        sum_h += h;
+        sum_hx += h * xh;
+        pg[i] += dyr[i] * xh;
+        pb[i] += dyr[i];
+      }
+      sum_h /= static_cast<float>(d);
+      sum_hx /= static_cast<float>(d);
+      for (int64_t i = 0; i < d; ++i) {
+        const float xh = (xr[i] - m) * inv;
+        dxr[i] = inv * (dyr[i] * g[i] - sum_h - xh * sum_hx);
+      }
+    }
+  });
+  for (int64_t i = 0; i < d; ++i) {
+    float sg = 0, sb = 0;
+    for (int w = 0; w < workers; ++w) {
+      sg += partial[static_cast<size_t>(w) * 2 * d + i];
+      sb += partial[static_cast<size_t>(w) * 2 * d + d + i];
+    }
+    dg[i] = sg;
+    db[i] = sb;
+  }
+  return Undefined(env);
+}
+
+// adamwUpdate(p, g, m, v, n, lr, beta1, beta2, eps, c1, c2, decay), in place on p, m, v:
+//   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr (m c1 / (sqrt(v c2) + eps) + decay p)
+napi_value AdamwUpdate(napi_env env, napi_callback_info info) {
+  static const char* fn = "adamwUpdate";
+  Args args;
+  F32View v[4];
+  int64_t n;
+  double h[7];
+  if (!GetArgs(env, info, fn, 12, &args) || !GetF32s(env, args, fn, 0, {"p", "g", "m", "v"}, v) ||
+      !GetIndex(env, args.values[4], fn, "n", kMaxSafeInteger, &n))
+    return nullptr;
+  static const char* hyper[] = {"lr", "beta1", "beta2", "eps", "c1", "c2", "decay"};
+  for (int i = 0; i < 7; ++i)
+    if (!GetNumber(env, args.values[5 + i], fn, hyper[i], &h[i])) return nullptr;
+  for (int i = 0; i < 4; ++i)
+    if (!NeedLength(env, fn, i == 0 ? "p" : i == 1 ? "g" : i == 2 ? "m" : "v", v[i], n)) return nullptr;
+  float *p = v[0].data, *m = v[2].data, *s = v[3].data;
+  const float* g = v[1].data;
+  const float lr = h[0], b1 = h[1], b2 = h[2], eps = h[3], c1 = h[4], c2 = h[5], decay = h[6];
+  const int64_t chunk = 1 << 14;
+  ParallelFor((n + chunk - 1) / chunk, PoolWorkers(n, 1 << 16), 1, [&](int64_t c) {
+    const int64_t end = std::min<int64_t>(n, (c + 1) * chunk);
+    for (int64_t i = c * chunk; i < end; ++i) {
+      const float gi = g[i];
+      const float mi = m[i] = b1 * m[i] + (1.0f - b1) * gi;
+      const float vi = s[i] = b2 * s[i] + (1.0f - b2) * gi * gi;
+      p[i] -= lr * (mi * c1 / (std::sqrt(vi * c2) + eps) + decay * p[i]);
+    }
+  });
+  return Undefined(env);
+}
+
 // setThreads(n): number of threads OpenBLAS (and sgemmBatched's batch
 // parallelism) may use; n >= 1.
 napi_value SetThreads(napi_env env, napi_callback_info info) {
@@ -485,6 +690,11 @@ constexpr Export kExports[] = {
     {"setThreads", SetThreads},
     {"getThreads", GetThreads},
     {"info", Info},
+    {"geluForward", GeluForward},
+    {"geluBackward", GeluBackward},
+    {"layerNormForward", LayerNormForward},
+    {"layerNormBackward", LayerNormBackward},
+    {"adamwUpdate", AdamwUpdate},
 };
 
 }  // namespace

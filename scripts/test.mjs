@@ -26,8 +26,9 @@ function runTests(label, testFiles, env) {
 
 const results = [runTests('all tests', selected, {})];
 const nativeBuilt = existsSync('native/build/Release/muse_native.node');
-if (nativeBuilt && process.env.MUSE_NATIVE !== '0' && selected.includes('test/kernels.test.ts')) {
-  results.push(runTests('kernel tests on the pure-wasm path (MUSE_NATIVE=0)', ['test/kernels.test.ts'], { MUSE_NATIVE: '0' }));
+const wasmPathFiles = ['test/kernels.test.ts', 'test/fused-ops.test.ts'].filter((f) => selected.includes(f));
+if (nativeBuilt && process.env.MUSE_NATIVE !== '0' && wasmPathFiles.length) {
+  results.push(runTests('kernel tests on the pure-wasm path (MUSE_NATIVE=0)', wasmPathFiles, { MUSE_NATIVE: '0' }));
 }
 const total = results.reduce((a, r) => ({ pass: a.pass + r.pass, fail: a.fail + r.fail, skipped: a.skipped + r.skipped }), { pass: 0, fail: 0, skipped: 0 });
 console.log(`\n${total.pass} passed, ${total.fail} failed, ${total.skipped} skipped`);

@@ -3,6 +3,7 @@
 // Multiply/Add/Sqrt/Identity); here one loop per tensor over the backend's memory does the update.
 //   m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  p ← p − lr·(m̂/(√v̂ + ε) + λ·p)
 import * as tf from '@tensorflow/tfjs-core';
+import { activeNative } from '../tensor/kernels/active-native.js';
 
 export interface AdamWOptions {
   beta1?: number;
@@ -80,7 +81,9 @@ export class AdamW {
       const inPlace = backend.refCount(p.dataId) === 1 ? memoryOf(p) : undefined;
       const pv = inPlace ?? Float32Array.from(p.dataSync() as Float32Array);
       const { beta1: b1, beta2: b2, epsilon: eps } = this;
-      for (let i = 0; i < pv.length; i++) {
+      const addon = tf.getBackend() === 'wasm' ? activeNative() : undefined;
+      if (addon) addon.adamwUpdate(pv, gv, m, v, pv.length, lr, b1, b2, eps, c1, c2, decay);
+      else for (let i = 0; i < pv.length; i++) {
         const gi = gv[i];
         const mi = (m[i] = b1 * m[i] + (1 - b1) * gi);
         const vi = (v[i] = b2 * v[i] + (1 - b2) * gi * gi);

@@ -4,6 +4,7 @@
 // OpenBLAS in place on the wasm heap.
 import * as tf from '@tensorflow/tfjs-core';
 import { loadNative } from '../native.js';
+import { setActiveNative } from './active-native.js';
 import { batchMatMulKernel } from './batch-matmul.js';
 import { conv2dBackpropFilterKernel, conv2dBackpropInputKernel, conv2dKernel } from './conv2d.js';
 import { type KernelArgs, keepStockKernel } from './heap.js';
@@ -33,6 +34,7 @@ let registered: KernelPackInfo | undefined;
 export async function registerKernelPack(options: { native: boolean }): Promise<KernelPackInfo> {
   if (registered) return registered;
   const native = options.native ? loadNative() : undefined;
+  setActiveNative(native);
   const kernels: Record<string, Kernel> = {
     BatchMatMul: batchMatMulKernel(native),
     Conv2DBackpropFilter: conv2dBackpropFilterKernel(native),

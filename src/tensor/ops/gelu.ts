@@ -20,6 +20,7 @@ registerJsKernel({
       y[i] = 0.5 * v * (1 + tanh(C * (v + A * v * v * v)));
     }
   },
+  computeNative: (addon, [x], [y]) => addon.geluForward(x, y, x.length),
 });
 
 registerJsKernel({
@@ -33,6 +34,7 @@ registerJsKernel({
       dx[i] = dy[i] * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * C * (1 + 3 * A * v * v));
     }
   },
+  computeNative: (addon, [dy, x], [dx]) => addon.geluBackward(dy, x, dx, x.length),
 });
 
 function geluComposite(x: tf.Tensor): tf.Tensor {
@@ -40,17 +42,17 @@ function geluComposite(x: tf.Tensor): tf.Tensor {
   return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
 }
 
-const geluFused = tf.customGrad((x: tf.Tensor, save: tf.GradSaveFunc) => {
+const geluFused = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
   save([x]);
   return {
     value: runKernel('MuseGelu', { x })[0],
     gradFunc: (dy: tf.Tensor, [saved]: tf.Tensor[]) => runKernel('MuseGeluGrad', { dy, x: saved })[0],
   };
-});
+}) as never);
 
 /** GELU (tanh approximation); fused kernels on wasm and cpu, composite ops elsewhere. */
 export function gelu(x: tf.Tensor): tf.Tensor {
-  return hasKernel('MuseGelu') ? (geluFused(x) as tf.Tensor) : geluComposite(x);
+  return hasKernel('MuseGelu') ? (geluFused as unknown as (t: tf.Tensor) => tf.Tensor)(x) : geluComposite(x);
 }
 
 export { geluComposite };

@@ -2,6 +2,8 @@
 // and writing the wasm heap in place) and the cpu backend. Used for fused ops whose unfused tfjs
 // form costs many small kernels and temporaries (DESIGN.md profile: layer norm, GELU, softmax).
 import * as tf from '@tensorflow/tfjs-core';
+import { activeNative } from '../kernels/active-native.js';
+import type { NativeAddon } from '../native.js';
 
 export interface JsKernel {
   name: string;
@@ -9,6 +11,14 @@ export interface JsKernel {
   outputs(shapes: number[][], attrs: tf.NamedAttrMap): number[][];
   /** Reads inputs, writes every element of every output. */
   compute(ins: Float32Array[], outs: Float32Array[], shapes: number[][], attrs: tf.NamedAttrMap): void;
+  /** The same through the native addon, used on wasm when the native path is active. */
+  computeNative?(
+    addon: NativeAddon,
+    ins: Float32Array[],
+    outs: Float32Array[],
+    shapes: number[][],
+    attrs: tf.NamedAttrMap,
+  ): void;
 }
 
 interface WasmLike {
@@ -26,11 +36,15 @@ type Args = { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedA
 function wasmKernel(k: JsKernel) {
   return ({ inputs, backend, attrs = {} }: Args): tf.TensorInfo[] => {
     const b = backend as WasmLike;
-    const ins = Object.values(inputs);
+    const ins = Object.values(inputs) as tf.TensorInfo[];
     const shapes = ins.map((t) => t.shape);
     const outs = k.outputs(shapes, attrs).map((s) => b.makeOutput(s, 'float32'));
     // Views only after every allocation: the heap may have grown.
-    k.compute(ins.map((t) => b.typedArrayFromHeap(t)), outs.map((t) => b.typedArrayFromHeap(t)), shapes, attrs);
+    const inViews = ins.map((t) => b.typedArrayFromHeap(t));
+    const outViews = outs.map((t) => b.typedArrayFromHeap(t));
+    const addon = activeNative();
+    if (addon && k.computeNative) k.computeNative(addon, inViews, outViews, shapes, attrs);
+    else k.compute(inViews, outViews, shapes, attrs);
     return outs;
   };
 }
@@ -38,7 +52,7 @@ function wasmKernel(k: JsKernel) {
 function cpuKernel(k: JsKernel) {
   return ({ inputs, backend, attrs = {} }: Args): tf.TensorInfo[] => {
     const b = backend as CpuLike;
-    const ins = Object.values(inputs);
+    const ins = Object.values(inputs) as tf.TensorInfo[];
     const shapes = ins.map((t) => t.shape);
     const outShapes = k.outputs(shapes, attrs);
     const outs = outShapes.map((s) => new Float32Array(s.reduce((x, y) => x * y, 1)));

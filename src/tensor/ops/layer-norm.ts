@@ -26,6 +26,8 @@ registerJsKernel({
       rstd[r] = inv;
     }
   },
+  computeNative: (addon, [x, g, b], [y, mean, rstd], s, attrs) =>
+    addon.layerNormForward(x, g, b, y, mean, rstd, mean.length, last(s[0]), attrs.epsilon as number),
 });
 
 registerJsKernel({
@@ -57,6 +59,8 @@ registerJsKernel({
       }
     }
   },
+  computeNative: (addon, [dy, x, g, mean, rstd], [dx, dg, db], s) =>
+    addon.layerNormBackward(dy, x, g, mean, rstd, dx, dg, db, mean.length, last(s[1])),
 });
 
 export function layerNormComposite(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor, epsilon = 1e-5): tf.Tensor {
@@ -65,14 +69,14 @@ export function layerNormComposite(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor, eps
 }
 
 function fused(epsilon: number) {
-  return tf.customGrad((x: tf.Tensor, g: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+  return tf.customGrad(((x: tf.Tensor, g: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
     const [y, mean, rstd] = runKernel('MuseLayerNorm', { x, g, b }, { epsilon });
     save([x, g, mean, rstd]);
     return {
       value: y,
       gradFunc: (dy: tf.Tensor, [sx, sg, sm, sr]: tf.Tensor[]) => runKernel('MuseLayerNormGrad', { dy, x: sx, g: sg, mean: sm, rstd: sr }),
     };
-  });
+  }) as never);
 }
 
 const fusedByEps = new Map<number, ReturnType<typeof fused>>();
@@ -82,5 +86,5 @@ export function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor, epsilon = 1e
   if (!hasKernel('MuseLayerNorm')) return layerNormComposite(x, g, b, epsilon);
   let f = fusedByEps.get(epsilon);
   if (!f) fusedByEps.set(epsilon, (f = fused(epsilon)));
-  return f(x, g, b) as tf.Tensor;
+  return (f as unknown as (...t: tf.Tensor[]) => tf.Tensor)(x, g, b);
 }
