@@ -25,7 +25,12 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const info = await initBackend();
   const rows = await profileStep();
   const total = rows.reduce((a, r) => a + r.ms, 0);
-  console.log(`backend ${info.backend}, ${info.threads} threads, native ${info.kernels.native}; kernel time ${total.toFixed(0)} ms`);
-  for (const r of rows) console.log(`${r.kernel.padEnd(24)} ${String(r.calls).padStart(5)} calls ${r.ms.toFixed(1).padStart(8)} ms ${((100 * r.ms) / total).toFixed(1).padStart(5)}%`);
+  console.log(
+    `backend ${info.backend}, ${info.threads} threads, native ${info.kernels.native}; kernel time ${total.toFixed(0)} ms`,
+  );
+  for (const r of rows)
+    console.log(
+      `${r.kernel.padEnd(24)} ${String(r.calls).padStart(5)} calls ${r.ms.toFixed(1).padStart(8)} ms ${((100 * r.ms) / total).toFixed(1).padStart(5)}%`,
+    );
   shutdownBackend();
 }

@@ -17,7 +17,17 @@ function makeParams(rng: Rng): Params {
   const { L, D, V, S, Dt, FF } = ref;
   const p: Params = {};
   const w = (name: string, shape: number[], std: number) => {
-    p[name] = tf.variable(tf.tensor(rng.normals(shape.reduce((a, b) => a * b, 1), std), shape), true, name);
+    p[name] = tf.variable(
+      tf.tensor(
+        rng.normals(
+          shape.reduce((a, b) => a * b, 1),
+          std,
+        ),
+        shape,
+      ),
+      true,
+      name,
+    );
   };
   const c = (name: string, shape: number[], value: number) => {
     p[name] = tf.variable(tf.fill(shape, value), true, name);
@@ -84,10 +94,20 @@ export function buildReferenceStep(seed = 0): ReferenceStep {
   const targets = Int32Array.from({ length: B * S }, () => rng.int(V));
   const masked = targets.map(() => (rng.uniform() < 0.5 ? 1 : 0));
   const maskedIdx = Int32Array.from([...masked.keys()].filter((i) => masked[i]));
-  const tokens = tf.tensor2d(targets.map((t, i) => (masked[i] ? V : t)), [B, S], 'int32');
+  const tokens = tf.tensor2d(
+    targets.map((t, i) => (masked[i] ? V : t)),
+    [B, S],
+    'int32',
+  );
   const text = tf.tensor3d(rng.normals(B * T * Dt), [B, T, Dt]);
   const idx = tf.tensor1d(maskedIdx, 'int32');
-  const tgt = tf.oneHot(tf.tensor1d(maskedIdx.map((i) => targets[i]), 'int32'), V);
+  const tgt = tf.oneHot(
+    tf.tensor1d(
+      maskedIdx.map((i) => targets[i]),
+      'int32',
+    ),
+    V,
+  );
   const opt = new AdamW();
   const loss = () =>
     tf.tidy(() => {

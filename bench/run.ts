@@ -42,21 +42,34 @@ const rows: Row[] = [];
 const add = (name: string, seconds: number, flop?: number) => {
   const row: Row = { name, seconds, gflops: flop ? flop / seconds / 1e9 : undefined };
   rows.push(row);
-  console.log(`${name.padEnd(44)} ${(seconds * 1000).toFixed(1).padStart(9)} ms${row.gflops ? `  ${row.gflops.toFixed(1).padStart(6)} GFLOP/s` : ''}`);
+  console.log(
+    `${name.padEnd(44)} ${(seconds * 1000).toFixed(1).padStart(9)} ms${row.gflops ? `  ${row.gflops.toFixed(1).padStart(6)} GFLOP/s` : ''}`,
+  );
 };
-console.log(`backend ${info.backend}, ${info.threads} threads, native ${info.kernels.native ? 'on' : 'off'}; ${cpus()[0]?.model} × ${cpus().length}`);
+console.log(
+  `backend ${info.backend}, ${info.threads} threads, native ${info.kernels.native ? 'on' : 'off'}; ${cpus()[0]?.model} × ${cpus().length}`,
+);
 
 if (!only || only === 'matmul') {
   const n = 1024;
   const a = randn([n, n], 1);
   const b = randn([n, n], 2);
-  for (const [ta, tb] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+  for (const [ta, tb] of [
+    [false, false],
+    [false, true],
+    [true, false],
+    [true, true],
+  ] as const) {
     const s = time(() => tf.tidy(() => finish(tf.matMul(a, b, ta, tb))), 15, 3);
     add(`matmul 1024³ ${ta ? 'Aᵀ' : 'A'}·${tb ? 'Bᵀ' : 'B'}`, s, 2 * n ** 3);
   }
   const qa = randn([64, 256, 64], 3);
   const qb = randn([64, 64, 256], 4);
-  add('batched 64×(256×64 @ 64×256)', time(() => tf.tidy(() => finish(tf.matMul(qa, qb))), 25, 5), 2 * 64 * 256 * 64 * 256);
+  add(
+    'batched 64×(256×64 @ 64×256)',
+    time(() => tf.tidy(() => finish(tf.matMul(qa, qb))), 25, 5),
+    2 * 64 * 256 * 64 * 256,
+  );
   tf.dispose([a, b, qa, qb]);
 }
 
@@ -64,23 +77,41 @@ if (!only || only === 'conv') {
   const x = randn([4, 64, 64, 128], 5);
   const w = randn([3, 3, 128, 128], 6);
   const flop = 2 * 4 * 64 * 64 * 128 * 128 * 9;
-  add('conv2d 3×3 [4,64,64,128]→128 forward', time(() => tf.tidy(() => finish(tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'))), 3), flop);
+  add(
+    'conv2d 3×3 [4,64,64,128]→128 forward',
+    time(() => tf.tidy(() => finish(tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'))), 3),
+    flop,
+  );
   const dy = randn([4, 64, 64, 128], 7);
   const grads = tf.grads((xi: tf.Tensor, wi: tf.Tensor) => tf.conv2d(xi as tf.Tensor4D, wi as tf.Tensor4D, 1, 'same'));
-  add('conv2d 3×3 forward + backward', time(() => tf.tidy(() => finish(grads([x, w], dy))), 3), 3 * flop);
+  add(
+    'conv2d 3×3 forward + backward',
+    time(() => tf.tidy(() => finish(grads([x, w], dy))), 3),
+    3 * flop,
+  );
   tf.dispose([x, w, dy]);
 }
 
 if (!only || only === 'step') {
   const step = buildReferenceStep();
-  add('reference training step (DESIGN.md)', time(() => void step.step(), 5, 2), 56e9);
-  add('reference forward', time(() => step.forward(), 5));
+  add(
+    'reference training step (DESIGN.md)',
+    time(() => void step.step(), 5, 2),
+    56e9,
+  );
+  add(
+    'reference forward',
+    time(() => step.forward(), 5),
+  );
   step.dispose();
 }
 
 const date = new Date().toISOString().slice(0, 10);
 mkdirSync('bench/results', { recursive: true });
 const file = `bench/results/${date}-${info.backend}-${info.kernels.native ? 'native' : 'wasm'}.json`;
-writeFileSync(file, `${JSON.stringify({ date, cpu: cpus()[0]?.model, cores: cpus().length, node: process.versions.node, ...info, rows }, null, 2)}\n`);
+writeFileSync(
+  file,
+  `${JSON.stringify({ date, cpu: cpus()[0]?.model, cores: cpus().length, node: process.versions.node, ...info, rows }, null, 2)}\n`,
+);
 console.log(`wrote ${file}`);
 shutdownBackend();

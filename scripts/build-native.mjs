@@ -73,7 +73,8 @@ function checkCompiler() {
 function findNodeGyp() {
   const candidates = [];
   if (process.env.npm_config_node_gyp) candidates.push(process.env.npm_config_node_gyp);
-  const fromNpmCli = (npmCli) => path.join(path.dirname(npmCli), '..', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+  const fromNpmCli = (npmCli) =>
+    path.join(path.dirname(npmCli), '..', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
   if (process.env.npm_execpath) candidates.push(fromNpmCli(process.env.npm_execpath));
   const npmOnPath = findOnPath('npm');
   if (npmOnPath) {
@@ -85,7 +86,17 @@ function findNodeGyp() {
   }
   // npm installed next to node (official tarballs, Debian, nodesource).
   candidates.push(
-    path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
+    path.join(
+      path.dirname(process.execPath),
+      '..',
+      'lib',
+      'node_modules',
+      'npm',
+      'node_modules',
+      'node-gyp',
+      'bin',
+      'node-gyp.js',
+    ),
   );
   for (const c of candidates) {
     if (c.endsWith('.js') && existsSync(c)) return [process.execPath, c];
@@ -116,8 +127,15 @@ function nodedirArgs() {
 }
 
 function lastErrorLine(log) {
-  const lines = log.split('\n').map((l) => l.trim()).filter(Boolean);
-  const interesting = lines.filter((l) => /error|not found|cannot find|undefined reference/i.test(l) && !/^gyp ERR! (stack|System|command|cwd|node -v|node-gyp -v|not ok)/.test(l));
+  const lines = log
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  const interesting = lines.filter(
+    (l) =>
+      /error|not found|cannot find|undefined reference/i.test(l) &&
+      !/^gyp ERR! (stack|System|command|cwd|node -v|node-gyp -v|not ok)/.test(l),
+  );
   const line = interesting[0] ?? lines.at(-1) ?? '';
   return line.length > 200 ? `${line.slice(0, 200)}...` : line;
 }
@@ -144,7 +162,11 @@ function buildWithNodeGyp(nodeGyp, timeoutMs) {
     let child;
     try {
       // detached: own process group, so a timeout kills make and the compilers too.
-      child = spawn(cmd, args, { cwd: nativeDir, stdio: ['ignore', 'pipe', 'pipe'], detached: process.platform !== 'win32' });
+      child = spawn(cmd, args, {
+        cwd: nativeDir,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: process.platform !== 'win32',
+      });
     } catch (err) {
       resolve({ ok: false, reason: `could not start node-gyp: ${err.message}`, log });
       return;
@@ -169,7 +191,11 @@ function buildWithNodeGyp(nodeGyp, timeoutMs) {
       clearTimeout(timer);
       if (timedOut) resolve({ ok: false, reason: `build timed out after ${Math.round(timeoutMs / 1000)} s`, log });
       else if (code !== 0)
-        resolve({ ok: false, reason: `node-gyp ${signal ? `killed by ${signal}` : `exited with ${code}`}: ${lastErrorLine(log)}`, log });
+        resolve({
+          ok: false,
+          reason: `node-gyp ${signal ? `killed by ${signal}` : `exited with ${code}`}: ${lastErrorLine(log)}`,
+          log,
+        });
       else resolve({ ok: true, log });
     });
   });
@@ -199,14 +225,16 @@ async function main() {
   checkBlasHeader();
   checkCompiler();
   const nodeGyp = findNodeGyp();
-  const timeoutMs = Number(process.env.MUSE_NATIVE_TIMEOUT_MS) > 0 ? Number(process.env.MUSE_NATIVE_TIMEOUT_MS) : DEFAULT_TIMEOUT_MS;
+  const timeoutMs =
+    Number(process.env.MUSE_NATIVE_TIMEOUT_MS) > 0 ? Number(process.env.MUSE_NATIVE_TIMEOUT_MS) : DEFAULT_TIMEOUT_MS;
   const result = await buildWithNodeGyp(nodeGyp, timeoutMs);
   const logFile = saveLog(result.log);
   if (!result.ok) {
     rmSync(addonPath, { force: true }); // a build killed mid-link may leave a partial file
     throw new Skip(`${result.reason}${logFile ? `; log: ${logFile}` : ''}`);
   }
-  if (!existsSync(addonPath)) throw new Skip(`node-gyp succeeded but ${path.relative(packageRoot, addonPath)} is missing`);
+  if (!existsSync(addonPath))
+    throw new Skip(`node-gyp succeeded but ${path.relative(packageRoot, addonPath)} is missing`);
   const smokeError = smokeTest();
   if (smokeError) {
     // Do not leave an addon behind that loads but misbehaves.

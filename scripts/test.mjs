@@ -24,12 +24,23 @@ function runTests(label, testFiles, env) {
   return { pass: count('pass'), fail: count('fail') + crashed, skipped: count('skipped') };
 }
 
-const results = [runTests('all tests', selected, {})];
+function lint() {
+  console.log('\n== lint and format (biome check) ==');
+  const r = spawnSync(process.execPath, ['node_modules/@biomejs/biome/bin/biome', 'check', '.'], { encoding: 'utf8' });
+  process.stdout.write(r.stdout);
+  process.stderr.write(r.stderr);
+  return { pass: r.status === 0 ? 1 : 0, fail: r.status === 0 ? 0 : 1, skipped: 0 };
+}
+
+const results = [...(only.length ? [] : [lint()]), runTests('all tests', selected, {})];
 const nativeBuilt = existsSync('native/build/Release/muse_native.node');
 const wasmPathFiles = ['test/kernels.test.ts', 'test/fused-ops.test.ts'].filter((f) => selected.includes(f));
 if (nativeBuilt && process.env.MUSE_NATIVE !== '0' && wasmPathFiles.length) {
   results.push(runTests('kernel tests on the pure-wasm path (MUSE_NATIVE=0)', wasmPathFiles, { MUSE_NATIVE: '0' }));
 }
-const total = results.reduce((a, r) => ({ pass: a.pass + r.pass, fail: a.fail + r.fail, skipped: a.skipped + r.skipped }), { pass: 0, fail: 0, skipped: 0 });
+const total = results.reduce(
+  (a, r) => ({ pass: a.pass + r.pass, fail: a.fail + r.fail, skipped: a.skipped + r.skipped }),
+  { pass: 0, fail: 0, skipped: 0 },
+);
 console.log(`\n${total.pass} passed, ${total.fail} failed, ${total.skipped} skipped`);
 process.exitCode = total.fail > 0 ? 1 : 0;

@@ -36,16 +36,25 @@ test('layer norm of a hand-worked row', async () => {
 
 test('AdamW step equals the formula, in place, with decoupled weight decay', async () => {
   await initBackend();
-  const p = tf.variable(tf.tensor2d([[1, -2], [3, 0.5]]));
+  const p = tf.variable(
+    tf.tensor2d([
+      [1, -2],
+      [3, 0.5],
+    ]),
+  );
   const bias = tf.variable(tf.tensor1d([0.25, -0.25]));
   const opt = new AdamW({ beta1: 0.9, beta2: 0.99, epsilon: 1e-8, weightDecay: 0.1 });
-  const g1 = tf.tensor2d([[0.1, -0.2], [0.3, 0.0]]);
+  const g1 = tf.tensor2d([
+    [0.1, -0.2],
+    [0.3, 0.0],
+  ]);
   const gb = tf.tensor1d([1, -1]);
   const lr = 0.01;
   opt.apply({ p, bias }, { p: g1, bias: gb }, lr);
   opt.apply({ p, bias }, { p: g1, bias: gb }, lr);
   const ref = (x: number, g: number, decay: number) => {
-    let m = 0, v = 0;
+    let m = 0,
+      v = 0;
     for (let t = 1; t <= 2; t++) {
       m = 0.9 * m + 0.1 * g;
       v = 0.99 * v + 0.01 * g * g;
@@ -56,7 +65,9 @@ test('AdamW step equals the formula, in place, with decoupled weight decay', asy
   const got = p.dataSync();
   [1, -2, 3, 0.5].forEach((x0, i) => assert.ok(Math.abs(got[i] - ref(x0, [0.1, -0.2, 0.3, 0][i], 0.1)) < 1e-6));
   const gotB = bias.dataSync();
-  [0.25, -0.25].forEach((x0, i) => assert.ok(Math.abs(gotB[i] - ref(x0, [1, -1][i], 0)) < 1e-6, 'biases are not decayed'));
+  [0.25, -0.25].forEach((x0, i) =>
+    assert.ok(Math.abs(gotB[i] - ref(x0, [1, -1][i], 0)) < 1e-6, 'biases are not decayed'),
+  );
   assert.equal(opt.step, 2);
 });
 
@@ -91,8 +102,14 @@ test('clipByGlobalNorm scales to the maximum norm and reports the norm', async (
   await initBackend();
   const { norm, grads } = clipByGlobalNorm({ a: tf.tensor1d([3, 0]), b: tf.tensor1d([4]) }, 1);
   assert.ok(Math.abs(norm - 5) < 1e-6);
-  assert.deepEqual(Array.from(grads.a.dataSync()).map((x) => +x.toFixed(6)), [0.6, 0]);
-  assert.deepEqual(Array.from(grads.b.dataSync()).map((x) => +x.toFixed(6)), [0.8]);
+  assert.deepEqual(
+    Array.from(grads.a.dataSync()).map((x) => +x.toFixed(6)),
+    [0.6, 0],
+  );
+  assert.deepEqual(
+    Array.from(grads.b.dataSync()).map((x) => +x.toFixed(6)),
+    [0.8],
+  );
 });
 
 test('AdamW rejects bad options and mismatched gradients', async () => {

@@ -13,7 +13,14 @@ const flat = (t: tf.Tensor) => tf.reshape(t, [-1]);
 test('the kernel pack is registered on wasm', async () => {
   const info = await initBackend();
   assert.equal(info.backend, 'wasm');
-  for (const k of ['BatchMatMul', 'Conv2DBackpropFilter', 'Conv2DBackpropInput', 'UnsortedSegmentSum', 'Slice', 'SplitV']) {
+  for (const k of [
+    'BatchMatMul',
+    'Conv2DBackpropFilter',
+    'Conv2DBackpropInput',
+    'UnsortedSegmentSum',
+    'Slice',
+    'SplitV',
+  ]) {
     assert.ok(info.kernels.kernels.includes(k), `${k} missing`);
   }
   if (process.env.MUSE_REQUIRE_NATIVE === '1') assert.ok(info.kernels.native, 'native path required but not active');
@@ -67,7 +74,13 @@ describe('Conv2D and its gradients', () => {
   }
   test('explicit padding', () =>
     assertMatchesCpu(
-      (a, f) => tf.conv2d(a as tf.Tensor4D, f as tf.Tensor4D, 1, [[0, 0], [1, 2], [2, 0], [0, 0]]),
+      (a, f) =>
+        tf.conv2d(a as tf.Tensor4D, f as tf.Tensor4D, 1, [
+          [0, 0],
+          [1, 2],
+          [2, 0],
+          [0, 0],
+        ]),
       [{ shape: [2, 6, 5, 3] }, { shape: [3, 3, 3, 4] }],
     ));
   test('conv2dTranspose (input gradient as an op)', () =>
@@ -79,36 +92,44 @@ describe('Conv2D and its gradients', () => {
 
 describe('gather and UnsortedSegmentSum', () => {
   test('embedding lookup with repeated ids, forward and gradient', () =>
-    assertMatchesCpu((table, ids) => tf.gather(table, ids as tf.Tensor1D), [
-      { shape: [11, 4] },
-      { shape: [2, 5], dtype: 'int32', values: [0, 3, 3, 10, 1, 3, 0, 7, 7, 2] },
-    ]));
+    assertMatchesCpu(
+      (table, ids) => tf.gather(table, ids as tf.Tensor1D),
+      [{ shape: [11, 4] }, { shape: [2, 5], dtype: 'int32', values: [0, 3, 3, 10, 1, 3, 0, 7, 7, 2] }],
+    ));
   test('gather along axis 1', () =>
-    assertMatchesCpu((x, ids) => tf.gather(x, ids as tf.Tensor1D, 1), [
-      { shape: [3, 6, 2] },
-      { shape: [4], dtype: 'int32', values: [5, 0, 5, 2] },
-    ]));
+    assertMatchesCpu(
+      (x, ids) => tf.gather(x, ids as tf.Tensor1D, 1),
+      [{ shape: [3, 6, 2] }, { shape: [4], dtype: 'int32', values: [5, 0, 5, 2] }],
+    ));
   test('unsortedSegmentSum drops out-of-range ids', () =>
-    assertMatchesCpu((x, ids) => tf.unsortedSegmentSum(x, ids as tf.Tensor1D, 4), [
-      { shape: [6, 3] },
-      { shape: [6], dtype: 'int32', values: [0, 3, -1, 3, 5, 1] },
-    ], { grad: false }));
+    assertMatchesCpu(
+      (x, ids) => tf.unsortedSegmentSum(x, ids as tf.Tensor1D, 4),
+      [{ shape: [6, 3] }, { shape: [6], dtype: 'int32', values: [0, 3, -1, 3, 5, 1] }],
+      { grad: false },
+    ));
 });
 
 describe('Slice and SplitV', () => {
   test('slice inner, middle and outer ranges', () =>
-    assertMatchesCpu((x) => tf.concat([
-      flat(tf.slice(x, [1, 0, 0], [2, 5, 6])),
-      flat(tf.slice(x, [0, 2, 1], [4, 2, 3])),
-      flat(tf.slice(x, [3, 4, 5], [1, 1, 1])),
-      flat(tf.slice(x, [0, 0, 2], [-1, -1, 2])),
-    ]), [{ shape: [4, 5, 6] }]));
+    assertMatchesCpu(
+      (x) =>
+        tf.concat([
+          flat(tf.slice(x, [1, 0, 0], [2, 5, 6])),
+          flat(tf.slice(x, [0, 2, 1], [4, 2, 3])),
+          flat(tf.slice(x, [3, 4, 5], [1, 1, 1])),
+          flat(tf.slice(x, [0, 0, 2], [-1, -1, 2])),
+        ]),
+      [{ shape: [4, 5, 6] }],
+    ));
   for (const axis of [0, 1, 2]) {
     test(`split along axis ${axis}`, () =>
-      assertMatchesCpu((x) => {
-        const parts = tf.split(x, [1, x.shape[axis]! - 3, 2], axis);
-        return tf.concat(parts.map((p, i) => flat(tf.mul(p, i + 1))));
-      }, [{ shape: [5, 6, 7] }]));
+      assertMatchesCpu(
+        (x) => {
+          const parts = tf.split(x, [1, x.shape[axis]! - 3, 2], axis);
+          return tf.concat(parts.map((p, i) => flat(tf.mul(p, i + 1))));
+        },
+        [{ shape: [5, 6, 7] }],
+      ));
   }
   test('split of a 1-D tensor and a scalar slice', () =>
     assertMatchesCpu((x) => tf.concat([...tf.split(x, 3), tf.slice(x, [4], [1])]), [{ shape: [9] }]));

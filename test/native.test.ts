@@ -1,9 +1,10 @@
 // Tests for the optional native BLAS addon (native/muse_native.cc, loaded by src/tensor/native.ts).
 // Skipped when the addon is not built, unless MUSE_REQUIRE_NATIVE=1 (CI sets it where BLAS is
 // installed), in which case a missing addon fails the tests.
-import { spawnSync } from 'node:child_process';
+
 import assert from 'node:assert/strict';
-import { test, type TestContext } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import { type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { loadNative, type NativeAddon } from '../src/tensor/native.js';
 
@@ -57,7 +58,12 @@ interface Gemm {
  * summed terms rather than of the (possibly cancelled, near-zero) result, which is the bound a
  * K-term float32 dot product satisfies (about K * 2^-24 ≈ 4e-6 for K = 65 in the worst case).
  */
-function reference(g: Gemm, a: Float32Array, b: Float32Array, c0: Float32Array): { want: Float64Array; scale: Float64Array } {
+function reference(
+  g: Gemm,
+  a: Float32Array,
+  b: Float32Array,
+  c0: Float32Array,
+): { want: Float64Array; scale: Float64Array } {
   const { transA, transB, batch, M, N, K, aStride, bStride, alpha, beta } = g;
   const want = new Float64Array(batch * M * N);
   const scale = new Float64Array(batch * M * N);
@@ -95,7 +101,10 @@ function assertClose(got: Float32Array, want: Float64Array, scale: Float64Array,
       worstAt = i;
     }
   }
-  assert.ok(worst <= 1e-5, `${what}: relative error ${worst} at ${worstAt} (got ${got[worstAt]}, want ${want[worstAt]})`);
+  assert.ok(
+    worst <= 1e-5,
+    `${what}: relative error ${worst} at ${worstAt} (got ${got[worstAt]}, want ${want[worstAt]})`,
+  );
 }
 
 /** Runs one product through the addon on fresh arrays and checks it against the reference. */
@@ -262,9 +271,21 @@ test('sgemmBatched: batch-parallel path (many small products) matches the refere
       m.setThreads(threads);
       let seed = 500 + threads * 10;
       for (const [transA, transB] of TRANSPOSES) {
-        check(m, { transA, transB, batch: 16, M: 64, N: 64, K: 32, aStride: 64 * 32, bStride: 32 * 64, alpha: 1, beta: 0 }, seed++);
-        check(m, { transA, transB, batch: 9, M: 65, N: 33, K: 128, aStride: 0, bStride: 33 * 128, alpha: 0.5, beta: 1 }, seed++);
-        check(m, { transA, transB, batch: 24, M: 64, N: 64, K: 64, aStride: 64 * 64, bStride: 0, alpha: 1, beta: -1 }, seed++);
+        check(
+          m,
+          { transA, transB, batch: 16, M: 64, N: 64, K: 32, aStride: 64 * 32, bStride: 32 * 64, alpha: 1, beta: 0 },
+          seed++,
+        );
+        check(
+          m,
+          { transA, transB, batch: 9, M: 65, N: 33, K: 128, aStride: 0, bStride: 33 * 128, alpha: 0.5, beta: 1 },
+          seed++,
+        );
+        check(
+          m,
+          { transA, transB, batch: 24, M: 64, N: 64, K: 64, aStride: 64 * 64, bStride: 0, alpha: 1, beta: -1 },
+          seed++,
+        );
       }
       // The thread count is restored after a batch-parallel call.
       assert.equal(m.getThreads(), threads);
@@ -322,14 +343,36 @@ test('sgemmBatched: out-of-bounds and invalid arguments throw and write nothing'
   assert.throws(() => (m.sgemmBatched as (...x: unknown[]) => void)(false, false, 1), TypeError);
   // c overlapping a or b (same heap) is rejected.
   const heap = new Float32Array(64);
-  assert.throws(() => m.sgemmBatched(false, false, 1, 2, 2, 2, heap.subarray(0, 4), 0, heap.subarray(8, 12), 0, heap.subarray(2, 6), 1, 0), /overlap/);
+  assert.throws(
+    () =>
+      m.sgemmBatched(
+        false,
+        false,
+        1,
+        2,
+        2,
+        2,
+        heap.subarray(0, 4),
+        0,
+        heap.subarray(8, 12),
+        0,
+        heap.subarray(2, 6),
+        1,
+        0,
+      ),
+    /overlap/,
+  );
   // A detached buffer is an empty view.
   const detached = new Float32Array(4);
   structuredClone(detached.buffer, { transfer: [detached.buffer] });
   assert.throws(() => m.sgemmBatched(false, false, 1, 2, 2, 1, a, 0, b, 0, detached, 1, 0), /c is too small/);
   // Still alive and correct afterwards.
   call({});
-  check(m, { transA: false, transB: false, batch: 1, M: 7, N: 5, K: 3, aStride: 0, bStride: 0, alpha: 1, beta: 0 }, 602);
+  check(
+    m,
+    { transA: false, transB: false, batch: 1, M: 7, N: 5, K: 3, aStride: 0, bStride: 0, alpha: 1, beta: 0 },
+    602,
+  );
 });
 
 test('loadNative returns undefined when MUSE_NATIVE=0', () => {

@@ -1,10 +1,10 @@
-import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { test } from 'node:test';
+import { inspectCommand } from '../src/cli/inspect.js';
 import {
-  SafetensorsError,
   bfloat16BitsToFloat32,
   configFromMetadata,
   decodeSafetensors,
@@ -14,16 +14,18 @@ import {
   float32ToFloat16Bits,
   loadSafetensors,
   metadataWithConfig,
+  type NamedTensor,
+  SafetensorsError,
   saveSafetensors,
   tensorStats,
-  type NamedTensor,
 } from '../src/tensor/safetensors.js';
-import { inspectCommand } from '../src/cli/inspect.js';
 
 /** Builds a file per the spec: u64 LE header length, the header JSON, then the data bytes. */
 function buildFile(header: string | Uint8Array | object, data: number[] | Uint8Array = []): Uint8Array {
   const json =
-    header instanceof Uint8Array ? header : new TextEncoder().encode(typeof header === 'string' ? header : JSON.stringify(header));
+    header instanceof Uint8Array
+      ? header
+      : new TextEncoder().encode(typeof header === 'string' ? header : JSON.stringify(header));
   const out = new Uint8Array(8 + json.length + data.length);
   new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
   out.set(json, 8);
@@ -48,18 +50,37 @@ function capture(): { out: { log(s: string): void; error(s: string): void }; std
 }
 
 test('decodes a hand-built file, byte by byte from the spec', () => {
-  const header = '{"__metadata__":{"k":"v"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},'
-    + '"b":{"dtype":"F16","shape":[1],"data_offsets":[8,10]},"c":{"dtype":"BF16","shape":[],"data_offsets":[10,12]},'
-    + '"d":{"dtype":"I32","shape":[1,1],"data_offsets":[12,16]}}';
+  const header =
+    '{"__metadata__":{"k":"v"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},' +
+    '"b":{"dtype":"F16","shape":[1],"data_offsets":[8,10]},"c":{"dtype":"BF16","shape":[],"data_offsets":[10,12]},' +
+    '"d":{"dtype":"I32","shape":[1,1],"data_offsets":[12,16]}}';
   const length = header.length; // ASCII, so bytes == characters
   const bytes = [
-    length & 0xff, (length >> 8) & 0xff, 0, 0, 0, 0, 0, 0, // u64 little-endian header length
+    length & 0xff,
+    (length >> 8) & 0xff,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0, // u64 little-endian header length
     ...Array.from(header, (c) => c.charCodeAt(0)),
-    0x00, 0x00, 0xc0, 0x3f, // F32 1.5   = 0x3FC00000
-    0x00, 0x00, 0x10, 0xc0, // F32 -2.25 = 0xC0100000
-    0x00, 0x38, // F16 0.5 = 0x3800
-    0x80, 0xbf, // BF16 -1 = 0xBF80
-    0xfe, 0xff, 0xff, 0xff, // I32 -2
+    0x00,
+    0x00,
+    0xc0,
+    0x3f, // F32 1.5   = 0x3FC00000
+    0x00,
+    0x00,
+    0x10,
+    0xc0, // F32 -2.25 = 0xC0100000
+    0x00,
+    0x38, // F16 0.5 = 0x3800
+    0x80,
+    0xbf, // BF16 -1 = 0xBF80
+    0xfe,
+    0xff,
+    0xff,
+    0xff, // I32 -2
   ];
   const { tensors, metadata } = decodeSafetensors(new Uint8Array(bytes), 'hand.safetensors');
   assert.deepEqual(metadata, { k: 'v' });
@@ -75,8 +96,9 @@ test('encodes exactly the bytes the spec describes: sorted names, space-padded h
     { z: { shape: [1], data: new Float32Array([1.5]) }, a: { shape: [1], data: new Float32Array([-2]), dtype: 'F16' } },
     { metadata: { m: 'x' } },
   );
-  const json = '{"__metadata__":{"m":"x"},"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]},'
-    + '"z":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}';
+  const json =
+    '{"__metadata__":{"m":"x"},"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]},' +
+    '"z":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}';
   const padded = json + ' '.repeat((8 - (json.length % 8)) % 8);
   assert.equal(padded.length % 8, 0);
   const expected = buildFile(padded, [0x00, 0xc0, ...f32Bytes(1.5)]);
@@ -96,7 +118,10 @@ test('F32 round trip is exact, including special values; I32 round trips', () =>
 test('F16 and BF16 round trips stay within their precision', () => {
   const values = Array.from({ length: 257 }, (_, i) => Math.sin(i * 0.37) * 10 ** ((i % 7) - 3));
   const data = new Float32Array(values);
-  for (const [dtype, relError] of [['F16', 2 ** -11], ['BF16', 2 ** -8]] as const) {
+  for (const [dtype, relError] of [
+    ['F16', 2 ** -11],
+    ['BF16', 2 ** -8],
+  ] as const) {
     const file = encodeSafetensors({ t: { shape: [257], data } }, { dtype });
     assert.equal(file.length % 2, 0);
     const back = decodeSafetensors(file).tensors.t;
@@ -237,7 +262,11 @@ test('corrupt: tensor entries', () => {
   assertBad(buildFile(good('w', { shape: [1.5] }), data), /shape/, 'w');
   assertBad(buildFile(good('w', { shape: 2 }), data), /shape/, 'w');
   assertBad(buildFile(good('w', { dtype: 'F42' }), data), /unknown dtype "F42"/, 'w');
-  assertBad(buildFile(good('w', { data_offsets: [0, 8.5] }), data), /data_offsets must be two non-negative integers/, 'w');
+  assertBad(
+    buildFile(good('w', { data_offsets: [0, 8.5] }), data),
+    /data_offsets must be two non-negative integers/,
+    'w',
+  );
   assertBad(buildFile(good('w', { data_offsets: [0] }), data), /data_offsets/, 'w');
   assertBad(buildFile(good('w', { data_offsets: ['0', 8] }), data), /data_offsets/, 'w');
   assertBad(buildFile(good('w', { data_offsets: [8, 0] }), data), /begin after they end/, 'w');
@@ -269,7 +298,10 @@ test('unsupported dtypes are recognised and rejected by name', () => {
 });
 
 test('encode rejects malformed tensors', () => {
-  assert.throws(() => encodeSafetensors({ w: { shape: [3], data: new Float32Array(2) } }), /shape \[3\] needs 3 elements, data has 2/);
+  assert.throws(
+    () => encodeSafetensors({ w: { shape: [3], data: new Float32Array(2) } }),
+    /shape \[3\] needs 3 elements, data has 2/,
+  );
   assert.throws(() => encodeSafetensors({ __metadata__: { shape: [0], data: new Float32Array(0) } }), /reserved/);
   assert.throws(() => encodeSafetensors({ i: { shape: [1], data: new Int32Array(1), dtype: 'F16' } }), /Int32Array/);
   assert.throws(() => encodeSafetensors({ f: { shape: [1], data: new Float32Array(1), dtype: 'I32' } }), /Int32Array/);
@@ -293,12 +325,15 @@ test('metadataWithConfig / configFromMetadata', () => {
   assert.deepEqual(configFromMetadata<typeof config>(back, 'm.safetensors'), config);
 
   const bad = (m: Record<string, string>, pattern: RegExp) =>
-    assert.throws(() => configFromMetadata(m, 'c.safetensors'), (err: unknown) => {
-      assert.ok(err instanceof SafetensorsError);
-      assert.match(err.message, /^c\.safetensors: /);
-      assert.match(err.message, pattern);
-      return true;
-    });
+    assert.throws(
+      () => configFromMetadata(m, 'c.safetensors'),
+      (err: unknown) => {
+        assert.ok(err instanceof SafetensorsError);
+        assert.match(err.message, /^c\.safetensors: /);
+        assert.match(err.message, pattern);
+        return true;
+      },
+    );
   bad({ format: 'muse-ts', format_version: '1' }, /no model config/);
   bad({ config: '{"a":' }, /not valid JSON/);
   bad({ config: '[1]' }, /not a JSON object/);
@@ -308,7 +343,12 @@ test('metadataWithConfig / configFromMetadata', () => {
 });
 
 test('tensorStats counts NaN and leaves it out of min/max/mean', () => {
-  assert.deepEqual(tensorStats({ shape: [4], data: new Float32Array([1, NaN, -3, 5]) }), { min: -3, max: 5, mean: 1, nan: 1 });
+  assert.deepEqual(tensorStats({ shape: [4], data: new Float32Array([1, NaN, -3, 5]) }), {
+    min: -3,
+    max: 5,
+    mean: 1,
+    nan: 1,
+  });
   assert.deepEqual(tensorStats({ shape: [2], data: new Int32Array([2, 4]) }), { min: 2, max: 4, mean: 3, nan: 0 });
   const empty = tensorStats({ shape: [0], data: new Float32Array(0) });
   assert.ok(Number.isNaN(empty.min) && Number.isNaN(empty.mean) && empty.nan === 0);
@@ -327,7 +367,10 @@ test('save is atomic: replaces an existing file, leaves no temp file', async () 
     const loaded = await loadSafetensors(path);
     assert.deepEqual(loaded.tensors.w.data, new Float32Array([1, 2, 3]));
     assert.deepEqual(configFromMetadata(loaded.metadata, path), { a: 1 });
-    assert.deepEqual(new Uint8Array(await readFile(path)), encodeSafetensors(tensors, { metadata: metadataWithConfig({ a: 1 }) }));
+    assert.deepEqual(
+      new Uint8Array(await readFile(path)),
+      encodeSafetensors(tensors, { metadata: metadataWithConfig({ a: 1 }) }),
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -393,7 +436,10 @@ test('inspect prints metadata, config, one line per tensor and totals', async ()
     assert.deepEqual(report.config, { hidden: 4 });
     assert.equal(report.totalParams, 8);
     assert.equal(report.totalBytes, 20);
-    assert.deepEqual(report.tensors.map((t: { name: string }) => t.name), ['bias', 'layer.weight']);
+    assert.deepEqual(
+      report.tensors.map((t: { name: string }) => t.name),
+      ['bias', 'layer.weight'],
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -408,7 +454,10 @@ test('inspect: corrupt or missing file gives one line and exit 1; usage errors e
     assert.equal(await inspectCommand([path], bad.out), 1);
     assert.deepEqual(bad.stdout, []);
     assert.equal(bad.stderr.length, 1);
-    assert.match(bad.stderr[0], new RegExp(`^muse inspect: ${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: tensor "w": file truncated`));
+    assert.match(
+      bad.stderr[0],
+      new RegExp(`^muse inspect: ${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: tensor "w": file truncated`),
+    );
 
     const missing = capture();
     assert.equal(await inspectCommand([join(dir, 'nope')], missing.out), 1);

@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { type BackendName, initBackend } from '../tensor/backend.js';
 import { Rng } from '../tensor/random.js';
-import { UserError } from './errors.js';
+import { MuseError } from '../util/errors.js';
 
 export const doctorHelp = `Usage: muse doctor [--backend wasm|webgpu|cpu] [--threads N] [--no-native]
 
@@ -38,7 +38,7 @@ export async function doctorCommand(args: string[]): Promise<number> {
   }
   const threads = values.threads === undefined ? undefined : Number(values.threads);
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) {
-    throw new UserError(`--threads must be a positive integer, got "${values.threads}"`);
+    throw new MuseError(`--threads must be a positive integer, got "${values.threads}"`);
   }
   const info = await initBackend({
     backend: values.backend as BackendName | undefined,
@@ -47,7 +47,9 @@ export async function doctorCommand(args: string[]): Promise<number> {
   });
   console.log(`backend      ${info.backend}`);
   console.log(`threads      ${info.threads}`);
-  console.log(`native BLAS  ${info.kernels.native ? `active (${info.kernels.blas})` : 'not active: wasm kernels serve'}`);
+  console.log(
+    `native BLAS  ${info.kernels.native ? `active (${info.kernels.blas})` : 'not active: wasm kernels serve'}`,
+  );
   if (info.kernels.kernels.length) console.log(`kernel pack  ${info.kernels.kernels.join(', ')}`);
   console.log(`node         ${process.versions.node}`);
   for (const pkg of ['@tensorflow/tfjs-core', '@tensorflow/tfjs-backend-wasm']) {

@@ -1,14 +1,8 @@
-/** An error caused by the user's input: printed as one line, no stack trace. */
-export class UserError extends Error {
-  override name = 'UserError';
-}
+import { MuseError } from '../util/errors.js';
 
-/** The message of an expected error; undefined for a bug that deserves its stack trace. */
+/** The message of an expected error (bad input, bad option); undefined for a bug, which keeps its trace. */
 export function userMessage(err: unknown): string | undefined {
-  if (err instanceof UserError) return err.message;
-  if (err instanceof Error && (err.name === 'SafetensorsError' || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION')) {
-    return err.message;
-  }
+  if (err instanceof MuseError) return err.message;
   if (err instanceof Error && (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) return err.message;
   return undefined;
 }

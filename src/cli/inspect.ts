@@ -1,5 +1,11 @@
 // `muse inspect FILE`: show a safetensors checkpoint's metadata and a summary of every tensor.
-import { SafetensorsError, bytesPerElement, loadSafetensors, tensorStats, type NamedTensor } from '../tensor/safetensors.js';
+import {
+  bytesPerElement,
+  loadSafetensors,
+  type NamedTensor,
+  SafetensorsError,
+  tensorStats,
+} from '../tensor/safetensors.js';
 
 export interface CliOutput {
   log(s: string): void;
@@ -94,7 +100,13 @@ function textReport(file: string, metadata: Record<string, string>, summaries: T
   if (metadata.config !== undefined) {
     const config = parseConfig(metadata);
     if (config === undefined) lines.push(`  config (not valid JSON): ${metadata.config}`);
-    else lines.push('  config:', ...JSON.stringify(config, null, 2).split('\n').map((l) => `    ${l}`));
+    else
+      lines.push(
+        '  config:',
+        ...JSON.stringify(config, null, 2)
+          .split('\n')
+          .map((l) => `    ${l}`),
+      );
   }
   lines.push(`tensors: ${summaries.length}`);
   const rows = summaries.map((s) => [
@@ -115,7 +127,12 @@ function textReport(file: string, metadata: Record<string, string>, summaries: T
 
 function alignColumns(rows: string[][]): string[] {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => r[i].length))) ?? [];
-  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd());
+  return rows.map((r) =>
+    r
+      .map((cell, i) => cell.padEnd(widths[i]))
+      .join('  ')
+      .trimEnd(),
+  );
 }
 
 /** Compact: 4 significant digits, plain notation for 1e-3 <= |x| < 1e5, else exponent. */

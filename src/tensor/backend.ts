@@ -3,8 +3,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { BackendWasm, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+import { MuseError } from '../util/errors.js';
 import { registerGradientFixes, registerGradients } from './gradients.js';
-import { registerKernelPack, type KernelPackInfo } from './kernels/index.js';
+import { type KernelPackInfo, registerKernelPack } from './kernels/index.js';
 import type { WasmModule } from './wasm-node-threads.js';
 
 export type BackendName = 'wasm' | 'webgpu' | 'cpu';
@@ -41,7 +42,7 @@ function parseThreads(value: number | string | undefined, fallback: number): num
   if (value === undefined || value === '') return fallback;
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1 || n > 256) {
-    throw new Error(`threads must be an integer from 1 to 256, got ${JSON.stringify(value)}`);
+    throw new MuseError(`threads must be an integer from 1 to 256, got ${JSON.stringify(value)}`);
   }
   return n;
 }
@@ -49,7 +50,7 @@ function parseThreads(value: number | string | undefined, fallback: number): num
 function parseBackend(value: string | undefined): BackendName {
   const name = value ?? 'wasm';
   if (name !== 'wasm' && name !== 'webgpu' && name !== 'cpu') {
-    throw new Error(`unknown backend "${name}": choose wasm, webgpu or cpu`);
+    throw new MuseError(`unknown backend "${name}": choose wasm, webgpu or cpu`);
   }
   return name;
 }
@@ -104,9 +105,7 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
   }
   await tf.ready();
   const kernels =
-    backend === 'wasm'
-      ? await registerKernelPack({ native: native && isNode })
-      : { native: false, kernels: [] };
+    backend === 'wasm' ? await registerKernelPack({ native: native && isNode }) : { native: false, kernels: [] };
   const actualThreads = backend === 'wasm' ? activeWasmThreads() : 1;
   started = { backend, threads: actualThreads, kernels };
   return started;

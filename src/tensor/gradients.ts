@@ -39,11 +39,7 @@ function batchMatMulGrad(dy: tf.Tensor, saved: tf.Tensor[], attrs: tf.NamedAttrM
   const tb = !!attrs.transposeB;
   const folded = !ta && b.rank === 2 && a.rank > 2;
   const grads = {
-    a: () =>
-      reduceTo(
-        ta ? tf.matMul(b, dy, tb, true) : tf.matMul(dy, b, false, !tb),
-        a.shape,
-      ),
+    a: () => reduceTo(ta ? tf.matMul(b, dy, tb, true) : tf.matMul(dy, b, false, !tb), a.shape),
     b: () => {
       if (folded) {
         const a2 = tf.reshape(a, [-1, a.shape[a.rank - 1]]);

@@ -42,18 +42,43 @@ export interface NativeAddon {
   geluBackward(dy: Float32Array, x: Float32Array, dx: Float32Array, n: number): void;
   /** Layer norm of `rows` rows of `d` features; also writes each row's mean and 1/std. */
   layerNormForward(
-    x: Float32Array, g: Float32Array, b: Float32Array, y: Float32Array, mean: Float32Array, rstd: Float32Array,
-    rows: number, d: number, eps: number,
+    x: Float32Array,
+    g: Float32Array,
+    b: Float32Array,
+    y: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    rows: number,
+    d: number,
+    eps: number,
   ): void;
   /** Gradients of layer norm with respect to x, g and b. */
   layerNormBackward(
-    dy: Float32Array, x: Float32Array, g: Float32Array, mean: Float32Array, rstd: Float32Array,
-    dx: Float32Array, dg: Float32Array, db: Float32Array, rows: number, d: number,
+    dy: Float32Array,
+    x: Float32Array,
+    g: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    dx: Float32Array,
+    dg: Float32Array,
+    db: Float32Array,
+    rows: number,
+    d: number,
   ): void;
   /** One AdamW update of n parameters in place (p, m, v); c1, c2 are the bias corrections 1/(1−βᵗ). */
   adamwUpdate(
-    p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, n: number,
-    lr: number, beta1: number, beta2: number, eps: number, c1: number, c2: number, decay: number,
+    p: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    n: number,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    c1: number,
+    c2: number,
+    decay: number,
   ): void;
   /** Threads OpenBLAS (and sgemmBatched's batch parallelism) may use; process-wide. n >= 1. */
   setThreads(n: number): void;

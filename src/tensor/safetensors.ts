@@ -5,6 +5,8 @@
 // with offsets relative to the start of the data buffer, and all data little-endian.
 // Node's fs is imported lazily in save/load, so the codec itself also runs in the browser.
 
+import { MuseError } from '../util/errors.js';
+
 export type Dtype = 'F32' | 'F16' | 'BF16';
 
 export interface NamedTensor {
@@ -34,7 +36,7 @@ export interface TensorStats {
   nan: number;
 }
 
-export class SafetensorsError extends Error {
+export class SafetensorsError extends MuseError {
   readonly file: string;
   readonly tensor?: string;
   constructor(message: string, file: string, tensor?: string) {
@@ -53,10 +55,21 @@ function fail(file: string, message: string, tensor?: string): never {
 
 // Every dtype the safetensors spec defines, with its element size; muse-ts reads only some of them.
 const DTYPE_SIZES: Record<string, number> = {
-  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1,
-  I16: 2, U16: 2, F16: 2, BF16: 2,
-  I32: 4, U32: 4, F32: 4,
-  I64: 8, U64: 8, F64: 8,
+  BOOL: 1,
+  U8: 1,
+  I8: 1,
+  F8_E5M2: 1,
+  F8_E4M3: 1,
+  I16: 2,
+  U16: 2,
+  F16: 2,
+  BF16: 2,
+  I32: 4,
+  U32: 4,
+  F32: 4,
+  I64: 8,
+  U64: 8,
+  F64: 8,
 };
 const READABLE = ['F32', 'F16', 'BF16', 'I32'];
 const FLOAT_DTYPES: readonly string[] = ['F32', 'F16', 'BF16'];
@@ -231,13 +244,15 @@ const ENCODE_FILE = '<encode>';
 
 function storageDtype(name: string, t: NamedTensor, fileDtype: Dtype): Dtype | 'I32' {
   if (t.data instanceof Int32Array) {
-    if (t.dtype !== undefined && t.dtype !== 'I32') fail(ENCODE_FILE, `Int32Array data cannot be stored as ${t.dtype}`, name);
+    if (t.dtype !== undefined && t.dtype !== 'I32')
+      fail(ENCODE_FILE, `Int32Array data cannot be stored as ${t.dtype}`, name);
     return 'I32';
   }
   if (!(t.data instanceof Float32Array)) fail(ENCODE_FILE, 'data must be a Float32Array or Int32Array', name);
   if (t.dtype === 'I32') fail(ENCODE_FILE, 'dtype I32 needs Int32Array data', name);
   const dtype = t.dtype ?? fileDtype;
-  if (!FLOAT_DTYPES.includes(dtype)) fail(ENCODE_FILE, `unsupported dtype ${String(dtype)} (use F32, F16 or BF16)`, name);
+  if (!FLOAT_DTYPES.includes(dtype))
+    fail(ENCODE_FILE, `unsupported dtype ${String(dtype)} (use F32, F16 or BF16)`, name);
   return dtype;
 }
 
@@ -247,14 +262,19 @@ function checkTensorForEncode(name: string, t: NamedTensor): void {
     fail(ENCODE_FILE, `shape must be non-negative integers, got ${JSON.stringify(t.shape)}`, name);
   }
   if (t.data.length !== numel(t.shape)) {
-    fail(ENCODE_FILE, `shape ${formatShape(t.shape)} needs ${numel(t.shape)} elements, data has ${t.data.length}`, name);
+    fail(
+      ENCODE_FILE,
+      `shape ${formatShape(t.shape)} needs ${numel(t.shape)} elements, data has ${t.data.length}`,
+      name,
+    );
   }
 }
 
 function sortedRecord(record: Record<string, string>): Record<string, string> {
   const out: Record<string, string> = {};
   for (const key of Object.keys(record).sort()) {
-    if (typeof record[key] !== 'string') fail(ENCODE_FILE, `metadata value for ${JSON.stringify(key)} must be a string`);
+    if (typeof record[key] !== 'string')
+      fail(ENCODE_FILE, `metadata value for ${JSON.stringify(key)} must be a string`);
     out[key] = record[key];
   }
   return out;
@@ -303,10 +323,14 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 function readHeader(bytes: Uint8Array, file: string): { header: Record<string, unknown>; dataStart: number } {
   if (bytes.length < 8) fail(file, `file is ${bytes.length} bytes, too short for the 8-byte header length`);
   const n = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
-  if (n > BigInt(MAX_HEADER_BYTES)) fail(file, `header length ${n} is absurd (limit ${MAX_HEADER_BYTES} bytes); not a safetensors file?`);
+  if (n > BigInt(MAX_HEADER_BYTES))
+    fail(file, `header length ${n} is absurd (limit ${MAX_HEADER_BYTES} bytes); not a safetensors file?`);
   const length = Number(n);
   if (8 + length > bytes.length) {
-    fail(file, `header length ${length} runs past the end of the file (${bytes.length} bytes); truncated or not safetensors?`);
+    fail(
+      file,
+      `header length ${length} runs past the end of the file (${bytes.length} bytes); truncated or not safetensors?`,
+    );
   }
   let header: unknown;
   try {
@@ -322,7 +346,8 @@ function readMetadata(value: unknown, file: string): Record<string, string> {
   if (value === undefined) return {};
   if (!isPlainObject(value)) fail(file, `${METADATA_KEY} must be an object of strings`);
   for (const [key, v] of Object.entries(value)) {
-    if (typeof v !== 'string') fail(file, `${METADATA_KEY} value for ${JSON.stringify(key)} is ${typeof v}, expected a string`);
+    if (typeof v !== 'string')
+      fail(file, `${METADATA_KEY} value for ${JSON.stringify(key)} is ${typeof v}, expected a string`);
   }
   return { ...(value as Record<string, string>) };
 }
@@ -337,7 +362,8 @@ function parseEntry(name: string, value: unknown, dataLength: number, file: stri
     if (!(key in value)) fail(file, `missing "${key}"`, name);
   }
   const { dtype, shape, data_offsets: offsets } = value;
-  if (typeof dtype !== 'string' || bytesPerElement(dtype) === undefined) fail(file, `unknown dtype ${JSON.stringify(dtype)}`, name);
+  if (typeof dtype !== 'string' || bytesPerElement(dtype) === undefined)
+    fail(file, `unknown dtype ${JSON.stringify(dtype)}`, name);
   if (!Array.isArray(shape) || !shape.every(isOffset)) {
     fail(file, `shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`, name);
   }
@@ -348,7 +374,11 @@ function parseEntry(name: string, value: unknown, dataLength: number, file: stri
   if (begin > end) fail(file, `data_offsets [${begin}, ${end}] begin after they end`, name);
   const needed = numel(shape) * (bytesPerElement(dtype) as number);
   if (end - begin !== needed) {
-    fail(file, `data_offsets [${begin}, ${end}] span ${end - begin} bytes, but ${dtype} ${formatShape(shape)} needs ${needed}`, name);
+    fail(
+      file,
+      `data_offsets [${begin}, ${end}] span ${end - begin} bytes, but ${dtype} ${formatShape(shape)} needs ${needed}`,
+      name,
+    );
   }
   if (end > dataLength) {
     fail(file, `file truncated: data ends at byte ${end} of the data buffer, which has only ${dataLength} bytes`, name);
@@ -363,14 +393,22 @@ function checkLayout(entries: Entry[], dataLength: number, file: string): void {
   let previous: Entry | undefined;
   for (const e of sorted) {
     if (e.begin < cursor && previous) {
-      fail(file, `bytes [${e.begin}, ${e.end}) overlap tensor ${JSON.stringify(previous.name)} [${previous.begin}, ${previous.end})`, e.name);
+      fail(
+        file,
+        `bytes [${e.begin}, ${e.end}) overlap tensor ${JSON.stringify(previous.name)} [${previous.begin}, ${previous.end})`,
+        e.name,
+      );
     }
-    if (e.begin > cursor) fail(file, `hole in the data buffer: bytes [${cursor}, ${e.begin}) belong to no tensor`, e.name);
+    if (e.begin > cursor)
+      fail(file, `hole in the data buffer: bytes [${cursor}, ${e.begin}) belong to no tensor`, e.name);
     cursor = e.end;
     previous = e;
   }
   if (cursor < dataLength) {
-    fail(file, `hole in the data buffer: ${dataLength - cursor} trailing bytes [${cursor}, ${dataLength}) belong to no tensor`);
+    fail(
+      file,
+      `hole in the data buffer: ${dataLength - cursor} trailing bytes [${cursor}, ${dataLength}) belong to no tensor`,
+    );
   }
 }
 
@@ -460,9 +498,13 @@ export function configFromMetadata<T>(metadata: Record<string, string>, fileName
     fail(fileName, `metadata format is ${JSON.stringify(format)}, expected ${JSON.stringify(FORMAT_NAME)}`);
   }
   if (version !== undefined) {
-    if (!/^[1-9][0-9]*$/.test(version)) fail(fileName, `metadata format_version ${JSON.stringify(version)} is not a positive integer`);
+    if (!/^[1-9][0-9]*$/.test(version))
+      fail(fileName, `metadata format_version ${JSON.stringify(version)} is not a positive integer`);
     if (Number(version) > FORMAT_VERSION) {
-      fail(fileName, `written by a newer muse-ts (format_version ${version}; this version reads up to ${FORMAT_VERSION})`);
+      fail(
+        fileName,
+        `written by a newer muse-ts (format_version ${version}; this version reads up to ${FORMAT_VERSION})`,
+      );
     }
   }
   if (config === undefined) fail(fileName, 'no model config (metadata key "config"); not a muse-ts checkpoint?');

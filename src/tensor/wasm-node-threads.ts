@@ -24,9 +24,10 @@ let workerScriptPath: string | undefined;
 
 function writeWorkerScript(): string {
   if (workerScriptPath) return workerScriptPath;
-  const { wasmWorkerContents } = require(
-    '@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.worker.js',
-  ) as { wasmWorkerContents: string };
+  const { wasmWorkerContents } =
+    require('@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.worker.js') as {
+      wasmWorkerContents: string;
+    };
   const dir = mkdtempSync(join(tmpdir(), 'muse-wasm-'));
   workerScriptPath = join(dir, 'worker.cjs');
   // Same escape as the package applies before making its Blob: string literals hold '\\n'.
@@ -36,12 +37,8 @@ function writeWorkerScript(): string {
 
 /** Instantiates the threaded SIMD wasm module with `threads` worker threads available. */
 export async function instantiateThreadedWasm(threads: number): Promise<WasmModule> {
-  const mainScript = require.resolve(
-    '@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.js',
-  );
-  const wasmFile = require.resolve(
-    '@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.wasm',
-  );
+  const mainScript = require.resolve('@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.js');
+  const wasmFile = require.resolve('@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.wasm');
   const factory = require(mainScript) as (config: object) => Promise<WasmModule>;
   const worker = writeWorkerScript();
   // The C++ side caps the thread pool at emscripten_num_logical_cores()/2, read once while the module
@@ -65,12 +62,8 @@ export async function instantiateThreadedWasm(threads: number): Promise<WasmModu
 
 /** Instantiates the single-threaded SIMD wasm module. */
 export async function instantiateSimdWasm(): Promise<WasmModule> {
-  const mainScript = require.resolve(
-    '@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm.js',
-  );
-  const wasmFile = require.resolve(
-    '@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-simd.wasm',
-  );
+  const mainScript = require.resolve('@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm.js');
+  const wasmFile = require.resolve('@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-simd.wasm');
   const factory = require(mainScript) as (config: object) => Promise<WasmModule>;
   const module = await factory({ wasmBinary: readFileSync(wasmFile) });
   wrapTfjsEntryPoints(module);

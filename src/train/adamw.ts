@@ -4,6 +4,7 @@
 //   m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  p ← p − lr·(m̂/(√v̂ + ε) + λ·p)
 import * as tf from '@tensorflow/tfjs-core';
 import { activeNative } from '../tensor/kernels/active-native.js';
+import { MuseError } from '../util/errors.js';
 
 export interface AdamWOptions {
   beta1?: number;
@@ -51,10 +52,10 @@ export class AdamW {
     this.weightDecay = options.weightDecay ?? 0;
     this.decays = options.decays ?? ((_, p) => p.rank >= 2);
     for (const [k, v] of Object.entries({ beta1: this.beta1, beta2: this.beta2 })) {
-      if (!(v >= 0 && v < 1)) throw new Error(`AdamW: ${k} must be in [0, 1), got ${v}`);
+      if (!(v >= 0 && v < 1)) throw new MuseError(`AdamW: ${k} must be in [0, 1), got ${v}`);
     }
-    if (!(this.epsilon > 0)) throw new Error(`AdamW: epsilon must be > 0, got ${this.epsilon}`);
-    if (!(this.weightDecay >= 0)) throw new Error(`AdamW: weightDecay must be ≥ 0, got ${this.weightDecay}`);
+    if (!(this.epsilon > 0)) throw new MuseError(`AdamW: epsilon must be > 0, got ${this.epsilon}`);
+    if (!(this.weightDecay >= 0)) throw new MuseError(`AdamW: weightDecay must be ≥ 0, got ${this.weightDecay}`);
   }
 
   get step(): number {
@@ -63,7 +64,8 @@ export class AdamW {
 
   /** Applies one update with learning rate lr. grads[name] must match params[name] in shape. */
   apply(params: Record<string, tf.Variable>, grads: Record<string, tf.Tensor>, lr: number): void {
-    if (!(lr >= 0) || !Number.isFinite(lr)) throw new Error(`AdamW: learning rate must be a finite number ≥ 0, got ${lr}`);
+    if (!(lr >= 0) || !Number.isFinite(lr))
+      throw new MuseError(`AdamW: learning rate must be a finite number ≥ 0, got ${lr}`);
     const t = ++this.state.step;
     const c1 = 1 / (1 - this.beta1 ** t);
     const c2 = 1 / (1 - this.beta2 ** t);
@@ -71,10 +73,10 @@ export class AdamW {
       const g = grads[name];
       if (!g) continue;
       if (g.shape.join() !== p.shape.join()) {
-        throw new Error(`AdamW: gradient of ${name} has shape [${g.shape}], parameter [${p.shape}]`);
+        throw new MuseError(`AdamW: gradient of ${name} has shape [${g.shape}], parameter [${p.shape}]`);
       }
-      const m = (this.state.m[name] ??= new Float32Array(p.size));
-      const v = (this.state.v[name] ??= new Float32Array(p.size));
+      const m = this.moment(this.state.m, name, p.size);
+      const v = this.moment(this.state.v, name, p.size);
       const decay = this.decays(name, p) ? this.weightDecay : 0;
       const gv = memoryOf(g) ?? (g.dataSync() as Float32Array);
       const backend = tf.backend() as unknown as BackendMemory;
@@ -83,19 +85,31 @@ export class AdamW {
       const { beta1: b1, beta2: b2, epsilon: eps } = this;
       const addon = tf.getBackend() === 'wasm' ? activeNative() : undefined;
       if (addon) addon.adamwUpdate(pv, gv, m, v, pv.length, lr, b1, b2, eps, c1, c2, decay);
-      else for (let i = 0; i < pv.length; i++) {
-        const gi = gv[i];
-        const mi = (m[i] = b1 * m[i] + (1 - b1) * gi);
-        const vi = (v[i] = b2 * v[i] + (1 - b2) * gi * gi);
-        pv[i] -= lr * ((mi * c1) / (Math.sqrt(vi * c2) + eps) + decay * pv[i]);
+      else {
+        for (let i = 0; i < pv.length; i++) {
+          const gi = gv[i];
+          m[i] = b1 * m[i] + (1 - b1) * gi;
+          v[i] = b2 * v[i] + (1 - b2) * gi * gi;
+          pv[i] -= lr * ((m[i] * c1) / (Math.sqrt(v[i] * c2) + eps) + decay * pv[i]);
+        }
       }
       if (!inPlace) p.assign(tf.tensor(pv, p.shape));
     }
   }
 
+  private moment(store: Record<string, Float32Array>, name: string, size: number): Float32Array {
+    let a = store[name];
+    if (!a) {
+      a = new Float32Array(size);
+      store[name] = a;
+    }
+    return a;
+  }
+
   /** State for a checkpoint (copies). */
   saveState(): AdamWState {
-    const copy = (r: Record<string, Float32Array>) => Object.fromEntries(Object.entries(r).map(([k, a]) => [k, a.slice()]));
+    const copy = (r: Record<string, Float32Array>) =>
+      Object.fromEntries(Object.entries(r).map(([k, a]) => [k, a.slice()]));
     return { step: this.state.step, m: copy(this.state.m), v: copy(this.state.v) };
   }
 
@@ -105,7 +119,10 @@ export class AdamW {
 }
 
 /** Scales grads so their global L2 norm is at most maxNorm; returns the norm before clipping. */
-export function clipByGlobalNorm(grads: Record<string, tf.Tensor>, maxNorm: number): { norm: number; grads: Record<string, tf.Tensor> } {
+export function clipByGlobalNorm(
+  grads: Record<string, tf.Tensor>,
+  maxNorm: number,
+): { norm: number; grads: Record<string, tf.Tensor> } {
   let sq = 0;
   for (const g of Object.values(grads)) {
     const a = memoryOf(g) ?? (g.dataSync() as Float32Array);

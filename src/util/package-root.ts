@@ -22,7 +22,8 @@ export function packageRoot(): string {
       }
     }
     const parent = dirname(dir);
-    if (parent === dir) throw new Error('cannot find the muse-ts package folder above ' + fileURLToPath(import.meta.url));
+    if (parent === dir)
+      throw new Error(`cannot find the muse-ts package folder above ${fileURLToPath(import.meta.url)}`);
     dir = parent;
   }
 }

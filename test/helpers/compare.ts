@@ -50,8 +50,13 @@ function evaluate(backend: string, fn: Fn, inputs: Input[], data: Array<Float32A
         const all = xs.map((x, i) => (floatIdx.includes(i) ? fx[floatIdx.indexOf(i)] : x));
         return fn(...all);
       });
-      const grads = g(floatIdx.map((i) => xs[i]), dy);
-      grads.forEach((gr, j) => out.push({ name: `grad of input ${floatIdx[j]}`, values: gr.dataSync() as Float32Array }));
+      const grads = g(
+        floatIdx.map((i) => xs[i]),
+        dy,
+      );
+      grads.forEach((gr, j) =>
+        out.push({ name: `grad of input ${floatIdx[j]}`, values: gr.dataSync() as Float32Array }),
+      );
     }
     return out;
   });

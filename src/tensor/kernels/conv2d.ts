@@ -90,7 +90,14 @@ function im2col(backend: WasmBackendLike, x: TensorInfo, c: ConvInfo, b0: number
   return cols;
 }
 
-function col2imAdd(backend: WasmBackendLike, dcols: TensorInfo, dx: TensorInfo, c: ConvInfo, b0: number, nb: number): void {
+function col2imAdd(
+  backend: WasmBackendLike,
+  dcols: TensorInfo,
+  dx: TensorInfo,
+  c: ConvInfo,
+  b0: number,
+  nb: number,
+): void {
   const cols = f32(backend, dcols);
   const out = f32(backend, dx);
   const C = c.inChannels;
@@ -100,13 +107,8 @@ function col2imAdd(backend: WasmBackendLike, dcols: TensorInfo, dx: TensorInfo, 
   });
 }
 
-function imageRange(t: TensorInfo, b0: number, nb: number): TensorInfo {
-  // A view of images [b0, b0+nb) when b0 = 0 and nb = all; otherwise the caller copies.
-  return { dataId: t.dataId, dtype: t.dtype, shape: [nb, ...t.shape.slice(1)] };
-}
-
 function copyImages(backend: WasmBackendLike, t: TensorInfo, b0: number, nb: number): TensorInfo {
-  if (b0 === 0 && nb === t.shape[0]) return imageRange(t, 0, nb);
+  if (b0 === 0 && nb === t.shape[0]) return t; // all images: no copy
   const per = size(t.shape.slice(1));
   const out = backend.makeOutput([nb, ...t.shape.slice(1)], 'float32');
   f32(backend, out).set(f32(backend, t).subarray(b0 * per, (b0 + nb) * per));
@@ -129,7 +131,9 @@ export function conv2dKernel(native: NativeAddon) {
     const rowsPerImage = c.outHeight * c.outWidth;
     for (let b0 = 0; b0 < c.batchSize; b0 += chunk) {
       const nb = Math.min(chunk, c.batchSize - b0);
-      const cols = isPointwise(c) ? asMatrix(copyImages(backend, x, b0, nb), nb * rowsPerImage) : im2col(backend, x, c, b0, nb);
+      const cols = isPointwise(c)
+        ? asMatrix(copyImages(backend, x, b0, nb), nb * rowsPerImage)
+        : im2col(backend, x, c, b0, nb);
       const y = matmul(backend, native, cols, w, false, false);
       f32(backend, out).set(f32(backend, y), b0 * rowsPerImage * c.outChannels);
       dispose(backend, y);
@@ -150,7 +154,9 @@ export function conv2dBackpropFilterKernel(native: NativeAddon | undefined) {
     const rowsPerImage = c.outHeight * c.outWidth;
     for (let b0 = 0; b0 < c.batchSize; b0 += chunk) {
       const nb = Math.min(chunk, c.batchSize - b0);
-      const cols = isPointwise(c) ? asMatrix(copyImages(backend, x, b0, nb), nb * rowsPerImage) : im2col(backend, x, c, b0, nb);
+      const cols = isPointwise(c)
+        ? asMatrix(copyImages(backend, x, b0, nb), nb * rowsPerImage)
+        : im2col(backend, x, c, b0, nb);
       const dyChunk = copyImages(backend, dy, b0, nb);
       const part = matmul(backend, native, cols, asMatrix(dyChunk, nb * rowsPerImage), true, false);
       const acc = f32(backend, dw);

@@ -1,7 +1,6 @@
 // Slice and SplitV that copy only the slice: stock tfjs-wasm 4.22 reads the whole input out of the
 // heap (readSync) for every slice, so splitting a tensor in n parts copied it n times.
-import { slice_util, type TensorInfo, util } from '@tensorflow/tfjs-core';
-import { backend_util } from '@tensorflow/tfjs-core';
+import { backend_util, slice_util, type TensorInfo, util } from '@tensorflow/tfjs-core';
 import type { KernelArgs, WasmBackendLike } from './heap.js';
 
 function sliceTo(backend: WasmBackendLike, x: TensorInfo, begin: number[], sizes: number[]): TensorInfo {
@@ -34,11 +33,7 @@ function sliceTo(backend: WasmBackendLike, x: TensorInfo, begin: number[], sizes
 
 export function slice({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const { x } = inputs;
-  const [begin, sizes] = slice_util.parseSliceParams(
-    x as never,
-    attrs.begin as number[],
-    attrs.size as number[],
-  );
+  const [begin, sizes] = slice_util.parseSliceParams(x as never, attrs.begin as number[], attrs.size as number[]);
   return sliceTo(backend, x, begin, sizes);
 }
 

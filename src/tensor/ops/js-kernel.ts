@@ -56,15 +56,22 @@ function cpuKernel(k: JsKernel) {
     const shapes = ins.map((t) => t.shape);
     const outShapes = k.outputs(shapes, attrs);
     const outs = outShapes.map((s) => new Float32Array(s.reduce((x, y) => x * y, 1)));
-    k.compute(ins.map((t) => b.data.get(t.dataId).values), outs, shapes, attrs);
+    k.compute(
+      ins.map((t) => b.data.get(t.dataId).values),
+      outs,
+      shapes,
+      attrs,
+    );
     return outs.map((v, i) => b.makeTensorInfo(outShapes[i], 'float32', v));
   };
 }
 
 /** Registers k for wasm and cpu (once). */
 export function registerJsKernel(k: JsKernel): void {
-  if (!tf.getKernel(k.name, 'wasm')) tf.registerKernel({ kernelName: k.name, backendName: 'wasm', kernelFunc: wasmKernel(k) as never });
-  if (!tf.getKernel(k.name, 'cpu')) tf.registerKernel({ kernelName: k.name, backendName: 'cpu', kernelFunc: cpuKernel(k) as never });
+  if (!tf.getKernel(k.name, 'wasm'))
+    tf.registerKernel({ kernelName: k.name, backendName: 'wasm', kernelFunc: wasmKernel(k) as never });
+  if (!tf.getKernel(k.name, 'cpu'))
+    tf.registerKernel({ kernelName: k.name, backendName: 'cpu', kernelFunc: cpuKernel(k) as never });
 }
 
 /** Whether the active backend runs k (otherwise ops fall back to composite tfjs ops). */

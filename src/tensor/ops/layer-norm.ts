@@ -74,7 +74,8 @@ function fused(epsilon: number) {
     save([x, g, mean, rstd]);
     return {
       value: y,
-      gradFunc: (dy: tf.Tensor, [sx, sg, sm, sr]: tf.Tensor[]) => runKernel('MuseLayerNormGrad', { dy, x: sx, g: sg, mean: sm, rstd: sr }),
+      gradFunc: (dy: tf.Tensor, [sx, sg, sm, sr]: tf.Tensor[]) =>
+        runKernel('MuseLayerNormGrad', { dy, x: sx, g: sg, mean: sm, rstd: sr }),
     };
   }) as never);
 }
@@ -85,6 +86,9 @@ const fusedByEps = new Map<number, ReturnType<typeof fused>>();
 export function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor, epsilon = 1e-5): tf.Tensor {
   if (!hasKernel('MuseLayerNorm')) return layerNormComposite(x, g, b, epsilon);
   let f = fusedByEps.get(epsilon);
-  if (!f) fusedByEps.set(epsilon, (f = fused(epsilon)));
+  if (!f) {
+    f = fused(epsilon);
+    fusedByEps.set(epsilon, f);
+  }
   return (f as unknown as (...t: tf.Tensor[]) => tf.Tensor)(x, g, b);
 }

@@ -1,0 +1,7 @@
+/**
+ * An error caused by input the user gave (a file, an option, a size): the message alone says what
+ * is wrong, so the CLI prints it as one line with no stack trace.
+ */
+export class MuseError extends Error {
+  override name = 'MuseError';
+}
