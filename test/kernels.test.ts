@@ -146,3 +146,24 @@ test('broadcast matmul gradient equals the gradient through an explicit tile', a
   assert.ok(relativeError(gaBroadcast.dataSync(), gaTiled.dataSync()) < 1e-5);
   assert.deepEqual(gbBroadcast.shape, [5, 4]);
 });
+
+test('kernels leave no tensors or backend data behind', async () => {
+  await initBackend();
+  const backend = tf.backend() as unknown as { numDataIds(): number };
+  const a = tf.randomNormal([4, 6, 5]);
+  const b = tf.randomNormal([4, 5, 3]);
+  const x = tf.randomNormal([2, 8, 8, 3]);
+  const w = tf.randomNormal([3, 3, 3, 4]);
+  const run = () =>
+    tf.tidy(() => {
+      tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.matMul(p, q, true, false))([tf.transpose(a, [0, 2, 1]), b]);
+      tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.conv2d(p as tf.Tensor4D, q as tf.Tensor4D, 2, 'same'))([x, w]);
+      tf.split(a, [2, 2], 0);
+    });
+  run();
+  const tensors = tf.memory().numTensors;
+  const ids = backend.numDataIds();
+  run();
+  assert.equal(tf.memory().numTensors, tensors);
+  assert.equal(backend.numDataIds(), ids);
+});

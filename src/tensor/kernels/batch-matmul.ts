@@ -4,7 +4,17 @@
 // Wasm path: explicit transposes, then XNNPACK on batch-1 problems.
 import { broadcast_util, type TensorInfo } from '@tensorflow/tfjs-core';
 import type { NativeAddon } from '../native.js';
-import { dispose, f32, type KernelArgs, run, size, stockKernel, type WasmBackendLike } from './heap.js';
+import {
+  alias,
+  dispose,
+  f32,
+  type KernelArgs,
+  releaseAlias,
+  run,
+  size,
+  stockKernel,
+  type WasmBackendLike,
+} from './heap.js';
 
 interface Problem {
   batchA: number;
@@ -113,22 +123,17 @@ function matmulWasm(
   } else {
     out = backend.makeOutput(p.outShape, 'float32');
     for (let i = 0; i < batchB; i++) {
-      const ai = batchA === 1 ? a2 : copyRange(backend, a2, i * m * k, [1, m, k]);
-      const bi = copyRange(backend, b2, i * k * n, [1, k, n]);
+      const ai = batchA === 1 ? a2 : alias(backend, a2, i * m * k, [1, m, k]);
+      const bi = alias(backend, b2, i * k * n, [1, k, n]);
       const r = run(stock, backend, { a: view(ai, [1, m, k]), b: bi });
       f32(backend, out).set(f32(backend, r), i * m * n);
-      dispose(backend, r, bi);
-      if (ai !== a2) dispose(backend, ai);
+      dispose(backend, r);
+      releaseAlias(backend, bi);
+      if (ai !== a2) releaseAlias(backend, ai);
     }
   }
   if (a2 !== a) dispose(backend, a2);
   if (b2 !== b) dispose(backend, b2);
-  return out;
-}
-
-function copyRange(backend: WasmBackendLike, t: TensorInfo, start: number, shape: number[]): TensorInfo {
-  const out = backend.makeOutput(shape, 'float32');
-  f32(backend, out).set(f32(backend, t).subarray(start, start + size(shape)));
   return out;
 }
 

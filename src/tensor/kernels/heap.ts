@@ -4,8 +4,8 @@ import type { DataId, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import * as tf from '@tensorflow/tfjs-core';
 
 export interface WasmBackendLike {
-  wasm: { HEAPU8: Uint8Array };
-  dataIdMap: { get(dataId: DataId): { memoryOffset: number; id: number } };
+  wasm: { HEAPU8: Uint8Array; tfjs: { disposeData(id: number): void } };
+  dataIdMap: { get(dataId: DataId): { memoryOffset: number; id: number }; delete(dataId: DataId): void };
   makeOutput(shape: number[], dtype: tf.DataType, memoryOffset?: number): TensorInfo;
   typedArrayFromHeap(t: TensorInfo): Float32Array | Int32Array | Uint8Array;
   disposeData(dataId: DataId, force?: boolean): boolean;
@@ -54,4 +54,18 @@ export function run(
 
 export function dispose(backend: WasmBackendLike, ...ts: TensorInfo[]): void {
   for (const t of ts) backend.disposeData(t.dataId);
+}
+
+/**
+ * A tensor over floats [start, start + size(shape)) of t's memory, without a copy. It does not own
+ * that memory: release it with releaseAlias (dispose would free memory inside t).
+ */
+export function alias(backend: WasmBackendLike, t: TensorInfo, start: number, shape: number[]): TensorInfo {
+  return backend.makeOutput(shape, 'float32', backend.dataIdMap.get(t.dataId).memoryOffset + 4 * start);
+}
+
+export function releaseAlias(backend: WasmBackendLike, t: TensorInfo): void {
+  // Unregisters the id on the C++ side (which also drops operators cached for it), frees nothing.
+  backend.wasm.tfjs.disposeData(backend.dataIdMap.get(t.dataId).id);
+  backend.dataIdMap.delete(t.dataId);
 }
