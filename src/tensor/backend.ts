@@ -86,6 +86,16 @@ async function registerNodeWebgpu(): Promise<void> {
   }
 }
 
+async function requireWebgpuAdapter(): Promise<void> {
+  const gpu = (globalThis.navigator as { gpu?: { requestAdapter(): Promise<unknown> } } | undefined)?.gpu;
+  const adapter = gpu ? await gpu.requestAdapter() : null;
+  if (!adapter) {
+    throw new MuseError(
+      'no WebGPU adapter: this machine exposes no GPU to WebGPU (in Node, Dawn needs a Vulkan driver); use the wasm backend',
+    );
+  }
+}
+
 /** Starts the tensor backend once per process; later calls return the same info. */
 export async function initBackend(options: BackendOptions = {}): Promise<BackendInfo> {
   if (started) return started;
@@ -96,6 +106,7 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
   if (backend === 'wasm' && !isNode) setThreadsCount(threads);
   if (backend === 'webgpu') {
     if (isNode) await registerNodeWebgpu();
+    await requireWebgpuAdapter();
     await import('@tensorflow/tfjs-backend-webgpu');
   }
   await registerGradients();
