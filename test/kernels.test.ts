@@ -167,3 +167,12 @@ test('kernels leave no tensors or backend data behind', async () => {
   assert.equal(tf.memory().numTensors, tensors);
   assert.equal(backend.numDataIds(), ids);
 });
+
+test('gather rejects an out-of-range index; a clone outlives its source', async () => {
+  await initBackend();
+  assert.throws(() => tf.gather(tf.zeros([3, 2]), tf.tensor1d([0, 3], 'int32')), /index 3 is not in \[0, 2\]/);
+  const a = tf.tensor1d([1, 2, 3]);
+  const b = tf.clone(a);
+  a.dispose();
+  assert.deepEqual(Array.from(b.dataSync()), [1, 2, 3]);
+});

@@ -7,6 +7,7 @@ import { loadNative } from '../native.js';
 import { setActiveNative } from './active-native.js';
 import { batchMatMulKernel } from './batch-matmul.js';
 import { conv2dBackpropFilterKernel, conv2dBackpropInputKernel, conv2dKernel } from './conv2d.js';
+import { gatherV2, identity } from './gather.js';
 import { type KernelArgs, keepStockKernel } from './heap.js';
 import { unsortedSegmentSum } from './segment-sum.js';
 import { slice, splitV } from './slice.js';
@@ -42,6 +43,8 @@ export async function registerKernelPack(options: { native: boolean }): Promise<
     UnsortedSegmentSum: unsortedSegmentSum,
     Slice: slice,
     SplitV: splitV,
+    GatherV2: gatherV2,
+    Identity: identity,
   };
   if (native) kernels.Conv2D = conv2dKernel(native);
   for (const [name, kernel] of Object.entries(kernels)) replace(name, kernel);
