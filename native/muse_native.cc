@@ -467,6 +467,9 @@ int PoolWorkers(double work_items, double min_items_per_worker) {
 constexpr float kGeluC = 0.7978845608028654f;
 constexpr float kGeluA = 0.044715f;
 
+// tanh through one expf: 1 - 2/(e^{2z} + 1), exact limits at +-inf; measured faster than tanhf.
+inline float FastTanh(float z) { return 1.0f - 2.0f / (std::exp(2.0f * z) + 1.0f); }
+
 // geluForward(x, y, n)
 napi_value GeluForward(napi_env env, napi_callback_info info) {
   static const char* fn = "geluForward";
@@ -484,7 +487,7 @@ napi_value GeluForward(napi_env env, napi_callback_info info) {
     const int64_t end = std::min<int64_t>(n, (c + 1) * chunk);
     for (int64_t i = c * chunk; i < end; ++i) {
       const float z = x[i];
-      y[i] = 0.5f * z * (1.0f + std::tanh(kGeluC * (z + kGeluA * z * z * z)));
+      y[i] = 0.5f * z * (1.0f + FastTanh(kGeluC * (z + kGeluA * z * z * z)));
     }
   });
   return Undefined(env);
@@ -508,7 +511,7 @@ napi_value GeluBackward(napi_env env, napi_callback_info info) {
     const int64_t end = std::min<int64_t>(n, (c + 1) * chunk);
     for (int64_t i = c * chunk; i < end; ++i) {
       const float z = x[i];
-      const float t = std::tanh(kGeluC * (z + kGeluA * z * z * z));
+      const float t = FastTanh(kGeluC * (z + kGeluA * z * z * z));
       dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * z * (1.0f - t * t) * kGeluC * (1.0f + 3.0f * kGeluA * z * z));
     }
   });
