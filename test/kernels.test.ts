@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
+import { setConvChunkLimit } from '../src/tensor/kernels/conv2d.js';
 import { assertMatchesCpu, relativeError } from './helpers/compare.js';
 
 after(() => shutdownBackend());
@@ -74,6 +75,21 @@ describe('Conv2D and its gradients', () => {
       ),
     );
   }
+  test('images processed in chunks give the same result', async () => {
+    const old = setConvChunkLimit(1);
+    try {
+      await assertMatchesCpu(
+        (a, f) => tf.conv2d(a as tf.Tensor4D, f as tf.Tensor4D, 2, 'same'),
+        [{ shape: [3, 7, 6, 3] }, { shape: [3, 3, 3, 4] }],
+      );
+      await assertMatchesCpu(
+        (a, f) => tf.conv2d(a as tf.Tensor4D, f as tf.Tensor4D, 1, 'valid'),
+        [{ shape: [3, 4, 5, 6] }, { shape: [1, 1, 6, 2] }],
+      );
+    } finally {
+      setConvChunkLimit(old);
+    }
+  });
   test('explicit padding', () =>
     assertMatchesCpu(
       (a, f) =>

@@ -12,7 +12,14 @@ import { dispose, f32, type KernelArgs, size, type WasmBackendLike } from './hea
 type ConvInfo = backend_util.Conv2DInfo;
 
 // Caps the im2col buffer of one chunk (floats): 16M floats = 64 MB.
-const MAX_COLS = 16 * 1024 * 1024;
+let maxCols = 16 * 1024 * 1024;
+
+/** Sets the im2col chunk limit in floats (tests use a small one to exercise chunking); returns the old one. */
+export function setConvChunkLimit(floats: number): number {
+  const old = maxCols;
+  maxCols = floats;
+  return old;
+}
 
 function convInfo(xShape: number[], filterShape: number[], attrs: KernelArgs['attrs']): ConvInfo {
   if (attrs.dataFormat !== undefined && attrs.dataFormat !== 'NHWC') {
@@ -32,7 +39,7 @@ function convInfo(xShape: number[], filterShape: number[], attrs: KernelArgs['at
 
 function imagesPerChunk(c: ConvInfo): number {
   const perImage = c.outHeight * c.outWidth * c.filterHeight * c.filterWidth * c.inChannels;
-  return Math.max(1, Math.min(c.batchSize, Math.floor(MAX_COLS / Math.max(1, perImage))));
+  return Math.max(1, Math.min(c.batchSize, Math.floor(maxCols / Math.max(1, perImage))));
 }
 
 function isPointwise(c: ConvInfo): boolean {
@@ -115,6 +122,23 @@ function copyImages(backend: WasmBackendLike, t: TensorInfo, b0: number, nb: num
   return out;
 }
 
+/** Calls body(b0, nb) for consecutive chunks of images sized so one chunk's im2col fits the limit. */
+function forEachChunk(c: ConvInfo, body: (b0: number, nb: number) => void): void {
+  const chunk = imagesPerChunk(c);
+  for (let b0 = 0; b0 < c.batchSize; b0 += chunk) body(b0, Math.min(chunk, c.batchSize - b0));
+}
+
+/** The im2col matrix of images [b0, b0+nb) (x itself, as a matrix, for a pointwise conv). */
+function columns(backend: WasmBackendLike, x: TensorInfo, c: ConvInfo, b0: number, nb: number): TensorInfo {
+  if (!isPointwise(c)) return im2col(backend, x, c, b0, nb);
+  return asMatrix(copyImages(backend, x, b0, nb), nb * c.outHeight * c.outWidth);
+}
+
+/** Disposes a temporary unless it is (a view of) the kernel's input. */
+function disposeTemp(backend: WasmBackendLike, t: TensorInfo, input: TensorInfo): void {
+  if (t.dataId !== input.dataId) dispose(backend, t);
+}
+
 function asMatrix(t: TensorInfo, rows: number): TensorInfo {
   return { dataId: t.dataId, dtype: t.dtype, shape: [rows, size(t.shape) / rows] };
 }
@@ -127,18 +151,13 @@ export function conv2dKernel(native: NativeAddon) {
     const w = asMatrix(filter, K);
     const out = backend.makeOutput(c.outShape, 'float32');
     if (size(c.outShape) === 0) return out;
-    const chunk = imagesPerChunk(c);
-    const rowsPerImage = c.outHeight * c.outWidth;
-    for (let b0 = 0; b0 < c.batchSize; b0 += chunk) {
-      const nb = Math.min(chunk, c.batchSize - b0);
-      const cols = isPointwise(c)
-        ? asMatrix(copyImages(backend, x, b0, nb), nb * rowsPerImage)
-        : im2col(backend, x, c, b0, nb);
+    forEachChunk(c, (b0, nb) => {
+      const cols = columns(backend, x, c, b0, nb);
       const y = matmul(backend, native, cols, w, false, false);
-      f32(backend, out).set(f32(backend, y), b0 * rowsPerImage * c.outChannels);
+      f32(backend, out).set(f32(backend, y), b0 * c.outHeight * c.outWidth * c.outChannels);
       dispose(backend, y);
-      if (cols.dataId !== x.dataId) dispose(backend, cols);
-    }
+      disposeTemp(backend, cols, x);
+    });
     return out;
   };
 }
@@ -150,22 +169,17 @@ export function conv2dBackpropFilterKernel(native: NativeAddon | undefined) {
     const c = convInfo(x.shape, filterShape, attrs);
     const dw = backend.makeOutput(filterShape, 'float32');
     f32(backend, dw).fill(0);
-    const chunk = imagesPerChunk(c);
-    const rowsPerImage = c.outHeight * c.outWidth;
-    for (let b0 = 0; b0 < c.batchSize; b0 += chunk) {
-      const nb = Math.min(chunk, c.batchSize - b0);
-      const cols = isPointwise(c)
-        ? asMatrix(copyImages(backend, x, b0, nb), nb * rowsPerImage)
-        : im2col(backend, x, c, b0, nb);
+    forEachChunk(c, (b0, nb) => {
+      const cols = columns(backend, x, c, b0, nb);
       const dyChunk = copyImages(backend, dy, b0, nb);
-      const part = matmul(backend, native, cols, asMatrix(dyChunk, nb * rowsPerImage), true, false);
+      const part = matmul(backend, native, cols, asMatrix(dyChunk, nb * c.outHeight * c.outWidth), true, false);
       const acc = f32(backend, dw);
       const p = f32(backend, part);
       for (let i = 0; i < acc.length; i++) acc[i] += p[i];
       dispose(backend, part);
-      if (cols.dataId !== x.dataId) dispose(backend, cols);
-      if (dyChunk.dataId !== dy.dataId) dispose(backend, dyChunk);
-    }
+      disposeTemp(backend, cols, x);
+      disposeTemp(backend, dyChunk, dy);
+    });
     return dw;
   };
 }
@@ -179,20 +193,14 @@ export function conv2dBackpropInputKernel(native: NativeAddon | undefined) {
     const w = asMatrix(filter, K);
     const dx = backend.makeOutput(inputShape, 'float32');
     f32(backend, dx).fill(0);
-    const chunk = imagesPerChunk(c);
-    const rowsPerImage = c.outHeight * c.outWidth;
-    for (let b0 = 0; b0 < c.batchSize; b0 += chunk) {
-      const nb = Math.min(chunk, c.batchSize - b0);
+    forEachChunk(c, (b0, nb) => {
       const dyChunk = copyImages(backend, dy, b0, nb);
-      const dcols = matmul(backend, native, asMatrix(dyChunk, nb * rowsPerImage), w, false, true);
-      if (isPointwise(c)) {
-        f32(backend, dx).set(f32(backend, dcols), b0 * size(inputShape.slice(1)));
-      } else {
-        col2imAdd(backend, dcols, dx, c, b0, nb);
-      }
+      const dcols = matmul(backend, native, asMatrix(dyChunk, nb * c.outHeight * c.outWidth), w, false, true);
+      if (isPointwise(c)) f32(backend, dx).set(f32(backend, dcols), b0 * size(inputShape.slice(1)));
+      else col2imAdd(backend, dcols, dx, c, b0, nb);
       dispose(backend, dcols);
-      if (dyChunk.dataId !== dy.dataId) dispose(backend, dyChunk);
-    }
+      disposeTemp(backend, dyChunk, dy);
+    });
     return dx;
   };
 }
