@@ -1,6 +1,6 @@
 // Images as the data pipeline sees them: 8-bit RGB on a white background, decoded, resized and
 // encoded with sharp (prebuilt libvips from npm; renders SVG with librsvg).
-import sharp from 'sharp';
+import sharp, { type Sharp } from 'sharp';
 import { MuseError } from '../util/errors.js';
 
 /** An 8-bit RGB image, row-major, 3 bytes per pixel. */
@@ -12,7 +12,7 @@ export interface RgbImage {
 
 const WHITE = { r: 255, g: 255, b: 255 };
 
-async function toRgb(pipeline: sharp.Sharp): Promise<RgbImage> {
+async function toRgb(pipeline: Sharp): Promise<RgbImage> {
   const { data, info } = await pipeline
     .flatten({ background: WHITE })
     .toColourspace('srgb')
