@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // The `muse` command: one file per verb; this file only dispatches.
 import { shutdownBackend } from '../tensor/backend.js';
+import { dataCommand } from './data.js';
 import { doctorCommand } from './doctor.js';
 import { userMessage } from './errors.js';
 import { inspectCommand } from './inspect.js';
 
 const verbs: Record<string, { run: (args: string[]) => Promise<number>; summary: string }> = {
+  data: { run: dataCommand, summary: 'build emoji/shapes datasets, preview any dataset' },
   doctor: { run: doctorCommand, summary: 'backend, threads, native path, versions, a checked matmul' },
   inspect: { run: (a) => inspectCommand(a), summary: 'metadata and tensors of a .safetensors file' },
 };

@@ -1,0 +1,151 @@
+// `muse data build emoji|shapes`, `muse data preview DIR`.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { buildEmojiDataset } from '../data/build-emoji.js';
+import { buildShapesDataset } from '../data/build-shapes.js';
+import { openDataset } from '../data/dataset.js';
+import { EMOJI_STYLES, type EmojiStyle } from '../data/emoji.js';
+import { imageGrid } from '../data/grid.js';
+import { type Sample, SkipReport } from '../data/sample.js';
+import { MuseError } from '../util/errors.js';
+
+export const dataHelp = `Usage: muse data <build|preview> ...
+
+  muse data build emoji  --out DIR [--size 32] [--styles noto,twemoji,fluent] [--limit N]
+      Renders every emoji of the installed Noto, Twemoji and Fluent flat packages at --size px on
+      white, with several captions each, into DIR/{train,test_emoji,test_pair}/ (PNG + JSON) and
+      writes DIR/dataset.json and DIR/ATTRIBUTION.md. test_emoji: emoji never seen in training;
+      test_pair: emoji × style pairs never seen in training.
+
+  muse data build shapes --out DIR [--size 32] [--train N] [--heldout N] [--seed S]
+      Renders synthetic scenes of 1–4 coloured shapes with ground-truth captions (single object,
+      two objects, counting, colours, position, attribute binding) into DIR/{train,heldout}/.
+
+  muse data preview DIR [-n 48] [--columns 8] [-o preview.png]
+      A contact sheet (PNG) of images and captions from any dataset: a built folder, a folder of
+      images with .txt/.json captions, or WebDataset .tar shards.`;
+
+function positiveInt(value: string | undefined, name: string, fallback: number, max = 1e9): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > max)
+    throw new MuseError(`--${name} must be an integer from 1 to ${max}, got "${value}"`);
+  return n;
+}
+
+async function build(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      out: { type: 'string', short: 'o' },
+      size: { type: 'string' },
+      styles: { type: 'string' },
+      limit: { type: 'string' },
+      train: { type: 'string' },
+      heldout: { type: 'string' },
+      seed: { type: 'string' },
+    },
+  });
+  const kind = positionals[0];
+  if (kind !== 'emoji' && kind !== 'shapes')
+    throw new MuseError(`muse data build takes "emoji" or "shapes", got "${kind ?? ''}"`);
+  if (!values.out) throw new MuseError('--out DIR is required');
+  const size = positiveInt(values.size, 'size', 32, 1024);
+  const t0 = performance.now();
+  if (kind === 'emoji') {
+    const styles = values.styles?.split(',').map((s) => s.trim()) as EmojiStyle[] | undefined;
+    for (const s of styles ?? []) {
+      if (!EMOJI_STYLES.includes(s))
+        throw new MuseError(`unknown style "${s}": choose from ${EMOJI_STYLES.join(', ')}`);
+    }
+    const r = await buildEmojiDataset({
+      size,
+      out: values.out,
+      styles,
+      limit: values.limit ? positiveInt(values.limit, 'limit', 0) : undefined,
+    });
+    console.log(`${r.emoji} emoji at ${size} px in ${((performance.now() - t0) / 1000).toFixed(1)} s → ${values.out}`);
+    printCounts(r.counts);
+    console.log(r.skipped.summary());
+  } else {
+    const r = await buildShapesDataset({
+      size,
+      out: values.out,
+      train: positiveInt(values.train, 'train', 20000),
+      heldout: positiveInt(values.heldout, 'heldout', 2000),
+      seed: values.seed === undefined ? 0 : Number(values.seed),
+    });
+    console.log(`shapes at ${size} px in ${((performance.now() - t0) / 1000).toFixed(1)} s → ${values.out}`);
+    printCounts(r.counts);
+  }
+  return 0;
+}
+
+function printCounts(counts: Record<string, Record<string, number>>): void {
+  const columns = Object.keys(Object.values(counts)[0] ?? {});
+  console.log(`${'split'.padEnd(12)}${columns.map((c) => c.padStart(10)).join('')}${'total'.padStart(10)}`);
+  for (const [split, row] of Object.entries(counts)) {
+    const total = Object.values(row).reduce((a, b) => a + b, 0);
+    console.log(
+      `${split.padEnd(12)}${columns.map((c) => String(row[c] ?? 0).padStart(10)).join('')}${String(total).padStart(10)}`,
+    );
+  }
+}
+
+/** The image size recorded by `muse data build` in DIR/dataset.json, if any. */
+function builtSize(path: string): number | undefined {
+  const file = join(path, 'dataset.json');
+  if (!existsSync(file)) return undefined;
+  try {
+    const size = (JSON.parse(readFileSync(file, 'utf8')) as { size?: unknown }).size;
+    return typeof size === 'number' ? size : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function preview(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      n: { type: 'string', short: 'n' },
+      columns: { type: 'string' },
+      out: { type: 'string', short: 'o' },
+      size: { type: 'string' },
+    },
+  });
+  const path = positionals[0];
+  if (!path) throw new MuseError('muse data preview needs a dataset path');
+  const n = positiveInt(values.n, 'n', 48, 1000);
+  const size = positiveInt(values.size, 'size', builtSize(path) ?? 64, 1024);
+  const skip = new SkipReport();
+  const items: Sample[] = [];
+  for await (const s of openDataset(path, { size, skip })) {
+    items.push(s);
+    if (items.length >= n) break;
+  }
+  if (items.length === 0) throw new MuseError(`${path}: no readable samples (${skip.summary()})`);
+  const out = values.out ?? 'preview.png';
+  const png = await imageGrid(
+    items.map((s) => ({ image: s.image, caption: s.captions[0] })),
+    { columns: positiveInt(values.columns, 'columns', 8, 64), title: `${path} — first ${items.length} samples` },
+  );
+  writeFileSync(out, png);
+  console.log(`wrote ${out} (${items.length} samples)`);
+  if (skip.total) console.log(skip.summary());
+  return 0;
+}
+
+export async function dataCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (!sub || sub === '--help' || sub === '-h' || rest.includes('--help') || rest.includes('-h')) {
+    console.log(dataHelp);
+    return sub ? 0 : 2;
+  }
+  if (sub === 'build') return build(rest);
+  if (sub === 'preview') return preview(rest);
+  throw new MuseError(`unknown data command "${sub}": choose build or preview`);
+}
