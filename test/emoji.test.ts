@@ -1,0 +1,107 @@
+// The emoji dataset: sources, captions, deterministic splits that never leak, and a small build.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { buildEmojiDataset } from '../src/data/build-emoji.js';
+import { EMOJI_STYLES, emojiCaptions, emojiSplit, emojiSvg, listEmoji } from '../src/data/emoji.js';
+import { decodeImage } from '../src/data/image.js';
+
+const all = listEmoji();
+
+test('every emoji of the three packages is listed once, with the styles that draw it', () => {
+  assert.ok(all.length > 1800, `${all.length} emoji`);
+  assert.equal(new Set(all.map((e) => e.code)).size, all.length);
+  const perStyle = Object.fromEntries(EMOJI_STYLES.map((s) => [s, all.filter((e) => e.styles.includes(s)).length]));
+  for (const s of EMOJI_STYLES) assert.ok(perStyle[s] > 1500, `${s}: ${perStyle[s]}`);
+  assert.ok(!all.some((e) => e.group === 'component'), 'skin-tone and hair components are left out');
+  assert.ok(!all.some((e) => /skin tone/.test(e.label)), 'one skin tone');
+  const apple = all.find((e) => e.code === '1f34e');
+  assert.equal(apple?.label, 'red apple');
+  for (const s of EMOJI_STYLES) assert.match(emojiSvg('1f34e', s) ?? '', /<svg/);
+});
+
+test('captions give several phrasings that name the emoji and, in one, the style', () => {
+  const apple = all.find((e) => e.code === '1f34e');
+  assert.ok(apple);
+  const caps = emojiCaptions(apple, 'noto');
+  assert.ok(caps.length >= 4);
+  assert.ok(caps.every((c) => c.includes('red apple')));
+  assert.ok(caps.includes('a red apple'));
+  assert.ok(caps.includes('red apple, noto emoji style'));
+  assert.ok(caps.some((c) => c.startsWith('food fruit: ')));
+  const keycap = all.find((e) => e.label.startsWith('keycap'));
+  assert.ok(keycap);
+  assert.ok(!emojiCaptions(keycap, 'twemoji').some((c) => /keycap: keycap/.test(c)));
+  const eight = all.find((e) => e.label === 'eight-thirty');
+  assert.ok(eight && emojiCaptions(eight, 'fluent').includes('an eight-thirty'));
+});
+
+test('splits: held-out emoji never train; held-out pairs keep the emoji and the style in training', () => {
+  const trainCodes = new Set<string>();
+  const trainStyles = new Set<string>();
+  let testEmoji = 0;
+  let testPair = 0;
+  let pairs = 0;
+  for (const e of all) {
+    for (const s of e.styles) {
+      pairs++;
+      const split = emojiSplit(e, s);
+      assert.equal(split, emojiSplit(e, s), 'deterministic');
+      if (split === 'train') {
+        trainCodes.add(e.code);
+        trainStyles.add(s);
+      }
+      if (split === 'test_emoji') testEmoji++;
+      if (split === 'test_pair') testPair++;
+    }
+  }
+  for (const e of all) {
+    const splits = e.styles.map((s) => emojiSplit(e, s));
+    if (splits.includes('test_emoji')) {
+      assert.ok(
+        splits.every((s) => s === 'test_emoji'),
+        `${e.code}: a held-out emoji is held out in every style`,
+      );
+      assert.ok(!trainCodes.has(e.code));
+    }
+    if (splits.includes('test_pair')) assert.ok(trainCodes.has(e.code), `${e.code}: seen in training in another style`);
+  }
+  assert.equal(trainStyles.size, 3);
+  assert.ok(testEmoji / pairs > 0.07 && testEmoji / pairs < 0.13, `test_emoji ${testEmoji}/${pairs}`);
+  assert.ok(testPair / pairs > 0.05 && testPair / pairs < 0.13, `test_pair ${testPair}/${pairs}`);
+});
+
+test('a small build writes images, captions, counts and the attribution', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'muse-emoji-'));
+  const r = await buildEmojiDataset({ size: 32, out, limit: 40, quiet: true });
+  assert.equal(r.skipped.total, 0, r.skipped.summary());
+  const summary = JSON.parse(readFileSync(join(out, 'dataset.json'), 'utf8'));
+  let files = 0;
+  for (const split of ['train', 'test_emoji', 'test_pair']) {
+    const dir = join(out, split);
+    const pngs = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.png')) : [];
+    files += pngs.length;
+    const counted = Object.values(summary.counts[split] as Record<string, number>).reduce((a, b) => a + b, 0);
+    assert.equal(pngs.length, counted, `${split} count`);
+  }
+  assert.ok(files > 80);
+  assert.match(readFileSync(join(out, 'ATTRIBUTION.md'), 'utf8'), /CC-BY 4\.0/);
+  const first = readdirSync(join(out, 'train')).find((f) => f.endsWith('.png')) ?? '';
+  const img = await decodeImage(readFileSync(join(out, 'train', first)), first);
+  assert.deepEqual([img.width, img.height], [32, 32]);
+  const meta = JSON.parse(readFileSync(join(out, 'train', first.replace('.png', '.json')), 'utf8'));
+  assert.ok(meta.captions.length >= 2 && meta.caption === meta.captions[0]);
+  assert.ok(EMOJI_STYLES.includes(meta.style));
+  // Not blank: an emoji has non-white pixels.
+  assert.ok(img.data.some((v) => v < 200));
+});
+
+test('bad options are clear errors', async () => {
+  await assert.rejects(buildEmojiDataset({ size: 3, out: tmpdir(), quiet: true }), /--size/);
+  await assert.rejects(
+    buildEmojiDataset({ size: 32, out: tmpdir(), styles: ['pixel' as never], quiet: true }),
+    /unknown emoji style/,
+  );
+});
