@@ -8,6 +8,7 @@ import { gelu } from '../src/tensor/ops/gelu.js';
 import { layerNorm } from '../src/tensor/ops/layer-norm.js';
 import { Rng } from '../src/tensor/random.js';
 import { AdamW } from '../src/train/adamw.js';
+import { namedGrads } from '../src/train/grads.js';
 
 export const ref = { L: 4, D: 256, H: 8, S: 256, B: 8, V: 1024, T: 16, Dt: 256, FF: 1024 };
 
@@ -26,11 +27,10 @@ function makeParams(rng: Rng): Params {
         shape,
       ),
       true,
-      name,
     );
   };
   const c = (name: string, shape: number[], value: number) => {
-    p[name] = tf.variable(tf.fill(shape, value), true, name);
+    p[name] = tf.variable(tf.fill(shape, value), true);
   };
   w('tok', [V + 1, D], 1);
   w('pos', [S, D], 0.02);
@@ -116,7 +116,7 @@ export function buildReferenceStep(seed = 0): ReferenceStep {
     });
   return {
     step: () => {
-      const { value, grads } = tf.variableGrads(loss, Object.values(p));
+      const { value, grads } = namedGrads(loss, p);
       opt.apply(p, grads, 3e-4);
       const v = value.dataSync()[0];
       tf.dispose([value, ...Object.values(grads)]);

@@ -645,6 +645,358 @@ napi_value AdamwUpdate(napi_env env, napi_callback_info info) {
   return Undefined(env);
 }
 
+// SiLU / swish: x sigma(x). sigma(z) = 1/(1 + e^{-z}) is safe at both ends: e^{-z} -> inf gives
+// sigma -> 0 (never inf/inf), e^{-z} -> 0 gives 1.
+inline float Sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
+
+// siluForward(x, y, n)
+napi_value SiluForward(napi_env env, napi_callback_info info) {
+  static const char* fn = "siluForward";
+  Args args;
+  F32View v[2];
+  int64_t n;
+  if (!GetArgs(env, info, fn, 3, &args) || !GetF32s(env, args, fn, 0, {"x", "y"}, v) ||
+      !GetIndex(env, args.values[2], fn, "n", kMaxSafeInteger, &n) || !NeedLength(env, fn, "x", v[0], n) ||
+      !NeedLength(env, fn, "y", v[1], n))
+    return nullptr;
+  const float* x = v[0].data;
+  float* y = v[1].data;
+  const int64_t chunk = 1 << 14;
+  ParallelFor((n + chunk - 1) / chunk, PoolWorkers(n, 1 << 16), 1, [&](int64_t c) {
+    const int64_t end = std::min<int64_t>(n, (c + 1) * chunk);
+    for (int64_t i = c * chunk; i < end; ++i) y[i] = x[i] * Sigmoid(x[i]);
+  });
+  return Undefined(env);
+}
+
+// siluBackward(dy, x, dx, n): dx = dy sigma(x) (1 + x (1 - sigma(x)))
+napi_value SiluBackward(napi_env env, napi_callback_info info) {
+  static const char* fn = "siluBackward";
+  Args args;
+  F32View v[3];
+  int64_t n;
+  if (!GetArgs(env, info, fn, 4, &args) || !GetF32s(env, args, fn, 0, {"dy", "x", "dx"}, v) ||
+      !GetIndex(env, args.values[3], fn, "n", kMaxSafeInteger, &n) || !NeedLength(env, fn, "dy", v[0], n) ||
+      !NeedLength(env, fn, "x", v[1], n) || !NeedLength(env, fn, "dx", v[2], n))
+    return nullptr;
+  const float* dy = v[0].data;
+  const float* x = v[1].data;
+  float* dx = v[2].data;
+  const int64_t chunk = 1 << 14;
+  ParallelFor((n + chunk - 1) / chunk, PoolWorkers(n, 1 << 16), 1, [&](int64_t c) {
+    const int64_t end = std::min<int64_t>(n, (c + 1) * chunk);
+    for (int64_t i = c * chunk; i < end; ++i) {
+      const float z = x[i];
+      const float s = Sigmoid(z);
+      dx[i] = dy[i] * s * (1.0f + z * (1.0f - s));
+    }
+  });
+  return Undefined(env);
+}
+
+// Shape arguments shared by the group norm kernels: x is NHWC [batch, hw, channels] with
+// channels split into `groups` groups of consecutive channels. Checks groups >= 1, channels %
+// groups == 0 and that batch * hw * channels and batch * groups fit in 2^53.
+struct GroupNormDims {
+  int64_t batch, hw, channels, groups, cg;
+  uint64_t n;      // batch * hw * channels
+  uint64_t stats;  // batch * groups
+};
+
+bool GetGroupNormDims(napi_env env, const Args& args, const char* fn, size_t first, GroupNormDims* d) {
+  napi_value const* a = args.values + first;
+  if (!GetIndex(env, a[0], fn, "batch", kMaxSafeInteger, &d->batch) ||
+      !GetIndex(env, a[1], fn, "hw", kMaxSafeInteger, &d->hw) ||
+      !GetIndex(env, a[2], fn, "channels", kMaxSafeInteger, &d->channels) ||
+      !GetIndex(env, a[3], fn, "groups", kMaxSafeInteger, &d->groups))
+    return false;
+  if (d->groups < 1) return ThrowRange(env, std::string(fn) + ": groups must be >= 1");
+  if (d->channels % d->groups != 0)
+    return ThrowRange(env, std::string(fn) + ": channels (" + std::to_string(d->channels) +
+                               ") must be divisible by groups (" + std::to_string(d->groups) + ")");
+  d->cg = d->channels / d->groups;
+  uint64_t bh;
+  if (__builtin_mul_overflow(static_cast<uint64_t>(d->batch), static_cast<uint64_t>(d->hw), &bh) ||
+      __builtin_mul_overflow(bh, static_cast<uint64_t>(d->channels), &d->n) ||
+      __builtin_mul_overflow(static_cast<uint64_t>(d->batch), static_cast<uint64_t>(d->groups), &d->stats) ||
+      d->n > static_cast<uint64_t>(kMaxSafeInteger))
+    return ThrowRange(env, std::string(fn) + ": batch * hw * channels is too large");
+  return true;
+}
+
+// Work items for the group norm kernels: (batch item, block of consecutive groups) pairs, enough
+// of them to balance the pool. Each item walks its batch item's pixels in memory order over the
+// block's contiguous channel span (per-group strided walks touch every cache line once per group).
+struct GroupBlocks {
+  int64_t per_item;  // groups per block
+  int64_t blocks;    // blocks per batch item
+  int workers;
+};
+
+GroupBlocks PlanGroupBlocks(const GroupNormDims& d) {
+  GroupBlocks p;
+  p.workers = PoolWorkers(static_cast<double>(d.n), 1 << 15);
+  const int64_t want = d.batch >= 4 * p.workers ? 1 : (4 * p.workers + std::max<int64_t>(d.batch, 1) - 1) /
+                                                          std::max<int64_t>(d.batch, 1);
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(d.groups, want));
+  p.per_item = (d.groups + blocks - 1) / blocks;
+  p.blocks = (d.groups + p.per_item - 1) / p.per_item;
+  return p;
+}
+
+// groupNormForward(x, gamma, beta, y, mean, rstd, batch, hw, channels, groups, eps)
+//   per (b, g): mean, rstd = 1/sqrt(var + eps) over the group's hw * channels/groups elements;
+//   y = (x - mean) rstd gamma_c + beta_c. Sums in double; variance two-pass.
+napi_value GroupNormForward(napi_env env, napi_callback_info info) {
+  static const char* fn = "groupNormForward";
+  Args args;
+  F32View v[6];
+  GroupNormDims d;
+  double eps;
+  if (!GetArgs(env, info, fn, 11, &args) ||
+      !GetF32s(env, args, fn, 0, {"x", "gamma", "beta", "y", "mean", "rstd"}, v) ||
+      !GetGroupNormDims(env, args, fn, 6, &d) || !GetNumber(env, args.values[10], fn, "eps", &eps))
+    return nullptr;
+  const uint64_t C = static_cast<uint64_t>(d.channels);
+  if (!NeedLength(env, fn, "x", v[0], d.n) || !NeedLength(env, fn, "gamma", v[1], C) ||
+      !NeedLength(env, fn, "beta", v[2], C) || !NeedLength(env, fn, "y", v[3], d.n) ||
+      !NeedLength(env, fn, "mean", v[4], d.stats) || !NeedLength(env, fn, "rstd", v[5], d.stats))
+    return nullptr;
+  const float *x = v[0].data, *gamma = v[1].data, *beta = v[2].data;
+  float *y = v[3].data, *mean = v[4].data, *rstd = v[5].data;
+  const int64_t hw = d.hw, cg = d.cg, G = d.groups;
+  const int64_t Ci = d.channels;
+  const double count = static_cast<double>(hw) * static_cast<double>(cg);
+  const GroupBlocks plan = PlanGroupBlocks(d);
+  // Per (batch item, channel) scratch; each work item touches only its own channel span.
+  std::vector<double> sum(static_cast<size_t>(d.batch) * C);
+  std::vector<float> c_mean(static_cast<size_t>(d.batch) * C), c_scale(static_cast<size_t>(d.batch) * C);
+  ParallelFor(d.batch * plan.blocks, plan.workers, 1, [&](int64_t item) {
+    const int64_t b = item / plan.blocks;
+    const int64_t g0 = (item % plan.blocks) * plan.per_item, g1 = std::min(G, g0 + plan.per_item);
+    const int64_t c0 = g0 * cg, c1 = g1 * cg;
+    const float* xb = x + b * hw * Ci;
+    float* yb = y + b * hw * Ci;
+    double* s = sum.data() + b * Ci;
+    float* cm = c_mean.data() + b * Ci;
+    float* cs = c_scale.data() + b * Ci;
+    for (int64_t c = c0; c < c1; ++c) s[c] = 0;
+    for (int64_t p = 0; p < hw; ++p) {
+      const float* xp = xb + p * Ci;
+      for (int64_t c = c0; c < c1; ++c) s[c] += xp[c];
+    }
+    for (int64_t g = g0; g < g1; ++g) {
+      double m = 0;
+      for (int64_t c = g * cg; c < (g + 1) * cg; ++c) m += s[c];
+      const float mf = static_cast<float>(m / count);
+      mean[b * G + g] = mf;
+      for (int64_t c = g * cg; c < (g + 1) * cg; ++c) cm[c] = mf;
+    }
+    for (int64_t c = c0; c < c1; ++c) s[c] = 0;
+    for (int64_t p = 0; p < hw; ++p) {
+      const float* xp = xb + p * Ci;
+      for (int64_t c = c0; c < c1; ++c) {
+        const double t = xp[c] - cm[c];
+        s[c] += t * t;
+      }
+    }
+    for (int64_t g = g0; g < g1; ++g) {
+      double var = 0;
+      for (int64_t c = g * cg; c < (g + 1) * cg; ++c) var += s[c];
+      const float inv = static_cast<float>(1.0 / std::sqrt(var / count + eps));
+      rstd[b * G + g] = inv;
+      for (int64_t c = g * cg; c < (g + 1) * cg; ++c) cs[c] = inv * gamma[c];
+    }
+    for (int64_t p = 0; p < hw; ++p) {
+      const float* xp = xb + p * Ci;
+      float* yp = yb + p * Ci;
+      for (int64_t c = c0; c < c1; ++c) yp[c] = (xp[c] - cm[c]) * cs[c] + beta[c];
+    }
+  });
+  return Undefined(env);
+}
+
+// groupNormBackward(dy, x, gamma, mean, rstd, dx, dgamma, dbeta, batch, hw, channels, groups)
+//   xh = (x - mean) r, h = dy gamma_c; per group of N elements:
+//   dx = r (h - mean(h) - xh mean(h xh));  dgamma_c = sum_{b,p} dy xh;  dbeta_c = sum_{b,p} dy
+// Each work item sums dy and dy xh per channel over its batch item's pixels (double); the group
+// means follow from them (sum h = sum_c gamma_c sum dy, ...). dgamma/dbeta are summed from these
+// per-batch-item partials after the parallel part, in a fixed order (no atomics, and the result
+// does not depend on the thread count).
+napi_value GroupNormBackward(napi_env env, napi_callback_info info) {
+  static const char* fn = "groupNormBackward";
+  Args args;
+  F32View v[8];
+  GroupNormDims d;
+  if (!GetArgs(env, info, fn, 12, &args) ||
+      !GetF32s(env, args, fn, 0, {"dy", "x", "gamma", "mean", "rstd", "dx", "dgamma", "dbeta"}, v) ||
+      !GetGroupNormDims(env, args, fn, 8, &d))
+    return nullptr;
+  const uint64_t C = static_cast<uint64_t>(d.channels);
+  if (!NeedLength(env, fn, "dy", v[0], d.n) || !NeedLength(env, fn, "x", v[1], d.n) ||
+      !NeedLength(env, fn, "gamma", v[2], C) || !NeedLength(env, fn, "mean", v[3], d.stats) ||
+      !NeedLength(env, fn, "rstd", v[4], d.stats) || !NeedLength(env, fn, "dx", v[5], d.n) ||
+      !NeedLength(env, fn, "dgamma", v[6], C) || !NeedLength(env, fn, "dbeta", v[7], C))
+    return nullptr;
+  const float *dy = v[0].data, *x = v[1].data, *gamma = v[2].data, *mean = v[3].data, *rstd = v[4].data;
+  float *dx = v[5].data, *dgamma = v[6].data, *dbeta = v[7].data;
+  const int64_t hw = d.hw, cg = d.cg, G = d.groups;
+  const int64_t Ci = d.channels;
+  const double count = static_cast<double>(hw) * static_cast<double>(cg);
+  const GroupBlocks plan = PlanGroupBlocks(d);
+  std::vector<double> sum_dy(static_cast<size_t>(d.batch) * C), sum_dyxh(static_cast<size_t>(d.batch) * C);
+  // Per channel: the group's mean, rstd, mean(h) and mean(h xh).
+  std::vector<float> scratch(static_cast<size_t>(d.batch) * C * 4);
+  ParallelFor(d.batch * plan.blocks, plan.workers, 1, [&](int64_t item) {
+    const int64_t b = item / plan.blocks;
+    const int64_t g0 = (item % plan.blocks) * plan.per_item, g1 = std::min(G, g0 + plan.per_item);
+    const int64_t c0 = g0 * cg, c1 = g1 * cg;
+    const int64_t off = b * hw * Ci;
+    double* sd = sum_dy.data() + b * Ci;
+    double* sdx = sum_dyxh.data() + b * Ci;
+    float* cm = scratch.data() + b * Ci * 4;
+    float* cr = cm + Ci;
+    float* ch = cr + Ci;
+    float* chx = ch + Ci;
+    for (int64_t g = g0; g < g1; ++g)
+      for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
+        cm[c] = mean[b * G + g];
+        cr[c] = rstd[b * G + g];
+      }
+    for (int64_t c = c0; c < c1; ++c) sd[c] = sdx[c] = 0;
+    for (int64_t p = 0; p < hw; ++p) {
+      const float *dyp = dy + off + p * Ci, *xp = x + off + p * Ci;
+      for (int64_t c = c0; c < c1; ++c) {
+        const float xh = (xp[c] - cm[c]) * cr[c];
+        sd[c] += dyp[c];
+        sdx[c] += static_cast<double>(dyp[c] * xh);
+      }
+    }
+    for (int64_t g = g0; g < g1; ++g) {
+      double h = 0, hx = 0;
+      for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
+        h += gamma[c] * sd[c];
+        hx += gamma[c] * sdx[c];
+      }
+      const float mh = static_cast<float>(h / count), mhx = static_cast<float>(hx / count);
+      for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
+        ch[c] = mh;
+        chx[c] = mhx;
+      }
+    }
+    for (int64_t p = 0; p < hw; ++p) {
+      const float *dyp = dy + off + p * Ci, *xp = x + off + p * Ci;
+      float* dxp = dx + off + p * Ci;
+      for (int64_t c = c0; c < c1; ++c) {
+        const float xh = (xp[c] - cm[c]) * cr[c];
+        dxp[c] = cr[c] * (dyp[c] * gamma[c] - ch[c] - xh * chx[c]);
+      }
+    }
+  });
+  for (int64_t c = 0; c < Ci; ++c) {
+    double sg = 0, sb = 0;
+    for (int64_t b = 0; b < d.batch; ++b) {
+      sg += sum_dyxh[b * Ci + c];
+      sb += sum_dy[b * Ci + c];
+    }
+    dgamma[c] = static_cast<float>(sg);
+    dbeta[c] = static_cast<float>(sb);
+  }
+  return Undefined(env);
+}
+
+// Convolution geometry shared by im2col and col2imAdd, passed as one Int32Array:
+// [b0, nb, H, W, C, KH, KW, strideH, strideW, dilationH, dilationW, padTop, padLeft, OH, OW]
+struct ConvGeometry {
+  int64_t b0, nb, H, W, C, KH, KW, sh, sw, dh, dw, top, left, OH, OW;
+};
+
+bool GetGeometry(napi_env env, napi_value v, const char* fn, ConvGeometry* g) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  if (!NapiOk(env, napi_is_typedarray(env, v, &is_ta), "napi_is_typedarray")) return false;
+  if (is_ta && !NapiOk(env, napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr), "napi_get_typedarray_info"))
+    return false;
+  if (!is_ta || type != napi_int32_array || length != 15 || data == nullptr)
+    return ThrowType(env, std::string(fn) + ": geometry must be an Int32Array of 15 values");
+  const int32_t* a = static_cast<const int32_t*>(data);
+  *g = {a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14]};
+  const int64_t pos[] = {g->nb, g->H, g->W, g->C, g->KH, g->KW, g->sh, g->sw, g->dh, g->dw, g->OH, g->OW};
+  for (int64_t p : pos)
+    if (p < 1) return ThrowRange(env, std::string(fn) + ": geometry sizes must be positive");
+  if (g->b0 < 0) return ThrowRange(env, std::string(fn) + ": b0 must be >= 0");
+  return true;
+}
+
+// cols[(n·OH + oh)·OW + ow][(kh·KW + kw)·C + c] = x[b0 + n][oh·sh + kh·dh − top][ow·sw + kw·dw − left][c]
+// (zero outside the image).
+template <bool kScatter>
+void ConvColumns(const ConvGeometry& g, float* x, float* cols) {
+  const int64_t row = g.KH * g.KW * g.C;
+  // Rows of one image never overlap in x for im2col; for the scatter-add, different images
+  // write disjoint parts of x, so the work is split by image there.
+  auto image = [&](int64_t n) {
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        float* col = cols + ((n * g.OH + oh) * g.OW + ow) * row;
+        for (int64_t kh = 0; kh < g.KH; ++kh) {
+          const int64_t ih = oh * g.sh + kh * g.dh - g.top;
+          for (int64_t kw = 0; kw < g.KW; ++kw, col += g.C) {
+            const int64_t iw = ow * g.sw + kw * g.dw - g.left;
+            const bool inside = ih >= 0 && ih < g.H && iw >= 0 && iw < g.W;
+            float* px = inside ? x + (((g.b0 + n) * g.H + ih) * g.W + iw) * g.C : nullptr;
+            if (kScatter) {
+              if (inside)
+                for (int64_t c = 0; c < g.C; ++c) px[c] += col[c];
+            } else if (inside) {
+              std::copy(px, px + g.C, col);
+            } else {
+              std::fill(col, col + g.C, 0.0f);
+            }
+          }
+        }
+      }
+    }
+  };
+  const double work = static_cast<double>(g.nb) * g.OH * g.OW * row;
+  ParallelFor(g.nb, PoolWorkers(work, 1 << 16), 1, image);
+}
+
+bool GetColumnsArgs(napi_env env, napi_callback_info info, const char* fn, ConvGeometry* g, F32View* x, F32View* cols) {
+  Args args;
+  F32View v[2];
+  if (!GetArgs(env, info, fn, 3, &args) || !GetF32s(env, args, fn, 0, {"x", "cols"}, v) ||
+      !GetGeometry(env, args.values[2], fn, g))
+    return false;
+  const uint64_t need_x = static_cast<uint64_t>(g->b0 + g->nb) * g->H * g->W * g->C;
+  const uint64_t need_cols = static_cast<uint64_t>(g->nb) * g->OH * g->OW * g->KH * g->KW * g->C;
+  if (!NeedLength(env, fn, "x", v[0], need_x) || !NeedLength(env, fn, "cols", v[1], need_cols)) return false;
+  if (Overlaps(v[0].data, need_x, v[1].data, need_cols)) return ThrowRange(env, std::string(fn) + ": x and cols overlap");
+  *x = v[0];
+  *cols = v[1];
+  return true;
+}
+
+// im2col(x, cols, geometry): the patch matrix of images [b0, b0 + nb) of NHWC x.
+napi_value Im2col(napi_env env, napi_callback_info info) {
+  ConvGeometry g;
+  F32View x, cols;
+  if (!GetColumnsArgs(env, info, "im2col", &g, &x, &cols)) return nullptr;
+  ConvColumns<false>(g, x.data, cols.data);
+  return Undefined(env);
+}
+
+// col2imAdd(x, cols, geometry): x += the transpose of im2col applied to cols (the input gradient).
+napi_value Col2imAdd(napi_env env, napi_callback_info info) {
+  ConvGeometry g;
+  F32View x, cols;
+  if (!GetColumnsArgs(env, info, "col2imAdd", &g, &x, &cols)) return nullptr;
+  ConvColumns<true>(g, x.data, cols.data);
+  return Undefined(env);
+}
+
 // setThreads(n): number of threads OpenBLAS (and sgemmBatched's batch
 // parallelism) may use; n >= 1.
 napi_value SetThreads(napi_env env, napi_callback_info info) {
@@ -698,6 +1050,12 @@ constexpr Export kExports[] = {
     {"layerNormForward", LayerNormForward},
     {"layerNormBackward", LayerNormBackward},
     {"adamwUpdate", AdamwUpdate},
+    {"siluForward", SiluForward},
+    {"siluBackward", SiluBackward},
+    {"groupNormForward", GroupNormForward},
+    {"groupNormBackward", GroupNormBackward},
+    {"im2col", Im2col},
+    {"col2imAdd", Col2imAdd},
 };
 
 }  // namespace

@@ -34,7 +34,9 @@ function lint() {
 
 const results = [...(only.length ? [] : [lint()]), runTests('all tests', selected, {})];
 const nativeBuilt = existsSync('native/build/Release/muse_native.node');
-const wasmPathFiles = ['test/kernels.test.ts', 'test/fused-ops.test.ts'].filter((f) => selected.includes(f));
+const wasmPathFiles = ['test/kernels.test.ts', 'test/fused-ops.test.ts', 'test/fused-ops-conv.test.ts'].filter((f) =>
+  selected.includes(f),
+);
 if (nativeBuilt && process.env.MUSE_NATIVE !== '0' && wasmPathFiles.length) {
   results.push(runTests('kernel tests on the pure-wasm path (MUSE_NATIVE=0)', wasmPathFiles, { MUSE_NATIVE: '0' }));
 }

@@ -80,6 +80,50 @@ export interface NativeAddon {
     c2: number,
     decay: number,
   ): void;
+  /** y = x·σ(x) (SiLU / swish) over n elements. */
+  siluForward(x: Float32Array, y: Float32Array, n: number): void;
+  /** dx = dy · silu'(x) = dy·σ(x)·(1 + x·(1 − σ(x))) over n elements. */
+  siluBackward(dy: Float32Array, x: Float32Array, dx: Float32Array, n: number): void;
+  /**
+   * Group norm of NHWC x ([batch, hw, channels] with channels in `groups` groups of consecutive
+   * channels); also writes each (batch, group)'s mean and 1/std ([batch·groups]). Throws a
+   * RangeError unless channels % groups == 0.
+   */
+  groupNormForward(
+    x: Float32Array,
+    gamma: Float32Array,
+    beta: Float32Array,
+    y: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    batch: number,
+    hw: number,
+    channels: number,
+    groups: number,
+    eps: number,
+  ): void;
+  /** Gradients of group norm with respect to x, gamma and beta (from groupNormForward's mean, rstd). */
+  groupNormBackward(
+    dy: Float32Array,
+    x: Float32Array,
+    gamma: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    dx: Float32Array,
+    dgamma: Float32Array,
+    dbeta: Float32Array,
+    batch: number,
+    hw: number,
+    channels: number,
+    groups: number,
+  ): void;
+  /**
+   * The im2col patch matrix of images [b0, b0+nb) of NHWC x into cols [nb·OH·OW, KH·KW·C]; geometry:
+   * Int32Array [b0, nb, H, W, C, KH, KW, strideH, strideW, dilationH, dilationW, padTop, padLeft, OH, OW].
+   */
+  im2col(x: Float32Array, cols: Float32Array, geometry: Int32Array): void;
+  /** x += col2im(cols): the scatter-add transpose of im2col (same geometry). */
+  col2imAdd(x: Float32Array, cols: Float32Array, geometry: Int32Array): void;
   /** Threads OpenBLAS (and sgemmBatched's batch parallelism) may use; process-wide. n >= 1. */
   setThreads(n: number): void;
   getThreads(): number;

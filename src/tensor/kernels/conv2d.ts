@@ -81,9 +81,40 @@ function forEachTap(c: ConvInfo, b0: number, nb: number, visit: (col: number, x:
   }
 }
 
-function im2col(backend: WasmBackendLike, x: TensorInfo, c: ConvInfo, b0: number, nb: number): TensorInfo {
+function geometry(c: ConvInfo, b0: number, nb: number): Int32Array {
+  return Int32Array.from([
+    b0,
+    nb,
+    c.inHeight,
+    c.inWidth,
+    c.inChannels,
+    c.filterHeight,
+    c.filterWidth,
+    c.strideHeight,
+    c.strideWidth,
+    c.dilationHeight,
+    c.dilationWidth,
+    c.padInfo.top,
+    c.padInfo.left,
+    c.outHeight,
+    c.outWidth,
+  ]);
+}
+
+function im2col(
+  backend: WasmBackendLike,
+  native: NativeAddon | undefined,
+  x: TensorInfo,
+  c: ConvInfo,
+  b0: number,
+  nb: number,
+): TensorInfo {
   const K = c.filterHeight * c.filterWidth * c.inChannels;
   const cols = backend.makeOutput([nb * c.outHeight * c.outWidth, K], 'float32');
+  if (native) {
+    native.im2col(f32(backend, x), f32(backend, cols), geometry(c, b0, nb));
+    return cols;
+  }
   const heap = f32(backend, cols);
   const base = heap.byteOffset / 4;
   // One Float32Array over the whole heap, so copies are copyWithin calls with no allocation.
@@ -99,12 +130,17 @@ function im2col(backend: WasmBackendLike, x: TensorInfo, c: ConvInfo, b0: number
 
 function col2imAdd(
   backend: WasmBackendLike,
+  native: NativeAddon | undefined,
   dcols: TensorInfo,
   dx: TensorInfo,
   c: ConvInfo,
   b0: number,
   nb: number,
 ): void {
+  if (native) {
+    native.col2imAdd(f32(backend, dx), f32(backend, dcols), geometry(c, b0, nb));
+    return;
+  }
   const cols = f32(backend, dcols);
   const out = f32(backend, dx);
   const C = c.inChannels;
@@ -129,8 +165,15 @@ function forEachChunk(c: ConvInfo, body: (b0: number, nb: number) => void): void
 }
 
 /** The im2col matrix of images [b0, b0+nb) (x itself, as a matrix, for a pointwise conv). */
-function columns(backend: WasmBackendLike, x: TensorInfo, c: ConvInfo, b0: number, nb: number): TensorInfo {
-  if (!isPointwise(c)) return im2col(backend, x, c, b0, nb);
+function columns(
+  backend: WasmBackendLike,
+  native: NativeAddon | undefined,
+  x: TensorInfo,
+  c: ConvInfo,
+  b0: number,
+  nb: number,
+): TensorInfo {
+  if (!isPointwise(c)) return im2col(backend, native, x, c, b0, nb);
   return asMatrix(copyImages(backend, x, b0, nb), nb * c.outHeight * c.outWidth);
 }
 
@@ -152,7 +195,7 @@ export function conv2dKernel(native: NativeAddon) {
     const out = backend.makeOutput(c.outShape, 'float32');
     if (size(c.outShape) === 0) return out;
     forEachChunk(c, (b0, nb) => {
-      const cols = columns(backend, x, c, b0, nb);
+      const cols = columns(backend, native, x, c, b0, nb);
       const y = matmul(backend, native, cols, w, false, false);
       f32(backend, out).set(f32(backend, y), b0 * c.outHeight * c.outWidth * c.outChannels);
       dispose(backend, y);
@@ -170,7 +213,7 @@ export function conv2dBackpropFilterKernel(native: NativeAddon | undefined) {
     const dw = backend.makeOutput(filterShape, 'float32');
     f32(backend, dw).fill(0);
     forEachChunk(c, (b0, nb) => {
-      const cols = columns(backend, x, c, b0, nb);
+      const cols = columns(backend, native, x, c, b0, nb);
       const dyChunk = copyImages(backend, dy, b0, nb);
       const part = matmul(backend, native, cols, asMatrix(dyChunk, nb * c.outHeight * c.outWidth), true, false);
       const acc = f32(backend, dw);
@@ -197,7 +240,7 @@ export function conv2dBackpropInputKernel(native: NativeAddon | undefined) {
       const dyChunk = copyImages(backend, dy, b0, nb);
       const dcols = matmul(backend, native, asMatrix(dyChunk, nb * c.outHeight * c.outWidth), w, false, true);
       if (isPointwise(c)) f32(backend, dx).set(f32(backend, dcols), b0 * size(inputShape.slice(1)));
-      else col2imAdd(backend, dcols, dx, c, b0, nb);
+      else col2imAdd(backend, native, dcols, dx, c, b0, nb);
       dispose(backend, dcols);
       disposeTemp(backend, dyChunk, dy);
     });

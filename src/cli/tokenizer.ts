@@ -1,0 +1,279 @@
+// `muse tokenizer train|encode|decode|reconstruct|eval`.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { openDataset } from '../data/dataset.js';
+import { imageGrid } from '../data/grid.js';
+import { decodeImage, encodePng, type RgbImage, resizeCenterCrop } from '../data/image.js';
+import { SkipReport } from '../data/sample.js';
+import { initBackend } from '../tensor/backend.js';
+import { type TokenizerConfig, tokenizerPreset, validateTokenizerConfig } from '../tokenizer/config.js';
+import { VqTokenizer } from '../tokenizer/tokenizer.js';
+import { evaluateReconstruction, trainTokenizer } from '../tokenizer/trainer.js';
+import { MuseError } from '../util/errors.js';
+
+export const tokenizerHelp = `Usage: muse tokenizer <train|encode|decode|reconstruct|eval> ...
+
+  muse tokenizer train --data DIR[:SIZE] [--data DIR2[:SIZE]] --out RUN [--val DIR[:SIZE]]
+      [--config small|tiny|small-f8|FILE.json] [--steps 20000] [--batch 32] [--crop 32] [--lr 2e-4]
+      [--warmup 500] [--weight-decay 1e-4] [--disc-start 5000] [--gan-weight 0.1] [--seed 0]
+      [--sample-every 500] [--checkpoint-every 500] [--eval-every 1000] [--minutes M] [--resume]
+      Trains the VQ tokenizer on random crop×crop windows of every image (each dataset read at its
+      SIZE, default its dataset.json size or 32). RUN gets tokenizer.safetensors, state.safetensors
+      (exact resume with --resume), samples/step-*.png, loss.png, psnr.png. Ctrl-C saves and exits.
+
+  muse tokenizer encode IMAGE --model FILE [-o tokens.json]
+  muse tokenizer decode TOKENS.json --model FILE -o image.png
+  muse tokenizer reconstruct IMAGE [IMAGE...] --model FILE [-o side-by-side.png] [--size 32]
+  muse tokenizer eval --model FILE --data DIR[:SIZE] [--limit N] [--json]
+      PSNR, SSIM, fraction of the codebook used and code perplexity on a dataset.`;
+
+/** "DIR" or "DIR:SIZE"; SIZE defaults to DIR/dataset.json's size, then 32. */
+function parseDataArg(arg: string): { path: string; size: number } {
+  const m = /^(.*):(\d+)$/.exec(arg);
+  const path = m ? m[1] : arg;
+  let size = m ? Number(m[2]) : undefined;
+  if (size === undefined) {
+    const summary = join(path, '..', 'dataset.json');
+    const own = join(path, 'dataset.json');
+    for (const file of [own, summary]) {
+      if (size === undefined && existsSync(file))
+        size = (JSON.parse(readFileSync(file, 'utf8')) as { size?: number }).size;
+    }
+  }
+  return { path, size: size ?? 32 };
+}
+
+async function loadImages(args: string[], limit = Number.POSITIVE_INFINITY): Promise<RgbImage[]> {
+  const images: RgbImage[] = [];
+  for (const arg of args) {
+    const { path, size } = parseDataArg(arg);
+    const skip = new SkipReport();
+    for await (const s of openDataset(path, { size, skip })) {
+      images.push(s.image);
+      if (images.length >= limit) break;
+    }
+    if (skip.total) console.error(`${path}: ${skip.summary()}`);
+  }
+  return images;
+}
+
+function num(value: string | undefined, name: string, fallback: number, { min = 0, integer = false } = {}): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) {
+    throw new MuseError(`--${name} must be ${integer ? 'an integer' : 'a number'} ≥ ${min}, got "${value}"`);
+  }
+  return n;
+}
+
+function configFrom(value: string | undefined): TokenizerConfig {
+  if (!value) return tokenizerPreset('small');
+  if (value.endsWith('.json')) {
+    if (!existsSync(value)) throw new MuseError(`no such config file: ${value}`);
+    return validateTokenizerConfig(JSON.parse(readFileSync(value, 'utf8')) as TokenizerConfig);
+  }
+  return tokenizerPreset(value);
+}
+
+async function train(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      data: { type: 'string', multiple: true },
+      val: { type: 'string', multiple: true },
+      out: { type: 'string' },
+      config: { type: 'string' },
+      steps: { type: 'string' },
+      batch: { type: 'string' },
+      crop: { type: 'string' },
+      lr: { type: 'string' },
+      warmup: { type: 'string' },
+      'weight-decay': { type: 'string' },
+      'disc-start': { type: 'string' },
+      'gan-weight': { type: 'string' },
+      seed: { type: 'string' },
+      'sample-every': { type: 'string' },
+      'checkpoint-every': { type: 'string' },
+      'eval-every': { type: 'string' },
+      'val-count': { type: 'string' },
+      minutes: { type: 'string' },
+      resume: { type: 'boolean' },
+    },
+  });
+  if (!values.data?.length)
+    throw new MuseError('--data DIR is required (e.g. a folder made by `muse data build emoji`)');
+  if (!values.out) throw new MuseError('--out RUN_FOLDER is required');
+  const config = configFrom(values.config);
+  await initBackend();
+  const images = await loadImages(values.data);
+  const validation = values.val?.length
+    ? await loadImages(values.val, num(values['val-count'], 'val-count', 256, { min: 1, integer: true }))
+    : [];
+  console.error(`${images.length} training images, ${validation.length} held-out images`);
+  const steps = num(values.steps, 'steps', 20000, { min: 1, integer: true });
+  const result = await trainTokenizer({
+    out: values.out,
+    config,
+    images,
+    validation,
+    crop: num(values.crop, 'crop', 32, { min: 4, integer: true }),
+    steps,
+    batch: num(values.batch, 'batch', 32, { min: 1, integer: true }),
+    lr: num(values.lr, 'lr', 2e-4),
+    warmup: num(values.warmup, 'warmup', 500, { integer: true }),
+    weightDecay: num(values['weight-decay'], 'weight-decay', 1e-4),
+    discStart: num(values['disc-start'], 'disc-start', Math.floor(steps / 4), { integer: true }),
+    ganWeight: num(values['gan-weight'], 'gan-weight', 0.1),
+    seed: num(values.seed, 'seed', 0, { integer: true }),
+    sampleEvery: num(values['sample-every'], 'sample-every', 500, { integer: true }),
+    checkpointEvery: num(values['checkpoint-every'], 'checkpoint-every', 500, { integer: true }),
+    evalEvery: num(values['eval-every'], 'eval-every', 1000, { integer: true }),
+    restartEvery: 200,
+    minutes: values.minutes === undefined ? undefined : num(values.minutes, 'minutes', 0),
+    resume: !!values.resume,
+  });
+  console.log(
+    `${result.stoppedEarly ? 'stopped' : 'finished'} at step ${result.step}; weights in ${join(values.out, 'tokenizer.safetensors')}`,
+  );
+  const e = result.history.eval.at(-1);
+  if (e)
+    console.log(
+      `held-out PSNR ${e.psnr.toFixed(2)} dB, SSIM ${e.ssim.toFixed(3)}, codes used ${(100 * e.used).toFixed(1)}%, perplexity ${e.perplexity.toFixed(0)}`,
+    );
+  return 0;
+}
+
+async function loadModel(path: string | undefined): Promise<VqTokenizer> {
+  if (!path) throw new MuseError('--model FILE.safetensors is required');
+  if (!existsSync(path)) throw new MuseError(`no such file: ${path}`);
+  await initBackend();
+  return VqTokenizer.load(path);
+}
+
+async function readImage(path: string, size: number | undefined, multiple: number): Promise<RgbImage> {
+  if (!existsSync(path)) throw new MuseError(`no such file: ${path}`);
+  const bytes = readFileSync(path);
+  if (size) return resizeCenterCrop(bytes, size, path);
+  const img = await decodeImage(bytes, path);
+  if (img.width % multiple || img.height % multiple) {
+    throw new MuseError(
+      `${path} is ${img.width}×${img.height}: pass --size N (a multiple of ${multiple}) to resize it`,
+    );
+  }
+  return img;
+}
+
+async function encode(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { model: { type: 'string' }, out: { type: 'string', short: 'o' }, size: { type: 'string' } },
+  });
+  if (!positionals[0]) throw new MuseError('muse tokenizer encode needs an image');
+  const tok = await loadModel(values.model);
+  const img = await readImage(
+    positionals[0],
+    values.size ? num(values.size, 'size', 0, { min: 1, integer: true }) : undefined,
+    tok.downsample,
+  );
+  const tokens = await tok.encode([img]);
+  const h = img.height / tok.downsample;
+  const w = img.width / tok.downsample;
+  const grid = Array.from({ length: h }, (_, y) => Array.from(tokens.subarray(y * w, (y + 1) * w)));
+  const json = `${JSON.stringify({ height: h, width: w, codebookSize: tok.codebookSize, tokens: grid })}\n`;
+  if (values.out) writeFileSync(values.out, json);
+  else process.stdout.write(json);
+  return 0;
+}
+
+async function decode(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { model: { type: 'string' }, out: { type: 'string', short: 'o' } },
+  });
+  const file = positionals[0];
+  if (!file) throw new MuseError('muse tokenizer decode needs a tokens .json file');
+  if (!existsSync(file)) throw new MuseError(`no such file: ${file}`);
+  if (!values.out) throw new MuseError('-o image.png is required');
+  let grid: number[][];
+  try {
+    grid = (JSON.parse(readFileSync(file, 'utf8')) as { tokens: number[][] }).tokens;
+    if (!Array.isArray(grid) || !grid.every((r) => Array.isArray(r) && r.length === grid[0].length))
+      throw new Error('tokens must be a rectangular list of rows');
+  } catch (err) {
+    throw new MuseError(`${file}: ${(err as Error).message}`);
+  }
+  const tok = await loadModel(values.model);
+  const [img] = tok.decode(Int32Array.from(grid.flat()), grid.length, grid[0].length);
+  writeFileSync(values.out, await encodePng(img));
+  console.log(`wrote ${values.out} (${img.width}×${img.height})`);
+  return 0;
+}
+
+async function reconstruct(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { model: { type: 'string' }, out: { type: 'string', short: 'o' }, size: { type: 'string' } },
+  });
+  if (!positionals.length) throw new MuseError('muse tokenizer reconstruct needs at least one image');
+  const tok = await loadModel(values.model);
+  const size = values.size ? num(values.size, 'size', 0, { min: 1, integer: true }) : undefined;
+  const images = await Promise.all(positionals.map((p) => readImage(p, size, tok.downsample)));
+  const items = [];
+  for (const img of images) {
+    const [r] = await tok.reconstruct([img]);
+    items.push({ image: img, caption: 'original' }, { image: r, caption: 'reconstruction' });
+  }
+  const out = values.out ?? 'reconstruction.png';
+  writeFileSync(out, await imageGrid(items, { columns: 2, cell: 128 }));
+  console.log(`wrote ${out}`);
+  return 0;
+}
+
+async function evaluate(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: 'string' },
+      data: { type: 'string', multiple: true },
+      limit: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+  });
+  if (!values.data?.length) throw new MuseError('--data DIR is required');
+  const tok = await loadModel(values.model);
+  const images = await loadImages(
+    values.data,
+    values.limit ? num(values.limit, 'limit', 0, { min: 1, integer: true }) : undefined,
+  );
+  if (!images.length) throw new MuseError('no images to evaluate');
+  const stats = evaluateReconstruction(tok.params, tok.config, images);
+  if (values.json) console.log(JSON.stringify({ images: images.length, ...stats }));
+  else {
+    console.log(
+      `${images.length} images: PSNR ${stats.psnr.toFixed(2)} dB, SSIM ${stats.ssim.toFixed(3)}, codebook used ${(100 * stats.used).toFixed(1)}%, perplexity ${stats.perplexity.toFixed(1)}`,
+    );
+  }
+  return 0;
+}
+
+export async function tokenizerCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (!sub || sub === '--help' || sub === '-h' || rest.includes('--help') || rest.includes('-h')) {
+    console.log(tokenizerHelp);
+    return sub ? 0 : 2;
+  }
+  const verbs: Record<string, (a: string[]) => Promise<number>> = {
+    train,
+    encode,
+    decode,
+    reconstruct,
+    eval: evaluate,
+  };
+  const verb = verbs[sub];
+  if (!verb) throw new MuseError(`unknown tokenizer command "${sub}": choose ${Object.keys(verbs).join(', ')}`);
+  return verb(rest);
+}

@@ -1,0 +1,80 @@
+// The VQ tokenizer's shape, as a plain object stored in every checkpoint's metadata.
+import { MuseError } from '../util/errors.js';
+
+export interface TokenizerConfig {
+  /** Channels of the first level. */
+  channels: number;
+  /** Channel multiplier per level; each level after the first halves the resolution. */
+  channelMult: number[];
+  /** Residual blocks per level. */
+  resBlocks: number;
+  /** Channels of the encoder output / decoder input. */
+  latentDim: number;
+  /** Dimension of the codes (factorised, l2-normalised lookup as in ViT-VQGAN, Yu et al. 2022). */
+  codeDim: number;
+  codebookSize: number;
+  /** GroupNorm groups; must divide every level's channels. */
+  groups: number;
+}
+
+export const TOKENIZER_PRESETS: Record<string, TokenizerConfig> = {
+  // 32 px → 8×8 and 64 px → 16×16 tokens (f = 4); ~2.3M parameters. The default.
+  small: {
+    channels: 64,
+    channelMult: [1, 2, 2],
+    resBlocks: 1,
+    latentDim: 64,
+    codeDim: 16,
+    codebookSize: 1024,
+    groups: 16,
+  },
+  // For tests: trains in seconds.
+  tiny: { channels: 16, channelMult: [1, 2, 2], resBlocks: 1, latentDim: 16, codeDim: 8, codebookSize: 64, groups: 4 },
+  // f = 8 (three downsamplings), e.g. 64 px → 8×8.
+  'small-f8': {
+    channels: 64,
+    channelMult: [1, 1, 2, 2],
+    resBlocks: 1,
+    latentDim: 64,
+    codeDim: 16,
+    codebookSize: 1024,
+    groups: 16,
+  },
+};
+
+export function downsampleFactor(c: TokenizerConfig): number {
+  return 2 ** (c.channelMult.length - 1);
+}
+
+export function validateTokenizerConfig(c: TokenizerConfig): TokenizerConfig {
+  const positive = (v: unknown, name: string) => {
+    if (!Number.isInteger(v) || (v as number) < 1)
+      throw new MuseError(`tokenizer config: ${name} must be a positive integer, got ${v}`);
+  };
+  positive(c.channels, 'channels');
+  positive(c.resBlocks, 'resBlocks');
+  positive(c.latentDim, 'latentDim');
+  positive(c.codeDim, 'codeDim');
+  positive(c.codebookSize, 'codebookSize');
+  positive(c.groups, 'groups');
+  if (!Array.isArray(c.channelMult) || c.channelMult.length < 1)
+    throw new MuseError('tokenizer config: channelMult must be a non-empty list');
+  for (const m of c.channelMult) {
+    positive(m, 'channelMult entries');
+    if ((c.channels * m) % c.groups !== 0) {
+      throw new MuseError(
+        `tokenizer config: groups ${c.groups} must divide every level's channels (${c.channels * m})`,
+      );
+    }
+  }
+  if (c.latentDim % c.groups !== 0)
+    throw new MuseError(`tokenizer config: groups ${c.groups} must divide latentDim ${c.latentDim}`);
+  return c;
+}
+
+export function tokenizerPreset(name: string): TokenizerConfig {
+  const c = TOKENIZER_PRESETS[name];
+  if (!c)
+    throw new MuseError(`unknown tokenizer config "${name}": choose ${Object.keys(TOKENIZER_PRESETS).join(', ')}`);
+  return structuredClone(c);
+}

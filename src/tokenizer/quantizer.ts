@@ -1,0 +1,121 @@
+// Vector quantizer with factorised, l2-normalised codes (ViT-VQGAN, Yu et al. 2022, §3.2): latents
+// are projected to a small code dimension and both they and the codebook are l2-normalised, so the
+// nearest code is the one of largest cosine similarity. Straight-through gradient to the encoder
+// (van den Oord et al. 2017); codebook and commitment losses:
+//   L_vq = ‖sg(ẑ) − e‖² + β‖ẑ − sg(e)‖²,  β = 0.25
+import * as tf from '@tensorflow/tfjs-core';
+import { stopGradient, straightThrough } from '../tensor/ops/stop-gradient.js';
+import type { Params } from './model.js';
+
+export const COMMITMENT = 0.25;
+
+function l2normalise(x: tf.Tensor, axis = -1): tf.Tensor {
+  return tf.mul(x, tf.rsqrt(tf.add(tf.sum(tf.square(x), axis, true), 1e-12)));
+}
+
+function conv1x1(p: Params, name: string, x: tf.Tensor4D): tf.Tensor4D {
+  return tf.add(tf.conv2d(x, p[`${name}.w`] as tf.Tensor4D, 1, 'valid'), p[`${name}.b`]) as tf.Tensor4D;
+}
+
+/** The l2-normalised codebook [K, codeDim]. */
+export function normalisedCodebook(p: Params): tf.Tensor2D {
+  return l2normalise(p['quant.codebook']) as tf.Tensor2D;
+}
+
+/** Latents → normalised code-space vectors [B, h, w, codeDim]. */
+export function projectLatents(p: Params, z: tf.Tensor4D): tf.Tensor4D {
+  return l2normalise(conv1x1(p, 'quant.pre', z)) as tf.Tensor4D;
+}
+
+/** Index of the nearest (largest cosine) code of each row of zn [N, d] against en [K, d]. */
+export function nearestCodes(zn: tf.Tensor2D, en: tf.Tensor2D): tf.Tensor1D {
+  return tf.argMax(tf.matMul(zn, en, false, true), 1) as tf.Tensor1D;
+}
+
+export interface Quantized {
+  /** Quantized latents for the decoder [B, h, w, latentDim] (straight-through gradient). */
+  latents: tf.Tensor4D;
+  /** Code indices [B, h, w] (int32). */
+  indices: tf.Tensor3D;
+  /** L_vq (scalar). */
+  loss: tf.Scalar;
+  /** The normalised encoder vectors, flat [N, codeDim] (for dead-code restarts). */
+  vectors: tf.Tensor2D;
+}
+
+export function quantize(p: Params, z: tf.Tensor4D): Quantized {
+  const [b, h, w] = z.shape;
+  const zn = projectLatents(p, z);
+  const d = zn.shape[3];
+  const flat = tf.reshape(zn, [b * h * w, d]) as tf.Tensor2D;
+  const en = normalisedCodebook(p);
+  // A fresh tensor, off the gradient tape: tfjs would otherwise try to differentiate through the
+  // argmax into gather's integer indices.
+  const found = nearestCodes(stopGradient(flat), stopGradient(en));
+  const idx = tf.tensor1d(found.dataSync() as Int32Array, 'int32');
+  const e = tf.gather(en, idx) as tf.Tensor2D;
+  const codebookLoss = tf.mean(tf.square(tf.sub(stopGradient(flat), e)));
+  const commitLoss = tf.mean(tf.square(tf.sub(flat, stopGradient(e))));
+  const loss = tf.add(codebookLoss, tf.mul(commitLoss, COMMITMENT)) as tf.Scalar;
+  const q = tf.reshape(straightThrough(flat, e), [b, h, w, d]) as tf.Tensor4D;
+  return {
+    latents: conv1x1(p, 'quant.post', q),
+    indices: tf.reshape(idx, [b, h, w]) as tf.Tensor3D,
+    loss,
+    vectors: flat,
+  };
+}
+
+/** Code indices [B, h, w] → decoder latents [B, h, w, latentDim]. */
+export function codesToLatents(p: Params, indices: tf.Tensor3D): tf.Tensor4D {
+  const [b, h, w] = indices.shape;
+  const e = tf.gather(normalisedCodebook(p), tf.reshape(indices, [-1]));
+  return conv1x1(p, 'quant.post', tf.reshape(e, [b, h, w, e.shape[1]]) as tf.Tensor4D);
+}
+
+/** Codebook statistics of a set of indices: fraction of codes used and perplexity exp(H). */
+export function codeUsage(
+  indices: Int32Array,
+  codebookSize: number,
+): { used: number; perplexity: number; counts: Int32Array } {
+  const counts = new Int32Array(codebookSize);
+  for (const i of indices) counts[i]++;
+  let entropy = 0;
+  let used = 0;
+  for (const c of counts) {
+    if (c === 0) continue;
+    used++;
+    const q = c / indices.length;
+    entropy -= q * Math.log(q);
+  }
+  return { used: used / codebookSize, perplexity: Math.exp(entropy), counts };
+}
+
+/**
+ * Restarts dead codes (Dhariwal et al. 2020, Jukebox §2.3 / Zeghidour et al. 2021): every code
+ * whose usage EMA fell below `threshold` is moved onto a randomly chosen recent encoder vector,
+ * so it competes again. Returns how many codes were restarted.
+ */
+export function restartDeadCodes(
+  p: Params,
+  usageEma: Float32Array,
+  recentVectors: Float32Array,
+  codeDim: number,
+  threshold: number,
+  pick: (n: number) => number,
+): number {
+  const book = p['quant.codebook'];
+  const values = book.dataSync().slice() as Float32Array;
+  const available = recentVectors.length / codeDim;
+  if (available === 0) return 0;
+  let restarted = 0;
+  for (let k = 0; k < usageEma.length; k++) {
+    if (usageEma[k] >= threshold) continue;
+    const src = pick(available) * codeDim;
+    values.set(recentVectors.subarray(src, src + codeDim), k * codeDim);
+    usageEma[k] = threshold; // give it time to be picked before the next check
+    restarted++;
+  }
+  if (restarted) book.assign(tf.tensor(values, book.shape));
+  return restarted;
+}

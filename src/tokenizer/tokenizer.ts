@@ -1,0 +1,90 @@
+// A trained tokenizer as users and the rest of the pipeline use it: images ↔ token grids.
+import * as tf from '@tensorflow/tfjs-core';
+import type { ImageTokenizer } from '../data/cache.js';
+import { fromUnitRange, type RgbImage, toUnitRange } from '../data/image.js';
+import { scoped } from '../tensor/scope.js';
+import { MuseError } from '../util/errors.js';
+import { loadTokenizer } from './checkpoint.js';
+import { downsampleFactor, type TokenizerConfig } from './config.js';
+import { decodeLatents, encodeLatents, type Params } from './model.js';
+import { codesToLatents, quantize } from './quantizer.js';
+
+/** Stacks same-sized images into a [B, H, W, 3] tensor in [-1, 1]. */
+export function imagesToTensor(images: RgbImage[]): tf.Tensor4D {
+  const { width, height } = images[0];
+  const data = new Float32Array(images.length * width * height * 3);
+  images.forEach((img, i) => {
+    if (img.width !== width || img.height !== height) {
+      throw new MuseError(`images in one batch must share a size: ${img.width}×${img.height} vs ${width}×${height}`);
+    }
+    data.set(toUnitRange(img), i * width * height * 3);
+  });
+  return tf.tensor4d(data, [images.length, height, width, 3]);
+}
+
+export function tensorToImages(x: tf.Tensor4D): RgbImage[] {
+  const [b, h, w] = x.shape;
+  const values = x.dataSync() as Float32Array;
+  return Array.from({ length: b }, (_, i) => fromUnitRange(values.subarray(i * h * w * 3, (i + 1) * h * w * 3), w, h));
+}
+
+export class VqTokenizer implements ImageTokenizer {
+  readonly downsample: number;
+  readonly codebookSize: number;
+
+  constructor(
+    readonly params: Params,
+    readonly config: TokenizerConfig,
+    readonly id: string,
+  ) {
+    this.downsample = downsampleFactor(config);
+    this.codebookSize = config.codebookSize;
+  }
+
+  static async load(path: string): Promise<VqTokenizer> {
+    const { params, config, metadata } = await loadTokenizer(path);
+    return new VqTokenizer(params, config, metadata.id ?? path);
+  }
+
+  private checkSize(img: RgbImage): void {
+    if (img.width % this.downsample || img.height % this.downsample) {
+      throw new MuseError(`image of ${img.width}×${img.height} px: both sides must be multiples of ${this.downsample}`);
+    }
+  }
+
+  /** Token grids [n·h·w] for same-sized images. */
+  async encode(images: RgbImage[]): Promise<Int32Array> {
+    if (images.length === 0) return new Int32Array();
+    images.forEach((i) => this.checkSize(i));
+    return scoped(() => {
+      const z = encodeLatents(this.params, this.config, imagesToTensor(images));
+      return quantize(this.params, z).indices.dataSync() as Int32Array;
+    });
+  }
+
+  /** Images from token grids: tokens [n·h·w] with grid h×w. */
+  decode(tokens: Int32Array, h: number, w: number): RgbImage[] {
+    const n = tokens.length / (h * w);
+    if (!Number.isInteger(n)) throw new MuseError(`${tokens.length} tokens do not make whole ${h}×${w} grids`);
+    for (const t of tokens) {
+      if (!(t >= 0 && t < this.codebookSize))
+        throw new MuseError(`token ${t} is outside the codebook [0, ${this.codebookSize})`);
+    }
+    return scoped(() => {
+      const idx = tf.tensor3d(tokens, [n, h, w], 'int32');
+      return tensorToImages(
+        tf.clipByValue(decodeLatents(this.params, this.config, codesToLatents(this.params, idx)), -1, 1),
+      );
+    });
+  }
+
+  /** Encode then decode (what the transformer's world looks like). */
+  async reconstruct(images: RgbImage[]): Promise<RgbImage[]> {
+    const tokens = await this.encode(images);
+    return this.decode(tokens, images[0].height / this.downsample, images[0].width / this.downsample);
+  }
+
+  dispose(): void {
+    tf.dispose(Object.values(this.params));
+  }
+}

@@ -1,0 +1,17 @@
+// Gradients keyed by parameter name. tf.variableGrads keys them by each variable's engine name,
+// which must be unique per process; parameters here are named by their dictionary keys instead
+// (the safetensors names), so several models with the same layout can coexist.
+import * as tf from '@tensorflow/tfjs-core';
+
+export function namedGrads(
+  f: () => tf.Scalar,
+  params: Record<string, tf.Variable>,
+): { value: tf.Scalar; grads: Record<string, tf.Tensor> } {
+  const { value, grads } = tf.variableGrads(f, Object.values(params));
+  const out: Record<string, tf.Tensor> = {};
+  for (const [key, v] of Object.entries(params)) {
+    const g = grads[v.name];
+    if (g) out[key] = g;
+  }
+  return { value, grads: out };
+}
