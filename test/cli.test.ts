@@ -1,11 +1,16 @@
 // The `muse` command as a user runs it: help on every verb, doctor, inspect, and one-line errors.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
+import { Rng } from '../src/tensor/random.js';
 import { encodeSafetensors, metadataWithConfig } from '../src/tensor/safetensors.js';
+import { saveTokenizer } from '../src/tokenizer/checkpoint.js';
+import { tokenizerPreset } from '../src/tokenizer/config.js';
+import { initTokenizer } from '../src/tokenizer/model.js';
 
 function muse(...args: string[]) {
   const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
@@ -24,7 +29,7 @@ test('muse --help lists the verbs; no verb is a usage error', () => {
 });
 
 test('every verb has --help', () => {
-  for (const verb of ['doctor', 'inspect']) {
+  for (const verb of ['doctor', 'inspect', 'data', 'tokenizer']) {
     const r = muse(verb, '--help');
     assert.equal(r.code, 0, `${verb} --help exited ${r.code}: ${r.err}`);
     assert.match(r.out, new RegExp(`muse ${verb}`));
@@ -79,4 +84,48 @@ test('muse inspect shows metadata and tensors, and one line for a bad file', () 
   assert.equal(b.err.trim().split('\n').length, 1, b.err);
   assert.match(b.err, /bad\.safetensors/);
   assert.equal(muse('inspect', join(dir, 'missing.safetensors')).code, 1);
+});
+
+test('data build, preview and encode, then tokenizer encode, decode and reconstruct, end to end', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'muse-cli-'));
+  const data = join(dir, 'emoji');
+  const b = muse('data', 'build', 'emoji', '--size', '32', '--limit', '10', '--out', data);
+  assert.equal(b.code, 0, b.err);
+  assert.match(b.out, /train/);
+  const p = muse('data', 'preview', data, '-n', '8', '-o', join(dir, 'preview.png'));
+  assert.equal(p.code, 0, p.err);
+  assert.ok(existsSync(join(dir, 'preview.png')));
+  // A seeded (untrained) tiny tokenizer is enough to exercise the commands.
+  await initBackend();
+  const tok = join(dir, 'tok.safetensors');
+  await saveTokenizer(tok, initTokenizer(tokenizerPreset('tiny'), new Rng(0)), tokenizerPreset('tiny'));
+  const e = muse(
+    'data',
+    'encode',
+    data,
+    '--tokenizer',
+    tok,
+    '--out',
+    join(dir, 'cache'),
+    '--superres-size',
+    '64',
+    '--shard-size',
+    '8',
+  );
+  assert.equal(e.code, 0, e.err);
+  assert.match(e.out, /images, \d+ \(image, caption\) pairs in \d+ shards/);
+  assert.equal(JSON.parse(readFileSync(join(dir, 'cache', 'cache.json'), 'utf8')).complete, true);
+  const image = join(data, 'train', readdirSync(join(data, 'train')).find((f) => f.endsWith('.png')) ?? '');
+  const enc = muse('tokenizer', 'encode', image, '--model', tok, '-o', join(dir, 'tokens.json'));
+  assert.equal(enc.code, 0, enc.err);
+  const tokens = JSON.parse(readFileSync(join(dir, 'tokens.json'), 'utf8'));
+  assert.deepEqual([tokens.height, tokens.width, tokens.tokens.length], [8, 8, 8]);
+  const dec = muse('tokenizer', 'decode', join(dir, 'tokens.json'), '--model', tok, '-o', join(dir, 'back.png'));
+  assert.equal(dec.code, 0, dec.err);
+  const rec = muse('tokenizer', 'reconstruct', image, '--model', tok, '-o', join(dir, 'rec.png'));
+  assert.equal(rec.code, 0, rec.err);
+  const bad = muse('tokenizer', 'encode', join(dir, 'nope.png'), '--model', tok);
+  assert.equal(bad.code, 1);
+  assert.match(bad.err, /no such file/);
+  shutdownBackend();
 });

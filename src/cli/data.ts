@@ -4,13 +4,17 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildEmojiDataset } from '../data/build-emoji.js';
 import { buildShapesDataset } from '../data/build-shapes.js';
+import { encodeCache } from '../data/cache.js';
 import { openDataset } from '../data/dataset.js';
 import { EMOJI_STYLES, type EmojiStyle } from '../data/emoji.js';
 import { imageGrid } from '../data/grid.js';
 import { type Sample, SkipReport } from '../data/sample.js';
+import { initBackend } from '../tensor/backend.js';
+import { UseLiteEncoder } from '../text/use-lite.js';
+import { VqTokenizer } from '../tokenizer/tokenizer.js';
 import { MuseError } from '../util/errors.js';
 
-export const dataHelp = `Usage: muse data <build|preview> ...
+export const dataHelp = `Usage: muse data <build|preview|encode> ...
 
   muse data build emoji  --out DIR [--size 32] [--styles noto,twemoji,fluent] [--limit N]
       Renders every emoji of the installed Noto, Twemoji and Fluent flat packages at --size px on
@@ -24,7 +28,14 @@ export const dataHelp = `Usage: muse data <build|preview> ...
 
   muse data preview DIR [-n 48] [--columns 8] [-o preview.png]
       A contact sheet (PNG) of images and captions from any dataset: a built folder, a folder of
-      images with .txt/.json captions, or WebDataset .tar shards.`;
+      images with .txt/.json captions, or WebDataset .tar shards.
+
+  muse data encode DATASET --tokenizer FILE --out CACHE [--size 32] [--superres-size 64]
+      [--superres-tokenizer FILE] [--shard-size 1024] [--captions N] [--max-tokens 24]
+      Runs the VQ tokenizer and the frozen text encoder (USE-lite) once over a dataset and writes
+      sharded token grids + per-token text embeddings, so transformer training streams tokens.
+      With --superres-size, each image is also tokenized at that size (the super-res stage's
+      targets). Resumable: run the same command again after an interruption.`;
 
 function positiveInt(value: string | undefined, name: string, fallback: number, max = 1e9): number {
   if (value === undefined) return fallback;
@@ -139,6 +150,55 @@ async function preview(args: string[]): Promise<number> {
   return 0;
 }
 
+async function encode(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      tokenizer: { type: 'string' },
+      'superres-tokenizer': { type: 'string' },
+      out: { type: 'string', short: 'o' },
+      size: { type: 'string' },
+      'superres-size': { type: 'string' },
+      'shard-size': { type: 'string' },
+      captions: { type: 'string' },
+      'max-tokens': { type: 'string' },
+    },
+  });
+  const path = positionals[0];
+  if (!path) throw new MuseError('muse data encode needs a dataset path');
+  if (!values.tokenizer) throw new MuseError('--tokenizer FILE.safetensors is required (from `muse tokenizer train`)');
+  if (!values.out) throw new MuseError('--out CACHE_FOLDER is required');
+  for (const f of [values.tokenizer, values['superres-tokenizer']])
+    if (f && !existsSync(f)) throw new MuseError(`no such file: ${f}`);
+  const size = positiveInt(values.size, 'size', builtSize(path) ?? 32, 1024);
+  const srSize = values['superres-size'] ? positiveInt(values['superres-size'], 'superres-size', 64, 2048) : undefined;
+  await initBackend();
+  const base = await VqTokenizer.load(values.tokenizer);
+  const sr = values['superres-tokenizer'] ? await VqTokenizer.load(values['superres-tokenizer']) : base;
+  const grids = [{ name: 'base', size, tokenizer: base }];
+  if (srSize) grids.push({ name: 'superres', size: srSize, tokenizer: sr });
+  const text = await UseLiteEncoder.load({ maxTokens: positiveInt(values['max-tokens'], 'max-tokens', 24, 512) });
+  const skip = new SkipReport();
+  const readSize = Math.max(...grids.map((g) => g.size));
+  const t0 = performance.now();
+  const m = await encodeCache(openDataset(path, { size: readSize, skip }), {
+    out: values.out,
+    grids,
+    textEncoder: text,
+    shardSize: positiveInt(values['shard-size'], 'shard-size', 1024),
+    captionsPerImage: values.captions ? positiveInt(values.captions, 'captions', 0) : undefined,
+    skip,
+  });
+  const images = m.shards.reduce((a, s) => a + s.images, 0);
+  const pairs = m.shards.reduce((a, s) => a + s.pairs, 0);
+  console.log(
+    `${images} images, ${pairs} (image, caption) pairs in ${m.shards.length} shards → ${values.out} (${((performance.now() - t0) / 1000).toFixed(1)} s)`,
+  );
+  console.log(skip.summary());
+  return 0;
+}
+
 export async function dataCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   if (!sub || sub === '--help' || sub === '-h' || rest.includes('--help') || rest.includes('-h')) {
@@ -147,5 +207,6 @@ export async function dataCommand(args: string[]): Promise<number> {
   }
   if (sub === 'build') return build(rest);
   if (sub === 'preview') return preview(rest);
-  throw new MuseError(`unknown data command "${sub}": choose build or preview`);
+  if (sub === 'encode') return encode(rest);
+  throw new MuseError(`unknown data command "${sub}": choose build, preview or encode`);
 }

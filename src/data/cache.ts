@@ -16,6 +16,7 @@ import sharp from 'sharp';
 import { loadSafetensors, type NamedTensor, saveSafetensors } from '../tensor/safetensors.js';
 import { MuseError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
+import type { TextEncoder } from '../text/encoder.js';
 import type { RgbImage } from './image.js';
 import type { Sample, SkipReport } from './sample.js';
 
@@ -30,14 +31,7 @@ export interface ImageTokenizer {
   encode(images: RgbImage[]): Promise<Int32Array>;
 }
 
-/** Maps captions to per-token embeddings. Implemented by the frozen text encoder. */
-export interface TextEncoder {
-  readonly id: string;
-  readonly dim: number;
-  readonly maxTokens: number;
-  /** [n · maxTokens · dim] embeddings (zero past each length) and the lengths. */
-  encode(texts: string[]): Promise<{ embeddings: Float32Array; lengths: Int32Array }>;
-}
+export type { TextEncoder };
 
 export interface CacheGrid {
   /** Tensor name suffix, e.g. "base" or "superres". */

