@@ -470,9 +470,9 @@ constexpr float kGeluA = 0.044715f;
 // tanh through one expf: 1 - 2/(e^{2z} + 1), exact limits at +-inf; measured faster than tanhf.
 inline float FastTanh(float z) { return 1.0f - 2.0f / (std::exp(2.0f * z) + 1.0f); }
 
-// geluForward(x, y, n)
-napi_value GeluForward(napi_env env, napi_callback_info info) {
-  static const char* fn = "geluForward";
+// Elementwise kernels in chunks on the pool: y = f(x) (Map) and dx = dy · f'(x) (MapGrad).
+template <typename F>
+napi_value Map(napi_env env, napi_callback_info info, const char* fn, F f) {
   Args args;
   F32View v[2];
   int64_t n;
@@ -485,17 +485,13 @@ napi_value GeluForward(napi_env env, napi_callback_info info) {
   const int64_t chunk = 1 << 14;
   ParallelFor((n + chunk - 1) / chunk, PoolWorkers(n, 1 << 16), 1, [&](int64_t c) {
     const int64_t end = std::min<int64_t>(n, (c + 1) * chunk);
-    for (int64_t i = c * chunk; i < end; ++i) {
-      const float z = x[i];
-      y[i] = 0.5f * z * (1.0f + FastTanh(kGeluC * (z + kGeluA * z * z * z)));
-    }
+    for (int64_t i = c * chunk; i < end; ++i) y[i] = f(x[i]);
   });
   return Undefined(env);
 }
 
-// geluBackward(dy, x, dx, n): dx = dy * d/dx gelu(x)
-napi_value GeluBackward(napi_env env, napi_callback_info info) {
-  static const char* fn = "geluBackward";
+template <typename F>
+napi_value MapGrad(napi_env env, napi_callback_info info, const char* fn, F derivative) {
   Args args;
   F32View v[3];
   int64_t n;
@@ -509,13 +505,22 @@ napi_value GeluBackward(napi_env env, napi_callback_info info) {
   const int64_t chunk = 1 << 14;
   ParallelFor((n + chunk - 1) / chunk, PoolWorkers(n, 1 << 16), 1, [&](int64_t c) {
     const int64_t end = std::min<int64_t>(n, (c + 1) * chunk);
-    for (int64_t i = c * chunk; i < end; ++i) {
-      const float z = x[i];
-      const float t = FastTanh(kGeluC * (z + kGeluA * z * z * z));
-      dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * z * (1.0f - t * t) * kGeluC * (1.0f + 3.0f * kGeluA * z * z));
-    }
+    for (int64_t i = c * chunk; i < end; ++i) dx[i] = dy[i] * derivative(x[i]);
   });
   return Undefined(env);
+}
+
+// geluForward(x, y, n)
+napi_value GeluForward(napi_env env, napi_callback_info info) {
+  return Map(env, info, "geluForward", [](float z) { return 0.5f * z * (1.0f + FastTanh(kGeluC * (z + kGeluA * z * z * z))); });
+}
+
+// geluBackward(dy, x, dx, n): dx = dy * d/dx gelu(x)
+napi_value GeluBackward(napi_env env, napi_callback_info info) {
+  return MapGrad(env, info, "geluBackward", [](float z) {
+    const float t = FastTanh(kGeluC * (z + kGeluA * z * z * z));
+    return 0.5f * (1.0f + t) + 0.5f * z * (1.0f - t * t) * kGeluC * (1.0f + 3.0f * kGeluA * z * z);
+  });
 }
 
 // layerNormForward(x, g, b, y, mean, rstd, rows, d, eps)
@@ -651,47 +656,15 @@ inline float Sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
 
 // siluForward(x, y, n)
 napi_value SiluForward(napi_env env, napi_callback_info info) {
-  static const char* fn = "siluForward";
-  Args args;
-  F32View v[2];
-  int64_t n;
-  if (!GetArgs(env, info, fn, 3, &args) || !GetF32s(env, args, fn, 0, {"x", "y"}, v) ||
-      !GetIndex(env, args.values[2], fn, "n", kMaxSafeInteger, &n) || !NeedLength(env, fn, "x", v[0], n) ||
-      !NeedLength(env, fn, "y", v[1], n))
-    return nullptr;
-  const float* x = v[0].data;
-  float* y = v[1].data;
-  const int64_t chunk = 1 << 14;
-  ParallelFor((n + chunk - 1) / chunk, PoolWorkers(n, 1 << 16), 1, [&](int64_t c) {
-    const int64_t end = std::min<int64_t>(n, (c + 1) * chunk);
-    for (int64_t i = c * chunk; i < end; ++i) y[i] = x[i] * Sigmoid(x[i]);
-  });
-  return Undefined(env);
+  return Map(env, info, "siluForward", [](float z) { return z * Sigmoid(z); });
 }
 
 // siluBackward(dy, x, dx, n): dx = dy sigma(x) (1 + x (1 - sigma(x)))
 napi_value SiluBackward(napi_env env, napi_callback_info info) {
-  static const char* fn = "siluBackward";
-  Args args;
-  F32View v[3];
-  int64_t n;
-  if (!GetArgs(env, info, fn, 4, &args) || !GetF32s(env, args, fn, 0, {"dy", "x", "dx"}, v) ||
-      !GetIndex(env, args.values[3], fn, "n", kMaxSafeInteger, &n) || !NeedLength(env, fn, "dy", v[0], n) ||
-      !NeedLength(env, fn, "x", v[1], n) || !NeedLength(env, fn, "dx", v[2], n))
-    return nullptr;
-  const float* dy = v[0].data;
-  const float* x = v[1].data;
-  float* dx = v[2].data;
-  const int64_t chunk = 1 << 14;
-  ParallelFor((n + chunk - 1) / chunk, PoolWorkers(n, 1 << 16), 1, [&](int64_t c) {
-    const int64_t end = std::min<int64_t>(n, (c + 1) * chunk);
-    for (int64_t i = c * chunk; i < end; ++i) {
-      const float z = x[i];
-      const float s = Sigmoid(z);
-      dx[i] = dy[i] * s * (1.0f + z * (1.0f - s));
-    }
+  return MapGrad(env, info, "siluBackward", [](float z) {
+    const float s = Sigmoid(z);
+    return s * (1.0f + z * (1.0f - s));
   });
-  return Undefined(env);
 }
 
 // Shape arguments shared by the group norm kernels: x is NHWC [batch, hw, channels] with

@@ -14,9 +14,9 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { loadSafetensors, type NamedTensor, saveSafetensors } from '../tensor/safetensors.js';
+import type { TextEncoder } from '../text/encoder.js';
 import { MuseError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
-import type { TextEncoder } from '../text/encoder.js';
 import type { RgbImage } from './image.js';
 import type { Sample, SkipReport } from './sample.js';
 

@@ -1,0 +1,97 @@
+// The masked transformer's shape (Muse §2.3), as a plain object stored in every checkpoint's metadata.
+// Architecture presets say how big the network is; the data (codebook, grid, text encoder) says the rest.
+import { MuseError } from '../util/errors.js';
+
+export interface TransformerConfig {
+  /** K: codes of the VQ tokenizer. Token ids are 0..K−1; the [MASK] id is K. */
+  codebookSize: number;
+  /** Token grid [h, w]; the sequence is the grid in row-major order (h·w tokens). */
+  grid: [number, number];
+  /** Model width D. */
+  width: number;
+  /** Transformer blocks. */
+  layers: number;
+  /** Attention heads; must divide width. */
+  heads: number;
+  /** Hidden units of each block's MLP. */
+  mlp: number;
+  /** Width of the text encoder's per-token embeddings (512 for USE-lite). */
+  textDim: number;
+  /** Most text tokens a prompt may have (the cross-attention context is 1 + textTokens long). */
+  textTokens: number;
+}
+
+/** The part of the config a preset fixes. */
+export type TransformerArch = Pick<TransformerConfig, 'width' | 'layers' | 'heads' | 'mlp'>;
+
+/** The part of the config the data fixes. */
+export interface TransformerData {
+  codebookSize: number;
+  grid: [number, number];
+  /** Default 512 (USE-lite). */
+  textDim?: number;
+  /** Default 24. */
+  textTokens?: number;
+}
+
+export const TRANSFORMER_PRESETS: Record<string, TransformerArch> = {
+  // For tests: trains in seconds.
+  tiny: { width: 32, layers: 2, heads: 4, mlp: 64 },
+  // The default for 8×8 grids on 2 CPU cores; the shape of DESIGN.md's reference training step.
+  small: { width: 256, layers: 4, heads: 8, mlp: 1024 },
+};
+
+/** The mask token's id: one past the last code. */
+export function maskTokenId(c: TransformerConfig): number {
+  return c.codebookSize;
+}
+
+/** Tokens per grid (h·w). */
+export function sequenceLength(c: TransformerConfig): number {
+  return c.grid[0] * c.grid[1];
+}
+
+export function validateTransformerConfig(c: TransformerConfig): TransformerConfig {
+  const positive = (v: unknown, name: string) => {
+    if (!Number.isInteger(v) || (v as number) < 1)
+      throw new MuseError(`transformer config: ${name} must be a positive integer, got ${v}`);
+  };
+  positive(c.codebookSize, 'codebookSize');
+  if (c.codebookSize < 2)
+    throw new MuseError(`transformer config: codebookSize must be at least 2, got ${c.codebookSize}`);
+  if (!Array.isArray(c.grid) || c.grid.length !== 2)
+    throw new MuseError(`transformer config: grid must be [h, w], got ${JSON.stringify(c.grid)}`);
+  positive(c.grid[0], 'grid height');
+  positive(c.grid[1], 'grid width');
+  positive(c.width, 'width');
+  positive(c.layers, 'layers');
+  positive(c.heads, 'heads');
+  positive(c.mlp, 'mlp');
+  positive(c.textDim, 'textDim');
+  positive(c.textTokens, 'textTokens');
+  if (c.width % c.heads !== 0) throw new MuseError(`transformer config: heads ${c.heads} must divide width ${c.width}`);
+  return c;
+}
+
+/** A full config from a preset name (or an explicit architecture) and the data's shape. */
+export function transformerConfig(preset: string | TransformerArch, data: TransformerData): TransformerConfig {
+  let arch: TransformerArch;
+  if (typeof preset === 'string') {
+    const found = TRANSFORMER_PRESETS[preset];
+    if (!found)
+      throw new MuseError(
+        `unknown transformer config "${preset}": choose ${Object.keys(TRANSFORMER_PRESETS).join(', ')}`,
+      );
+    arch = found;
+  } else arch = preset;
+  return validateTransformerConfig({
+    codebookSize: data.codebookSize,
+    grid: [data.grid[0], data.grid[1]],
+    width: arch.width,
+    layers: arch.layers,
+    heads: arch.heads,
+    mlp: arch.mlp,
+    textDim: data.textDim ?? 512,
+    textTokens: data.textTokens ?? 24,
+  });
+}

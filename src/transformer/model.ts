@@ -1,0 +1,262 @@
+// The Muse base transformer (Chang et al. 2023, §2.3): a bidirectional transformer over a grid of VQ
+// tokens, some of them [MASK], conditioned on per-token text embeddings by cross-attention; it predicts
+// the code of every position. Plain functions over named weights (names = safetensors keys).
+//
+//   x       = tok_emb[tokens] + pos_emb                        tokens [B, N], N = h·w row-major
+//   context = [text.null ; text.proj(text)]                    [B, 1 + T, D]; the NULL token is always
+//             visible, padded text positions (t ≥ length) are hidden from every key
+//   block l:  x += SelfAttn(LN1(x))
+//             x += CrossAttn(LN2(x), context)
+//             x += MLP(LN3(x))                                 fc1 → GELU → fc2
+//   logits  = head(LN_f(x))                                    [B, N, K]; [MASK] is never predicted
+//
+// A prompt of length 0 (the unconditional branch of classifier-free guidance) attends only to the
+// NULL token. The cross-attention keys and values depend on the text alone, so decoding computes them
+// once per generation (precomputeContext) and passes them to every step.
+import * as tf from '@tensorflow/tfjs-core';
+import { gelu } from '../tensor/ops/gelu.js';
+import { layerNorm } from '../tensor/ops/layer-norm.js';
+import type { Rng } from '../tensor/random.js';
+import { MuseError } from '../util/errors.js';
+import { sequenceLength, type TransformerConfig, validateTransformerConfig } from './config.js';
+
+export type Params = Record<string, tf.Variable>;
+
+/** Added to the attention score of a hidden key: exp(−1e9 − max) is exactly 0 in float32. */
+export const MASKED_SCORE = -1e9;
+
+/** The text side of cross-attention, computed once per text batch. */
+export interface TextContext {
+  /** Per layer: cross-attention keys [B, heads, 1 + T, width/heads]. */
+  keys: tf.Tensor4D[];
+  /** Per layer: cross-attention values [B, heads, 1 + T, width/heads]. */
+  values: tf.Tensor4D[];
+  /** Additive key mask [B, 1, 1, 1 + T]: 0 where a key is visible, MASKED_SCORE where hidden. */
+  bias: tf.Tensor4D;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Parameters
+
+/**
+ * Fresh weights: normal(0, 0.02) for matrices and embeddings, zero biases, layer-norm gains 1. The
+ * three residual output projections of each block get 0.02/√(3·layers) (GPT-2's scaled init), so the
+ * residual stream's variance does not grow with depth at the start.
+ */
+export function initTransformer(c: TransformerConfig, rng: Rng): Params {
+  validateTransformerConfig(c);
+  const p: Params = {};
+  const D = c.width;
+  const set = (name: string, shape: number[], values: Float32Array) => {
+    p[name] = tf.variable(tf.tensor(values, shape), true);
+  };
+  const count = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+  const normal = (name: string, shape: number[], std = 0.02) => set(name, shape, rng.normals(count(shape), std));
+  const linear = (name: string, din: number, dout: number, std = 0.02) => {
+    normal(`${name}.w`, [din, dout], std);
+    set(`${name}.b`, [dout], new Float32Array(dout));
+  };
+  const norm = (name: string) => {
+    set(`${name}.g`, [D], new Float32Array(D).fill(1));
+    set(`${name}.b`, [D], new Float32Array(D));
+  };
+  const residual = 0.02 / Math.sqrt(3 * c.layers);
+
+  normal('tok_emb', [c.codebookSize + 1, D]);
+  normal('pos_emb', [sequenceLength(c), D]);
+  linear('text.proj', c.textDim, D);
+  normal('text.null', [1, D]);
+  for (let l = 0; l < c.layers; l++) {
+    const b = `blocks.${l}`;
+    norm(`${b}.ln1`);
+    linear(`${b}.attn.qkv`, D, 3 * D);
+    linear(`${b}.attn.out`, D, D, residual);
+    norm(`${b}.ln2`);
+    linear(`${b}.cross.q`, D, D);
+    linear(`${b}.cross.kv`, D, 2 * D);
+    linear(`${b}.cross.out`, D, D, residual);
+    norm(`${b}.ln3`);
+    linear(`${b}.mlp.fc1`, D, c.mlp);
+    linear(`${b}.mlp.fc2`, c.mlp, D, residual);
+  }
+  norm('ln_f');
+  linear('head', D, c.codebookSize);
+  return p;
+}
+
+export function parameterCount(p: Params): number {
+  return Object.values(p).reduce((a, v) => a + v.size, 0);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Layers
+
+/** y = x·W + b over the last axis, for any leading shape (folded into one 2-D matmul). */
+function linear(p: Params, name: string, x: tf.Tensor): tf.Tensor {
+  const w = p[`${name}.w`];
+  const [din, dout] = w.shape;
+  const y = tf.add(tf.matMul(tf.reshape(x, [-1, din]), w), p[`${name}.b`]);
+  return tf.reshape(y, [...x.shape.slice(0, -1), dout]);
+}
+
+function norm(p: Params, name: string, x: tf.Tensor): tf.Tensor {
+  return layerNorm(x, p[`${name}.g`], p[`${name}.b`]);
+}
+
+/** [B, S, D] → [B, heads, S, D/heads]. */
+export function splitHeads(x: tf.Tensor, heads: number): tf.Tensor4D {
+  const [b, s, d] = x.shape as [number, number, number];
+  return tf.transpose(tf.reshape(x, [b, s, heads, d / heads]), [0, 2, 1, 3]);
+}
+
+/** [B, heads, S, dh] → [B, S, heads·dh]. */
+export function mergeHeads(x: tf.Tensor4D): tf.Tensor3D {
+  const [b, h, s, dh] = x.shape;
+  return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [b, s, h * dh]);
+}
+
+/**
+ * Scaled dot-product attention, all heads at once: softmax(q·kᵀ/√dh + bias)·v.
+ * q [B, H, Sq, dh], k and v [B, H, Sk, dh], bias (optional) broadcast to [B, H, Sq, Sk].
+ */
+export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias?: tf.Tensor): tf.Tensor4D {
+  const dh = q.shape[3];
+  let scores = tf.matMul(tf.mul(q, 1 / Math.sqrt(dh)), k, false, true);
+  if (bias) scores = tf.add(scores, bias);
+  return tf.matMul(tf.softmax(scores), v);
+}
+
+function selfAttention(p: Params, name: string, x: tf.Tensor, heads: number): tf.Tensor {
+  const [q, k, v] = tf.split(linear(p, `${name}.qkv`, x), 3, -1);
+  const out = attention(splitHeads(q, heads), splitHeads(k, heads), splitHeads(v, heads));
+  return linear(p, `${name}.out`, mergeHeads(out));
+}
+
+function crossAttention(
+  p: Params,
+  name: string,
+  x: tf.Tensor,
+  keys: tf.Tensor4D,
+  values: tf.Tensor4D,
+  bias: tf.Tensor4D,
+  heads: number,
+): tf.Tensor {
+  const q = splitHeads(linear(p, `${name}.q`, x), heads);
+  return linear(p, `${name}.out`, mergeHeads(attention(q, keys, values, bias)));
+}
+
+function mlp(p: Params, name: string, x: tf.Tensor): tf.Tensor {
+  return linear(p, `${name}.fc2`, gelu(linear(p, `${name}.fc1`, x)));
+}
+
+/** One pre-norm block l on the residual stream x [B, N, D]. */
+export function block(p: Params, c: TransformerConfig, l: number, x: tf.Tensor3D, ctx: TextContext): tf.Tensor3D {
+  const b = `blocks.${l}`;
+  let h: tf.Tensor = x;
+  h = tf.add(h, selfAttention(p, `${b}.attn`, norm(p, `${b}.ln1`, h), c.heads));
+  h = tf.add(h, crossAttention(p, `${b}.cross`, norm(p, `${b}.ln2`, h), ctx.keys[l], ctx.values[l], ctx.bias, c.heads));
+  h = tf.add(h, mlp(p, `${b}.mlp`, norm(p, `${b}.ln3`, h)));
+  return h as tf.Tensor3D;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Text context
+
+function lengthsOf(textLength: Int32Array | tf.Tensor1D, batch: number, tokens: number): Int32Array {
+  const lengths = textLength instanceof tf.Tensor ? Int32Array.from(textLength.dataSync()) : textLength;
+  if (lengths.length !== batch)
+    throw new MuseError(`textLength has ${lengths.length} entries for a batch of ${batch} prompts`);
+  for (const n of lengths) {
+    if (!Number.isInteger(n) || n < 0 || n > tokens)
+      throw new MuseError(`text length ${n} is not in [0, ${tokens}] (the text has ${tokens} token positions)`);
+  }
+  return lengths;
+}
+
+/**
+ * Each layer's cross-attention keys and values for a text batch: text [B, T, textDim] (T ≤ textTokens,
+ * padded past each prompt's length), textLength [B] (0 = empty prompt). Dispose with tf.dispose(ctx).
+ */
+export function precomputeContext(
+  p: Params,
+  c: TransformerConfig,
+  text: tf.Tensor3D,
+  textLength: Int32Array | tf.Tensor1D,
+): TextContext {
+  if (text.rank !== 3 || text.shape[2] !== c.textDim)
+    throw new MuseError(`text embeddings must be [B, T, ${c.textDim}], got [${text.shape}]`);
+  const [B, T] = text.shape;
+  if (T > c.textTokens) throw new MuseError(`text has ${T} tokens; this model takes at most ${c.textTokens}`);
+  const lengths = lengthsOf(textLength, B, T);
+  return tf.tidy(() => {
+    // Key mask: the NULL token (key 0) is always visible; text token t is visible iff t < length.
+    const visible = new Uint8Array(B * T);
+    const bias = new Float32Array(B * (1 + T));
+    for (let b = 0; b < B; b++) {
+      for (let t = 0; t < T; t++) {
+        if (t < lengths[b]) visible[b * T + t] = 1;
+        else bias[b * (1 + T) + 1 + t] = MASKED_SCORE;
+      }
+    }
+    // Padded positions are also zeroed before the projection, so whatever fills them (even NaN or
+    // ∞, where 0·x is not 0) cannot reach the output.
+    const clean = tf.where(tf.tensor3d(visible, [B, T, 1], 'bool'), text, tf.zerosLike(text));
+    const nul = tf.broadcastTo(tf.reshape(p['text.null'], [1, 1, c.width]), [B, 1, c.width]);
+    const context = T > 0 ? tf.concat([nul, linear(p, 'text.proj', clean)], 1) : nul;
+    const keys: tf.Tensor4D[] = [];
+    const values: tf.Tensor4D[] = [];
+    for (let l = 0; l < c.layers; l++) {
+      const [k, v] = tf.split(linear(p, `blocks.${l}.cross.kv`, context), 2, -1);
+      keys.push(splitHeads(k, c.heads));
+      values.push(splitHeads(v, c.heads));
+    }
+    return { keys, values, bias: tf.tensor4d(bias, [B, 1, 1, 1 + T]) };
+  });
+}
+
+function isContext(x: tf.Tensor3D | TextContext): x is TextContext {
+  return !(x instanceof tf.Tensor);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Forward
+
+/**
+ * Logits [B, h·w, K] for tokens [B, h·w] (int32 in [0, K], K = [MASK]) given either the text —
+ * embeddings [B, T, textDim] and lengths [B] — or a context from precomputeContext.
+ */
+export function forward(
+  p: Params,
+  c: TransformerConfig,
+  tokens: tf.Tensor2D,
+  text: tf.Tensor3D,
+  textLength: Int32Array | tf.Tensor1D,
+): tf.Tensor3D;
+export function forward(p: Params, c: TransformerConfig, tokens: tf.Tensor2D, context: TextContext): tf.Tensor3D;
+export function forward(
+  p: Params,
+  c: TransformerConfig,
+  tokens: tf.Tensor2D,
+  text: tf.Tensor3D | TextContext,
+  textLength?: Int32Array | tf.Tensor1D,
+): tf.Tensor3D {
+  const n = sequenceLength(c);
+  if (tokens.rank !== 2 || tokens.shape[1] !== n || tokens.dtype !== 'int32')
+    throw new MuseError(
+      `tokens must be int32 [B, ${n}] (a ${c.grid.join('×')} grid), got ${tokens.dtype} [${tokens.shape}]`,
+    );
+  const B = tokens.shape[0];
+  return tf.tidy(() => {
+    let ctx: TextContext;
+    if (isContext(text)) ctx = text;
+    else if (textLength === undefined) throw new MuseError('forward: textLength is required with text embeddings');
+    else ctx = precomputeContext(p, c, text, textLength);
+    if (ctx.bias.shape[0] !== B || ctx.keys.length !== c.layers)
+      throw new MuseError(
+        `text context is for ${ctx.bias.shape[0]} prompts and ${ctx.keys.length} layers; tokens are ${B} grids, the model has ${c.layers} layers`,
+      );
+    let x = tf.add(tf.gather(p.tok_emb, tokens), p.pos_emb) as tf.Tensor3D;
+    for (let l = 0; l < c.layers; l++) x = block(p, c, l, x, ctx);
+    return linear(p, 'head', norm(p, 'ln_f', x)) as tf.Tensor3D;
+  });
+}
