@@ -6,11 +6,13 @@ import { doctorCommand } from './doctor.js';
 import { userMessage } from './errors.js';
 import { inspectCommand } from './inspect.js';
 import { tokenizerCommand } from './tokenizer.js';
+import { trainCommand } from './train.js';
 
 const verbs: Record<string, { run: (args: string[]) => Promise<number>; summary: string }> = {
   data: { run: dataCommand, summary: 'build emoji/shapes datasets, preview any dataset' },
   doctor: { run: doctorCommand, summary: 'backend, threads, native path, versions, a checked matmul' },
   inspect: { run: (a) => inspectCommand(a), summary: 'metadata and tensors of a .safetensors file' },
+  train: { run: trainCommand, summary: 'train the Muse base transformer from a token cache' },
   tokenizer: { run: tokenizerCommand, summary: 'train the VQ tokenizer; encode, decode, reconstruct, evaluate' },
 };
 

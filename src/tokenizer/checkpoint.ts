@@ -1,6 +1,6 @@
 // Tokenizer files: weights + config in one safetensors file (F32 while training, F16 to ship),
 // loaded back with every tensor checked against the config.
-import * as tf from '@tensorflow/tfjs-core';
+import { expectedShapes, paramsFromTensors, paramsToTensors } from '../tensor/params.js';
 import { Rng } from '../tensor/random.js';
 import {
   configFromMetadata,
@@ -12,12 +12,6 @@ import {
 import { MuseError } from '../util/errors.js';
 import { type TokenizerConfig, validateTokenizerConfig } from './config.js';
 import { initTokenizer, type Params } from './model.js';
-
-export function paramsToTensors(p: Params): Record<string, NamedTensor> {
-  return Object.fromEntries(
-    Object.entries(p).map(([k, v]) => [k, { shape: v.shape, data: v.dataSync() as Float32Array }]),
-  );
-}
 
 export async function saveTokenizer(
   path: string,
@@ -44,20 +38,10 @@ export async function loadTokenizer(path: string): Promise<LoadedTokenizer> {
     throw new MuseError(`${path}: a ${metadata.kind} file, not a tokenizer`);
   }
   const config = validateTokenizerConfig(configFromMetadata<TokenizerConfig>(metadata, path));
-  // The expected names and shapes come from a fresh init of the same config.
-  const expected = tf.tidy(() => {
-    const fresh = initTokenizer(config, new Rng(0));
-    const shapes = Object.fromEntries(Object.entries(fresh).map(([k, v]) => [k, v.shape]));
-    tf.dispose(Object.values(fresh));
-    return shapes;
-  });
-  const params: Params = {};
-  for (const [name, shape] of Object.entries(expected)) {
-    const t = tensors[name];
-    if (!t) throw new MuseError(`${path}: tensor "${name}" is missing`);
-    if (t.shape.join() !== shape.join())
-      throw new MuseError(`${path}: tensor "${name}" has shape [${t.shape}], expected [${shape}]`);
-    params[name] = tf.variable(tf.tensor(t.data, t.shape, 'float32'), true);
-  }
+  const params = paramsFromTensors(
+    path,
+    tensors,
+    expectedShapes(() => initTokenizer(config, new Rng(0))),
+  );
   return { config, params, metadata };
 }

@@ -10,10 +10,11 @@ import type { RgbImage } from '../data/image.js';
 import { psnrFloat, ssimFloat } from '../eval/image-metrics.js';
 import { stopGradient } from '../tensor/ops/stop-gradient.js';
 import { Rng, type RngState } from '../tensor/random.js';
-import { loadSafetensors, type NamedTensor, saveSafetensors } from '../tensor/safetensors.js';
+import { loadSafetensors, saveSafetensors } from '../tensor/safetensors.js';
 import { scoped } from '../tensor/scope.js';
 import { AdamW, clipByGlobalNorm } from '../train/adamw.js';
 import { namedGrads } from '../train/grads.js';
+import { interruptHandler, momentsFromTensors, momentsToTensors } from '../train/run-state.js';
 import { learningRate } from '../train/schedule.js';
 import { MuseError } from '../util/errors.js';
 import { lineChartPng } from '../util/plot.js';
@@ -109,26 +110,6 @@ function sampleBatch(images: RgbImage[], n: number, crop: number, rng: Rng): tf.
     }
   }
   return tf.tensor4d(data, [n, crop, crop, 3]);
-}
-
-function momentsToTensors(prefix: string, opt: AdamW, params: Params): Record<string, NamedTensor> {
-  const state = opt.saveState();
-  const out: Record<string, NamedTensor> = {};
-  for (const name of Object.keys(state.m)) {
-    out[`${prefix}.m.${name}`] = { shape: params[name].shape, data: state.m[name] };
-    out[`${prefix}.v.${name}`] = { shape: params[name].shape, data: state.v[name] };
-  }
-  return out;
-}
-
-function momentsFromTensors(prefix: string, tensors: Record<string, NamedTensor>, step: number) {
-  const m: Record<string, Float32Array> = {};
-  const v: Record<string, Float32Array> = {};
-  for (const [k, t] of Object.entries(tensors)) {
-    if (k.startsWith(`${prefix}.m.`)) m[k.slice(prefix.length + 3)] = t.data as Float32Array;
-    if (k.startsWith(`${prefix}.v.`)) v[k.slice(prefix.length + 3)] = t.data as Float32Array;
-  }
-  return { step, m, v };
 }
 
 /** Reconstruction quality and code usage of the validation images. */
@@ -242,13 +223,7 @@ export async function trainTokenizer(
     writeFileSync(join(o.out, 'history.json'), `${JSON.stringify(history)}\n`);
   };
 
-  let interrupted = false;
-  const onSigint = () => {
-    if (interrupted) process.exit(130);
-    interrupted = true;
-    console.error('\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit without saving)');
-  };
-  process.on('SIGINT', onSigint);
+  const sigint = interruptHandler();
   const started = performance.now();
   const progress = o.quiet
     ? undefined
@@ -340,14 +315,15 @@ export async function trainTokenizer(
         await writeSamples(o, params, step, history);
       }
       const outOfTime = o.minutes !== undefined && (performance.now() - started) / 60000 >= o.minutes;
-      if (interrupted || outOfTime || last || (o.checkpointEvery > 0 && step % o.checkpointEvery === 0)) await save();
-      if (interrupted || outOfTime) {
+      if (sigint.interrupted() || outOfTime || last || (o.checkpointEvery > 0 && step % o.checkpointEvery === 0))
+        await save();
+      if (sigint.interrupted() || outOfTime) {
         stoppedEarly = !last;
         break;
       }
     }
   } finally {
-    process.off('SIGINT', onSigint);
+    sigint.dispose();
   }
   progress?.finish();
   return { step, history, stoppedEarly };

@@ -1,0 +1,115 @@
+// `muse train base`: the Muse base transformer from a token cache (`muse data encode`).
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { initBackend } from '../tensor/backend.js';
+import { TRANSFORMER_PRESETS, transformerConfig } from '../transformer/config.js';
+import { loadTokenData } from '../transformer/token-data.js';
+import { trainBase } from '../transformer/trainer.js';
+import { MuseError } from '../util/errors.js';
+
+export const trainHelp = `Usage: muse train base --data CACHE --out RUN [--val CACHE] [--config small|tiny]
+    [--steps 20000] [--batch 32] [--lr 3e-4] [--warmup 500] [--weight-decay 0.045]
+    [--label-smoothing 0.1] [--text-dropout 0.1] [--ema 0.999] [--seed 0] [--eval-every 500]
+    [--checkpoint-every 500] [--minutes M] [--resume]
+
+  Trains the Muse base transformer on the "base" token grids of a cache made by
+  \`muse data encode\`: masking rate cos(π/2·u) per sample, cross-entropy with label smoothing on
+  masked tokens only, 10% of samples with the empty prompt (for classifier-free guidance), AdamW
+  with warm-up + cosine, gradient clipping, optional EMA weights. --val reports the held-out
+  masked-token loss and accuracy. RUN gets base.safetensors, base-ema.safetensors (with --ema),
+  state.safetensors (exact --resume), history.json and loss.png. Ctrl-C saves and exits.`;
+
+function num(
+  value: string | undefined,
+  name: string,
+  fallback: number,
+  { min = 0, max = Number.POSITIVE_INFINITY, integer = false } = {},
+): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
+    throw new MuseError(
+      `--${name} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, got "${value}"`,
+    );
+  }
+  return n;
+}
+
+async function base(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      data: { type: 'string' },
+      val: { type: 'string' },
+      out: { type: 'string' },
+      config: { type: 'string' },
+      steps: { type: 'string' },
+      batch: { type: 'string' },
+      lr: { type: 'string' },
+      warmup: { type: 'string' },
+      'weight-decay': { type: 'string' },
+      'label-smoothing': { type: 'string' },
+      'text-dropout': { type: 'string' },
+      ema: { type: 'string' },
+      seed: { type: 'string' },
+      'eval-every': { type: 'string' },
+      'checkpoint-every': { type: 'string' },
+      minutes: { type: 'string' },
+      resume: { type: 'boolean' },
+    },
+  });
+  if (!values.data) throw new MuseError('--data CACHE is required (made by `muse data encode`)');
+  if (!values.out) throw new MuseError('--out RUN_FOLDER is required');
+  const preset = values.config ?? 'small';
+  if (!TRANSFORMER_PRESETS[preset])
+    throw new MuseError(`unknown config "${preset}": choose ${Object.keys(TRANSFORMER_PRESETS).join(', ')}`);
+  await initBackend();
+  const data = await loadTokenData(values.data);
+  const validation = values.val ? await loadTokenData(values.val) : undefined;
+  const g = data.manifest.grids.find((x) => x.name === 'base');
+  if (!g) throw new MuseError(`${values.data} has no "base" token grid`);
+  const config = transformerConfig(preset, {
+    codebookSize: g.codebookSize,
+    grid: g.grid,
+    textDim: data.manifest.textEncoder.dim,
+    textTokens: data.manifest.textEncoder.maxTokens,
+  });
+  console.error(
+    `${data.images} images, ${data.pairImage.length} (image, caption) pairs; model ${preset}, grid ${config.grid.join('×')}, ${config.codebookSize} codes`,
+  );
+  const steps = num(values.steps, 'steps', 20000, { min: 1, integer: true });
+  const r = await trainBase({
+    out: values.out,
+    config,
+    data,
+    validation,
+    grid: 'base',
+    steps,
+    batch: num(values.batch, 'batch', 32, { min: 1, integer: true }),
+    lr: num(values.lr, 'lr', 3e-4),
+    warmup: num(values.warmup, 'warmup', 500, { integer: true }),
+    weightDecay: num(values['weight-decay'], 'weight-decay', 0.045),
+    labelSmoothing: num(values['label-smoothing'], 'label-smoothing', 0.1, { max: 0.99 }),
+    textDropout: num(values['text-dropout'], 'text-dropout', 0.1, { max: 1 }),
+    ema: num(values.ema, 'ema', 0, { max: 0.99999 }),
+    seed: num(values.seed, 'seed', 0, { integer: true }),
+    evalEvery: num(values['eval-every'], 'eval-every', 500, { integer: true }),
+    checkpointEvery: num(values['checkpoint-every'], 'checkpoint-every', 500, { integer: true }),
+    minutes: values.minutes === undefined ? undefined : num(values.minutes, 'minutes', 0),
+    resume: !!values.resume,
+  });
+  console.log(`${r.stoppedEarly ? 'stopped' : 'finished'} at step ${r.step}: ${join(values.out, 'base.safetensors')}`);
+  const e = r.history.eval.at(-1);
+  if (e) console.log(`validation loss ${e.loss.toFixed(3)}, masked-token accuracy ${(100 * e.accuracy).toFixed(1)}%`);
+  return 0;
+}
+
+export async function trainCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (!sub || sub === '--help' || sub === '-h' || rest.includes('--help') || rest.includes('-h')) {
+    console.log(trainHelp);
+    return sub ? 0 : 2;
+  }
+  if (sub === 'base') return base(rest);
+  throw new MuseError(`unknown model to train "${sub}": only "base" exists so far (the super-res stage comes later)`);
+}

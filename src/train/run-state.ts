@@ -1,0 +1,42 @@
+// What a training run saves besides its weights so that --resume continues exactly: optimizer
+// moments (as tensors "<prefix>.m.<param>" / "<prefix>.v.<param>"), the step, the RNG state and
+// the metric history (metadata). One safetensors file, written atomically.
+import type * as tf from '@tensorflow/tfjs-core';
+import type { NamedTensor } from '../tensor/safetensors.js';
+import type { AdamW, AdamWState } from './adamw.js';
+
+export function momentsToTensors(
+  prefix: string,
+  opt: AdamW,
+  params: Record<string, tf.Variable>,
+): Record<string, NamedTensor> {
+  const state = opt.saveState();
+  const out: Record<string, NamedTensor> = {};
+  for (const name of Object.keys(state.m)) {
+    out[`${prefix}.m.${name}`] = { shape: params[name].shape, data: state.m[name] };
+    out[`${prefix}.v.${name}`] = { shape: params[name].shape, data: state.v[name] };
+  }
+  return out;
+}
+
+export function momentsFromTensors(prefix: string, tensors: Record<string, NamedTensor>, step: number): AdamWState {
+  const m: Record<string, Float32Array> = {};
+  const v: Record<string, Float32Array> = {};
+  for (const [k, t] of Object.entries(tensors)) {
+    if (k.startsWith(`${prefix}.m.`)) m[k.slice(prefix.length + 3)] = t.data as Float32Array;
+    if (k.startsWith(`${prefix}.v.`)) v[k.slice(prefix.length + 3)] = t.data as Float32Array;
+  }
+  return { step, m, v };
+}
+
+/** Ctrl-C handling for training loops: the first sets interrupted() (the loop saves, then ends); a second exits at once. */
+export function interruptHandler(): { interrupted: () => boolean; dispose: () => void } {
+  let stop = false;
+  const onSigint = () => {
+    if (stop) process.exit(130);
+    stop = true;
+    console.error('\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit without saving)');
+  };
+  process.on('SIGINT', onSigint);
+  return { interrupted: () => stop, dispose: () => process.off('SIGINT', onSigint) };
+}

@@ -1,0 +1,36 @@
+// Transformer files: weights + config (and the text encoder's identity) in one safetensors file.
+
+import { expectedShapes, paramsFromTensors, paramsToTensors } from '../tensor/params.js';
+import { Rng } from '../tensor/random.js';
+import { configFromMetadata, loadSafetensors, metadataWithConfig, saveSafetensors } from '../tensor/safetensors.js';
+import { MuseError } from '../util/errors.js';
+import { type TransformerConfig, validateTransformerConfig } from './config.js';
+import { initTransformer, type Params } from './model.js';
+
+export async function saveTransformer(
+  path: string,
+  p: Params,
+  config: TransformerConfig,
+  options: { dtype?: 'F32' | 'F16'; kind?: string; extra?: Record<string, string> } = {},
+): Promise<void> {
+  await saveSafetensors(path, paramsToTensors(p), {
+    dtype: options.dtype ?? 'F32',
+    metadata: metadataWithConfig(config, { kind: options.kind ?? 'muse-base', ...options.extra }),
+  });
+}
+
+export async function loadTransformer(
+  path: string,
+): Promise<{ config: TransformerConfig; params: Params; metadata: Record<string, string> }> {
+  const { tensors, metadata } = await loadSafetensors(path);
+  if (metadata.kind !== undefined && !metadata.kind.startsWith('muse-base') && metadata.kind !== 'muse-superres') {
+    throw new MuseError(`${path}: a ${metadata.kind} file, not a transformer`);
+  }
+  const config = validateTransformerConfig(configFromMetadata<TransformerConfig>(metadata, path));
+  const params = paramsFromTensors(
+    path,
+    tensors,
+    expectedShapes(() => initTransformer(config, new Rng(0))),
+  );
+  return { config, params, metadata };
+}

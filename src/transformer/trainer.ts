@@ -1,0 +1,260 @@
+// Training the Muse base transformer exactly as the paper (§2.3, §2.6): per sample a masking rate
+// r = cos(π/2·u), u ~ U(0, 1); cross-entropy with label smoothing on masked tokens only; 10% of
+// samples see the empty prompt (classifier-free guidance); AdamW with warm-up + cosine and
+// gradient clipping; optional EMA weights. Streams token grids and text embeddings from a cache.
+// A run folder holds base.safetensors (weights), base-ema.safetensors (EMA weights, if enabled),
+// state.safetensors (exact resume), history.json and loss.png.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { Rng, type RngState } from '../tensor/random.js';
+import { loadSafetensors, saveSafetensors } from '../tensor/safetensors.js';
+import { AdamW, clipByGlobalNorm } from '../train/adamw.js';
+import { namedGrads } from '../train/grads.js';
+import { interruptHandler, momentsFromTensors, momentsToTensors } from '../train/run-state.js';
+import { learningRate } from '../train/schedule.js';
+import { MuseError } from '../util/errors.js';
+import { lineChartPng } from '../util/plot.js';
+import { Progress } from '../util/progress.js';
+import { loadTransformer, saveTransformer } from './checkpoint.js';
+import { maskTokenId, sequenceLength, type TransformerConfig } from './config.js';
+import { maskedCrossEntropy } from './loss.js';
+import { applyMask, sampleTrainingMasks } from './masking.js';
+import { forward, initTransformer, type Params } from './model.js';
+import type { TokenData } from './token-data.js';
+
+export interface BaseTrainOptions {
+  out: string;
+  config: TransformerConfig;
+  data: TokenData;
+  validation?: TokenData;
+  /** Which cached grid to learn ("base"). */
+  grid: string;
+  steps: number;
+  batch: number;
+  lr: number;
+  warmup: number;
+  weightDecay: number;
+  labelSmoothing: number;
+  /** Fraction of samples trained with the empty prompt. */
+  textDropout: number;
+  /** EMA decay of the weights (0: no EMA). */
+  ema: number;
+  seed: number;
+  evalEvery: number;
+  checkpointEvery: number;
+  minutes?: number;
+  resume: boolean;
+  quiet?: boolean;
+  onStep?: (step: number, stats: { loss: number; accuracy: number }) => void;
+}
+
+export interface BaseHistory {
+  train: Array<{ step: number; loss: number; accuracy: number; lr: number }>;
+  eval: Array<{ step: number; loss: number; accuracy: number }>;
+}
+
+interface Batch {
+  tokens: tf.Tensor2D;
+  targets: Int32Array;
+  mask: Uint8Array;
+  text: tf.Tensor3D;
+  lengths: Int32Array;
+}
+
+/** B (image, caption) pairs: masked token grids, targets, masks, text (some dropped). */
+function makeBatch(
+  d: TokenData,
+  grid: string,
+  c: TransformerConfig,
+  b: number,
+  rng: Rng,
+  dropout: number,
+  pairs?: Int32Array,
+): Batch {
+  const n = sequenceLength(c);
+  const { maxTokens: T, dim: D } = d.manifest.textEncoder;
+  const targets = new Int32Array(b * n);
+  const text = new Float32Array(b * T * D);
+  const lengths = new Int32Array(b);
+  for (let i = 0; i < b; i++) {
+    const pair = pairs ? pairs[i] : rng.int(d.pairImage.length);
+    const img = d.pairImage[pair];
+    const txt = d.pairText[pair];
+    targets.set(d.tokens[grid].subarray(img * n, (img + 1) * n), i * n);
+    if (rng.uniform() >= dropout) {
+      text.set(d.text.subarray(txt * T * D, (txt + 1) * T * D), i * T * D);
+      lengths[i] = d.textLength[txt];
+    }
+  }
+  const mask = sampleTrainingMasks(b, n, rng);
+  return {
+    tokens: tf.tensor2d(applyMask(targets, mask, maskTokenId(c)), [b, n], 'int32'),
+    targets,
+    mask,
+    text: tf.tensor3d(text, [b, T, D]),
+    lengths,
+  };
+}
+
+/** Masked-token loss and accuracy on held-out pairs with fixed masks (same every evaluation). */
+export function evaluateBase(
+  params: Params,
+  c: TransformerConfig,
+  d: TokenData,
+  grid: string,
+  pairs = 256,
+  batch = 32,
+): { loss: number; accuracy: number } {
+  const rng = new Rng(1234);
+  const chosen = Int32Array.from({ length: Math.min(pairs, d.pairImage.length) }, (_, i) => i);
+  let loss = 0;
+  let correct = 0;
+  let masked = 0;
+  for (let i = 0; i < chosen.length; i += batch) {
+    const part = chosen.subarray(i, i + batch);
+    const b = makeBatch(d, grid, c, part.length, rng, 0, part);
+    tf.tidy(() => {
+      const r = maskedCrossEntropy(forward(params, c, b.tokens, b.text, b.lengths), b.targets, b.mask, 0);
+      const m = b.mask.reduce((a, v) => a + v, 0);
+      loss += r.loss.dataSync()[0] * m;
+      correct += r.accuracy * m;
+      masked += m;
+    });
+    tf.dispose([b.tokens, b.text]);
+  }
+  return { loss: loss / masked, accuracy: correct / masked };
+}
+
+function checkData(o: BaseTrainOptions, d: TokenData, name: string): void {
+  const grid = d.grids[o.grid];
+  if (!grid) throw new MuseError(`${name} has no "${o.grid}" token grid (it has ${Object.keys(d.grids).join(', ')})`);
+  if (grid.join() !== o.config.grid.join())
+    throw new MuseError(`${name}: grid ${grid.join('×')} but the model expects ${o.config.grid.join('×')}`);
+  const cached = d.manifest.grids.find((g) => g.name === o.grid);
+  if (cached && cached.codebookSize !== o.config.codebookSize) {
+    throw new MuseError(
+      `${name}: codebook of ${cached.codebookSize} codes but the model expects ${o.config.codebookSize}`,
+    );
+  }
+  if (d.manifest.textEncoder.dim !== o.config.textDim || d.manifest.textEncoder.maxTokens !== o.config.textTokens) {
+    throw new MuseError(
+      `${name}: text embeddings ${d.manifest.textEncoder.maxTokens}×${d.manifest.textEncoder.dim} but the model expects ${o.config.textTokens}×${o.config.textDim}`,
+    );
+  }
+}
+
+export async function trainBase(
+  o: BaseTrainOptions,
+): Promise<{ step: number; history: BaseHistory; stoppedEarly: boolean }> {
+  checkData(o, o.data, 'the training cache');
+  if (o.validation) checkData(o, o.validation, 'the validation cache');
+  mkdirSync(o.out, { recursive: true });
+  const weightsFile = join(o.out, 'base.safetensors');
+  const emaFile = join(o.out, 'base-ema.safetensors');
+  const stateFile = join(o.out, 'state.safetensors');
+  let rng = new Rng(o.seed);
+  let params: Params;
+  let ema: Params | undefined;
+  let step = 0;
+  let history: BaseHistory = { train: [], eval: [] };
+  const decays = (name: string, p: tf.Variable) => p.rank >= 2 && !name.includes('emb') && name !== 'text.null';
+  const opt = new AdamW({ beta1: 0.9, beta2: 0.96, weightDecay: o.weightDecay, decays });
+  if (o.resume && existsSync(stateFile)) {
+    const loaded = await loadTransformer(weightsFile);
+    if (JSON.stringify(loaded.config) !== JSON.stringify(o.config))
+      throw new MuseError(`${o.out} holds a run with another model config`);
+    params = loaded.params;
+    if (o.ema > 0) ema = (await loadTransformer(emaFile)).params;
+    const { tensors, metadata } = await loadSafetensors(stateFile);
+    step = Number(metadata.step);
+    rng = new Rng(JSON.parse(metadata.rng) as RngState);
+    history = JSON.parse(metadata.history) as BaseHistory;
+    opt.loadState(momentsFromTensors('opt', tensors, Number(metadata.optStep)));
+    if (!o.quiet) console.error(`resuming ${o.out} at step ${step}`);
+  } else {
+    params = initTransformer(o.config, rng.fork());
+    if (o.ema > 0) ema = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, tf.variable(v.clone(), false)]));
+  }
+
+  const save = async () => {
+    await saveTransformer(weightsFile, params, o.config, {
+      extra: { step: String(step), textEncoder: o.data.manifest.textEncoder.id },
+    });
+    if (ema) await saveTransformer(emaFile, ema, o.config, { extra: { step: String(step), ema: String(o.ema) } });
+    await saveSafetensors(stateFile, momentsToTensors('opt', opt, params), {
+      metadata: {
+        step: String(step),
+        optStep: String(opt.step),
+        rng: JSON.stringify(rng.state()),
+        history: JSON.stringify(history),
+      },
+    });
+    writeFileSync(join(o.out, 'history.json'), `${JSON.stringify(history)}\n`);
+    writeFileSync(
+      join(o.out, 'loss.png'),
+      await lineChartPng(
+        [
+          { name: 'train (masked tokens)', points: history.train.map((h) => [h.step, h.loss]) },
+          { name: 'validation', points: history.eval.map((h) => [h.step, h.loss]), smooth: 0, color: '#d62728' },
+        ],
+        { title: 'base transformer: masked-token cross-entropy', xLabel: 'step', yLabel: 'loss', smooth: 0.9 },
+      ),
+    );
+  };
+
+  const sigint = interruptHandler();
+  const started = performance.now();
+  const progress = o.quiet ? undefined : new Progress({ total: o.steps, label: 'base', unit: 'step', startAt: step });
+  let stoppedEarly = false;
+  try {
+    while (step < o.steps) {
+      const lr = learningRate({ peak: o.lr, warmup: o.warmup, total: o.steps }, step);
+      const b = makeBatch(o.data, o.grid, o.config, o.batch, rng, o.textDropout);
+      let accuracy = 0;
+      const { value, grads } = namedGrads(() => {
+        const r = maskedCrossEntropy(
+          forward(params, o.config, b.tokens, b.text, b.lengths),
+          b.targets,
+          b.mask,
+          o.labelSmoothing,
+        );
+        accuracy = r.accuracy;
+        return r.loss;
+      }, params);
+      const clipped = clipByGlobalNorm(grads, 1);
+      opt.apply(params, clipped.grads, lr);
+      const loss = value.dataSync()[0];
+      tf.dispose([value, b.tokens, b.text, ...Object.values(grads), ...Object.values(clipped.grads)]);
+      if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}: lower --lr`);
+      if (ema) {
+        for (const [k, v] of Object.entries(ema))
+          tf.tidy(() => v.assign(tf.add(tf.mul(v, o.ema), tf.mul(params[k], 1 - o.ema))));
+      }
+      step++;
+      if (step % 10 === 0 || step === 1) history.train.push({ step, loss, accuracy, lr });
+      o.onStep?.(step, { loss, accuracy });
+      progress?.tick(1, { loss, acc: accuracy, lr });
+      const last = step === o.steps;
+      if (o.validation && o.evalEvery > 0 && (step % o.evalEvery === 0 || last)) {
+        const e = { step, ...evaluateBase(ema ?? params, o.config, o.validation, o.grid) };
+        history.eval.push(e);
+        if (!o.quiet)
+          console.error(
+            `\nstep ${step}: validation loss ${e.loss.toFixed(3)}, masked-token accuracy ${(100 * e.accuracy).toFixed(1)}%`,
+          );
+      }
+      const outOfTime = o.minutes !== undefined && (performance.now() - started) / 60000 >= o.minutes;
+      if (sigint.interrupted() || outOfTime || last || (o.checkpointEvery > 0 && step % o.checkpointEvery === 0))
+        await save();
+      if (sigint.interrupted() || outOfTime) {
+        stoppedEarly = !last;
+        break;
+      }
+    }
+  } finally {
+    sigint.dispose();
+  }
+  progress?.finish();
+  return { step, history, stoppedEarly };
+}
