@@ -1,18 +1,26 @@
 // `npm run bench`: throughput of the tensor backend on this machine (not a test). Prints a table
 // and writes bench/results/<date>-<path>.json. Run with MUSE_NATIVE=0 for the pure-wasm path.
 //   matmul 1024³ in all four transpose combinations; batched 64×(256×64 @ 64×256);
-//   conv2d 3×3 [4,64,64,128]→128 forward and forward+backward; the reference training step.
+//   conv2d 3×3 [4,64,64,128]→128 forward and forward+backward; the reference training step;
+//   the default base transformer's training samples/s.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
+import { AdamW } from '../src/train/adamw.js';
+import { namedGrads } from '../src/train/grads.js';
+import { transformerConfig } from '../src/transformer/config.js';
+import { maskedCrossEntropy } from '../src/transformer/loss.js';
+import { applyMask, sampleTrainingMasks } from '../src/transformer/masking.js';
+import { forward, initTransformer } from '../src/transformer/model.js';
 import { buildReferenceStep } from './reference-step.js';
 
 interface Row {
   name: string;
   seconds: number;
   gflops?: number;
+  samplesPerSecond?: number;
 }
 
 /** Median seconds of `reps` runs after `warm` warm-up runs. */
@@ -104,6 +112,34 @@ if (!only || only === 'step') {
     time(() => step.forward(), 5),
   );
   step.dispose();
+}
+
+if (!only || only === 'base') {
+  // The default base transformer (small preset) on 8×8 grids of 1,024 codes with 24 USE-lite tokens.
+  const config = transformerConfig('small', { codebookSize: 1024, grid: [8, 8], textDim: 512, textTokens: 24 });
+  const rng = new Rng(9);
+  const params = initTransformer(config, rng);
+  const opt = new AdamW({ weightDecay: 0.045 });
+  const batch = 32;
+  const n = 64;
+  const targets = Int32Array.from({ length: batch * n }, () => rng.int(1024));
+  const mask = sampleTrainingMasks(batch, n, rng);
+  const tokens = tf.tensor2d(applyMask(targets, mask, 1024), [batch, n], 'int32');
+  const text = randn([batch, 24, 512], 10) as tf.Tensor3D;
+  const lengths = new Int32Array(batch).fill(6);
+  const step = () => {
+    const { value, grads } = namedGrads(
+      () => maskedCrossEntropy(forward(params, config, tokens, text, lengths), targets, mask, 0.1).loss,
+      params,
+    );
+    opt.apply(params, grads, 1e-4);
+    tf.dispose([value, ...Object.values(grads)]);
+  };
+  const s = time(step, 5, 2);
+  add(`base transformer (small) step, batch ${batch}`, s);
+  rows[rows.length - 1].samplesPerSecond = batch / s;
+  console.log(`${''.padEnd(44)} ${(batch / s).toFixed(1).padStart(9)} training samples/s`);
+  tf.dispose([...Object.values(params), tokens, text]);
 }
 
 const date = new Date().toISOString().slice(0, 10);
