@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { gelu } from '../src/tensor/ops/gelu.js';
 import { layerNorm } from '../src/tensor/ops/layer-norm.js';
+import { newVariable } from '../src/tensor/params.js';
 import { Rng } from '../src/tensor/random.js';
 import { AdamW } from '../src/train/adamw.js';
 import { namedGrads } from '../src/train/grads.js';
@@ -18,19 +19,16 @@ function makeParams(rng: Rng): Params {
   const { L, D, V, S, Dt, FF } = ref;
   const p: Params = {};
   const w = (name: string, shape: number[], std: number) => {
-    p[name] = tf.variable(
-      tf.tensor(
-        rng.normals(
-          shape.reduce((a, b) => a * b, 1),
-          std,
-        ),
-        shape,
+    p[name] = newVariable(
+      rng.normals(
+        shape.reduce((a, b) => a * b, 1),
+        std,
       ),
-      true,
+      shape,
     );
   };
   const c = (name: string, shape: number[], value: number) => {
-    p[name] = tf.variable(tf.fill(shape, value), true);
+    p[name] = newVariable(tf.fill(shape, value));
   };
   w('tok', [V + 1, D], 1);
   w('pos', [S, D], 0.02);

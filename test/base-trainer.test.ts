@@ -5,6 +5,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
 import { encodeCache } from '../src/data/cache.js';
 import type { Sample } from '../src/data/sample.js';
 import { SkipReport } from '../src/data/sample.js';
@@ -91,7 +92,9 @@ test('training lowers the validation loss and writes weights, EMA weights and a 
 
 test('an interrupted run resumes exactly', async () => {
   const whole = mkdtempSync(join(tmpdir(), 'muse-base-'));
-  await trainBase(options(whole));
+  const counts: number[] = [];
+  await trainBase(options(whole, { onStep: () => counts.push(tf.memory().numTensors) }));
+  assert.equal(new Set(counts).size, 1, `no tensor leaks: ${counts}`);
   const parts = mkdtempSync(join(tmpdir(), 'muse-base-'));
   const stopped = await trainBase(options(parts, { minutes: 0 }));
   assert.deepEqual([stopped.step, stopped.stoppedEarly], [1, true]);

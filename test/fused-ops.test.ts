@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { gelu, geluComposite } from '../src/tensor/ops/gelu.js';
 import { layerNorm, layerNormComposite } from '../src/tensor/ops/layer-norm.js';
+import { newVariable } from '../src/tensor/params.js';
 import { AdamW, clipByGlobalNorm } from '../src/train/adamw.js';
 import { assertMatchesCpu } from './helpers/compare.js';
 
@@ -118,4 +119,17 @@ test('AdamW rejects bad options and mismatched gradients', async () => {
   const p = tf.variable(tf.zeros([2]));
   assert.throws(() => new AdamW().apply({ p }, { p: tf.zeros([3]) }, 0.1), /shape/);
   assert.throws(() => new AdamW().apply({ p }, { p: tf.zeros([2]) }, Number.NaN), /learning rate/);
+});
+
+test('AdamW updates a variable that owns its memory in place, and leaks nothing', async () => {
+  await initBackend();
+  const p = newVariable(Float32Array.from([1, 2, 3]), [3]);
+  const opt = new AdamW();
+  const g = tf.tensor1d([1, 1, 1]);
+  opt.apply({ p }, { p: g }, 0.1);
+  const id = p.dataId;
+  const tensors = tf.memory().numTensors;
+  for (let i = 0; i < 5; i++) opt.apply({ p }, { p: g }, 0.1);
+  assert.equal(p.dataId, id, 'same buffer: updated in place');
+  assert.equal(tf.memory().numTensors, tensors);
 });

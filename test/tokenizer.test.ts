@@ -168,7 +168,10 @@ test('an interrupted run resumes exactly: same weights as an uninterrupted run',
   const images = blobs(6, 16, 5);
   const base = { steps: 8, restartEvery: 3, discStart: 4, ganWeight: 0.1 };
   const whole = mkdtempSync(join(tmpdir(), 'muse-tok-'));
-  await trainTokenizer(options(whole, images, base));
+  const counts: number[] = [];
+  await trainTokenizer(options(whole, images, { ...base, onStep: () => counts.push(tf.memory().numTensors) }));
+  // No tensor leaks: the count settles once the discriminator joins (step 4) and stays.
+  assert.deepEqual(new Set(counts.slice(4)).size, 1, `tensors per step: ${counts}`);
   // A time budget of 0 minutes stops (and saves) after the first step; then resume to the end.
   const partsFull = mkdtempSync(join(tmpdir(), 'muse-tok-'));
   const first = await trainTokenizer(options(partsFull, images, { ...base, minutes: 0 }));

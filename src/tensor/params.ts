@@ -6,6 +6,25 @@ import type { NamedTensor } from './safetensors.js';
 
 export type Params = Record<string, tf.Variable>;
 
+/**
+ * A variable owning its own memory. tf.variable(t) shares t's buffer and leaves t alive; the
+ * buffer's reference count then stays above 1, which makes every assign keep a copy and stops
+ * in-place optimizer updates (src/train/adamw.ts). Disposing t here avoids both.
+ */
+export function newVariable(values: tf.Tensor | Float32Array, shape?: number[], trainable = true): tf.Variable {
+  const t = values instanceof Float32Array ? tf.tensor(values, shape) : values;
+  const v = tf.variable(t, trainable);
+  t.dispose();
+  return v;
+}
+
+/** Replaces a variable's value with new data (the temporary tensor is released). */
+export function assignValues(v: tf.Variable, values: Float32Array): void {
+  const t = tf.tensor(values, v.shape);
+  v.assign(t);
+  t.dispose();
+}
+
 export function paramsToTensors(p: Params): Record<string, NamedTensor> {
   return Object.fromEntries(
     Object.entries(p).map(([k, v]) => [k, { shape: v.shape, data: v.dataSync() as Float32Array }]),
@@ -34,7 +53,7 @@ export function paramsFromTensors(
     if (!t) throw new MuseError(`${path}: tensor "${name}" is missing`);
     if (t.shape.join() !== shape.join())
       throw new MuseError(`${path}: tensor "${name}" has shape [${t.shape}], expected [${shape}]`);
-    params[name] = tf.variable(tf.tensor(t.data, t.shape, 'float32'), true);
+    params[name] = newVariable(Float32Array.from(t.data), t.shape);
   }
   return params;
 }

@@ -2,6 +2,7 @@
 // al. 2021): a few stride-2 4×4 convolutions; one real/fake logit per patch.
 import * as tf from '@tensorflow/tfjs-core';
 import { groupNorm } from '../tensor/ops/group-norm.js';
+import { newVariable } from '../tensor/params.js';
 import type { Rng } from '../tensor/random.js';
 import type { Params } from './model.js';
 
@@ -17,7 +18,7 @@ export function initDiscriminator(c: DiscriminatorConfig, rng: Rng): Params {
   const add = (name: string, shape: number[], std: number, fill?: number) => {
     const n = shape.reduce((a, b) => a * b, 1);
     const v = fill === undefined ? rng.normals(n, std) : new Float32Array(n).fill(fill);
-    p[name] = tf.variable(tf.tensor(v, shape), true);
+    p[name] = newVariable(v, shape);
   };
   let cin = 3;
   for (let i = 0; i <= c.layers; i++) {

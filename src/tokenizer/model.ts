@@ -8,6 +8,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { groupNorm } from '../tensor/ops/group-norm.js';
 import { silu } from '../tensor/ops/silu.js';
+import { newVariable } from '../tensor/params.js';
 import type { Rng } from '../tensor/random.js';
 import { downsampleFactor, type TokenizerConfig } from './config.js';
 
@@ -23,7 +24,7 @@ function makeInit(p: Params, rng: Rng): Init {
     else if (kind === 'one') values = new Float32Array(n).fill(1);
     else if (kind === 'code') values = rng.normals(n);
     else values = rng.normals(n, Math.sqrt(1 / (shape[0] * shape[1] * shape[2])));
-    p[name] = tf.variable(tf.tensor(values, shape), true);
+    p[name] = newVariable(values, shape);
   };
 }
 

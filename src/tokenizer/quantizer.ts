@@ -5,6 +5,7 @@
 //   L_vq = ‖sg(ẑ) − e‖² + β‖ẑ − sg(e)‖²,  β = 0.25
 import * as tf from '@tensorflow/tfjs-core';
 import { stopGradient, straightThrough } from '../tensor/ops/stop-gradient.js';
+import { assignValues } from '../tensor/params.js';
 import type { Params } from './model.js';
 
 export const COMMITMENT = 0.25;
@@ -116,6 +117,6 @@ export function restartDeadCodes(
     usageEma[k] = threshold; // give it time to be picked before the next check
     restarted++;
   }
-  if (restarted) book.assign(tf.tensor(values, book.shape));
+  if (restarted) assignValues(book, values);
   return restarted;
 }

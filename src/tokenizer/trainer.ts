@@ -9,6 +9,7 @@ import { imageGrid } from '../data/grid.js';
 import type { RgbImage } from '../data/image.js';
 import { psnrFloat, ssimFloat } from '../eval/image-metrics.js';
 import { stopGradient } from '../tensor/ops/stop-gradient.js';
+import { assignValues } from '../tensor/params.js';
 import { Rng, type RngState } from '../tensor/random.js';
 import { loadSafetensors, saveSafetensors } from '../tensor/safetensors.js';
 import { scoped } from '../tensor/scope.js';
@@ -179,7 +180,7 @@ export async function trainTokenizer(
     for (const [k, v] of Object.entries(disc)) {
       const t = tensors[k];
       if (!t) throw new MuseError(`${stateFile}: discriminator tensor "${k}" is missing`);
-      v.assign(tf.tensor(t.data, t.shape));
+      assignValues(v, Float32Array.from(t.data));
     }
     opt.loadState(momentsFromTensors('opt', tensors, Number(metadata.optStep)));
     dopt.loadState(momentsFromTensors('dopt', tensors, Number(metadata.doptStep)));

@@ -4,6 +4,7 @@
 //   m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  p ← p − lr·(m̂/(√v̂ + ε) + λ·p)
 import * as tf from '@tensorflow/tfjs-core';
 import { activeNative } from '../tensor/kernels/active-native.js';
+import { assignValues } from '../tensor/params.js';
 import { MuseError } from '../util/errors.js';
 
 export interface AdamWOptions {
@@ -93,7 +94,7 @@ export class AdamW {
           pv[i] -= lr * ((m[i] * c1) / (Math.sqrt(v[i] * c2) + eps) + decay * pv[i]);
         }
       }
-      if (!inPlace) p.assign(tf.tensor(pv, p.shape));
+      if (!inPlace) assignValues(p, pv);
     }
   }
 

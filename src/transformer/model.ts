@@ -16,6 +16,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { gelu } from '../tensor/ops/gelu.js';
 import { layerNorm } from '../tensor/ops/layer-norm.js';
+import { newVariable } from '../tensor/params.js';
 import type { Rng } from '../tensor/random.js';
 import { MuseError } from '../util/errors.js';
 import { sequenceLength, type TransformerConfig, validateTransformerConfig } from './config.js';
@@ -48,7 +49,7 @@ export function initTransformer(c: TransformerConfig, rng: Rng): Params {
   const p: Params = {};
   const D = c.width;
   const set = (name: string, shape: number[], values: Float32Array) => {
-    p[name] = tf.variable(tf.tensor(values, shape), true);
+    p[name] = newVariable(values, shape);
   };
   const count = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
   const normal = (name: string, shape: number[], std = 0.02) => set(name, shape, rng.normals(count(shape), std));

@@ -7,6 +7,7 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { newVariable } from '../tensor/params.js';
 import { Rng, type RngState } from '../tensor/random.js';
 import { loadSafetensors, saveSafetensors } from '../tensor/safetensors.js';
 import { AdamW, clipByGlobalNorm } from '../train/adamw.js';
@@ -174,7 +175,8 @@ export async function trainBase(
     if (!o.quiet) console.error(`resuming ${o.out} at step ${step}`);
   } else {
     params = initTransformer(o.config, rng.fork());
-    if (o.ema > 0) ema = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, tf.variable(v.clone(), false)]));
+    if (o.ema > 0)
+      ema = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, newVariable(v.clone(), undefined, false)]));
   }
 
   const save = async () => {
