@@ -40,9 +40,7 @@ async function cores(): Promise<number> {
 
 // With the native addon doing the matmuls and convolutions on its own threads, extra wasm worker
 // threads only compete for the same cores: measured on the 2-core machine, the tokenizer's
-// training step ran at 0.92 step/s with 1 wasm thread against 0.64 with 2. A long run with 2 wasm
-// threads beside the native pool also once stopped making progress (the main thread spinning on
-// a pthreadpool wait), which 1 wasm thread avoids.
+// training step ran at 0.92 step/s with 1 wasm thread against 0.64 with 2.
 async function defaultThreads(backend: BackendName, native: boolean): Promise<number> {
   if (backend === 'wasm' && native && isNode) {
     const { loadNative } = await import('./native.js');
