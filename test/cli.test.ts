@@ -1,7 +1,7 @@
 // The `muse` command as a user runs it: help on every verb, doctor, inspect, and one-line errors.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -128,4 +128,14 @@ test('data build, preview and encode, then tokenizer encode, decode and reconstr
   assert.equal(bad.code, 1);
   assert.match(bad.err, /no such file/);
   shutdownBackend();
+});
+
+test('the installed `muse` bin is built and executable (the README runs it with npx)', () => {
+  const bin = 'dist/src/cli/main.js';
+  assert.ok(existsSync(bin), `${bin} is missing: npm ci runs the build (prepare)`);
+  assert.ok((statSync(bin).mode & 0o111) !== 0, `${bin} is not executable`);
+  assert.match(readFileSync(bin, 'utf8').split('\n')[0], /^#!\/usr\/bin\/env node/);
+  const r = spawnSync(bin, ['--help'], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /Usage: muse/);
 });
