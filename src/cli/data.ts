@@ -13,6 +13,7 @@ import { initBackend } from '../tensor/backend.js';
 import { UseLiteEncoder } from '../text/use-lite.js';
 import { VqTokenizer } from '../tokenizer/tokenizer.js';
 import { MuseError } from '../util/errors.js';
+import { numberOption } from './options.js';
 
 export const dataHelp = `Usage: muse data <build|preview|encode> ...
 
@@ -38,11 +39,7 @@ export const dataHelp = `Usage: muse data <build|preview|encode> ...
       targets). Resumable: run the same command again after an interruption.`;
 
 function positiveInt(value: string | undefined, name: string, fallback: number, max = 1e9): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1 || n > max)
-    throw new MuseError(`--${name} must be an integer from 1 to ${max}, got "${value}"`);
-  return n;
+  return numberOption(value, name, fallback, { min: 1, max, integer: true });
 }
 
 async function build(args: string[]): Promise<number> {

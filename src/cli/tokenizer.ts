@@ -11,6 +11,7 @@ import { type TokenizerConfig, tokenizerPreset, validateTokenizerConfig } from '
 import { VqTokenizer } from '../tokenizer/tokenizer.js';
 import { evaluateReconstruction, trainTokenizer } from '../tokenizer/trainer.js';
 import { MuseError } from '../util/errors.js';
+import { numberOption } from './options.js';
 
 export const tokenizerHelp = `Usage: muse tokenizer <train|encode|decode|reconstruct|eval> ...
 
@@ -58,15 +59,6 @@ async function loadImages(args: string[], limit = Number.POSITIVE_INFINITY): Pro
   return images;
 }
 
-function num(value: string | undefined, name: string, fallback: number, { min = 0, integer = false } = {}): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) {
-    throw new MuseError(`--${name} must be ${integer ? 'an integer' : 'a number'} ≥ ${min}, got "${value}"`);
-  }
-  return n;
-}
-
 function configFrom(value: string | undefined): TokenizerConfig {
   if (!value) return tokenizerPreset('small');
   if (value.endsWith('.json')) {
@@ -108,29 +100,29 @@ async function train(args: string[]): Promise<number> {
   await initBackend();
   const images = await loadImages(values.data);
   const validation = values.val?.length
-    ? await loadImages(values.val, num(values['val-count'], 'val-count', 256, { min: 1, integer: true }))
+    ? await loadImages(values.val, numberOption(values['val-count'], 'val-count', 256, { min: 1, integer: true }))
     : [];
   console.error(`${images.length} training images, ${validation.length} held-out images`);
-  const steps = num(values.steps, 'steps', 20000, { min: 1, integer: true });
+  const steps = numberOption(values.steps, 'steps', 20000, { min: 1, integer: true });
   const result = await trainTokenizer({
     out: values.out,
     config,
     images,
     validation,
-    crop: num(values.crop, 'crop', 32, { min: 4, integer: true }),
+    crop: numberOption(values.crop, 'crop', 32, { min: 4, integer: true }),
     steps,
-    batch: num(values.batch, 'batch', 32, { min: 1, integer: true }),
-    lr: num(values.lr, 'lr', 2e-4),
-    warmup: num(values.warmup, 'warmup', 500, { integer: true }),
-    weightDecay: num(values['weight-decay'], 'weight-decay', 1e-4),
-    discStart: num(values['disc-start'], 'disc-start', Math.floor(steps / 4), { integer: true }),
-    ganWeight: num(values['gan-weight'], 'gan-weight', 0.1),
-    seed: num(values.seed, 'seed', 0, { integer: true }),
-    sampleEvery: num(values['sample-every'], 'sample-every', 500, { integer: true }),
-    checkpointEvery: num(values['checkpoint-every'], 'checkpoint-every', 500, { integer: true }),
-    evalEvery: num(values['eval-every'], 'eval-every', 1000, { integer: true }),
+    batch: numberOption(values.batch, 'batch', 32, { min: 1, integer: true }),
+    lr: numberOption(values.lr, 'lr', 2e-4),
+    warmup: numberOption(values.warmup, 'warmup', 500, { integer: true }),
+    weightDecay: numberOption(values['weight-decay'], 'weight-decay', 1e-4),
+    discStart: numberOption(values['disc-start'], 'disc-start', Math.floor(steps / 4), { integer: true }),
+    ganWeight: numberOption(values['gan-weight'], 'gan-weight', 0.1),
+    seed: numberOption(values.seed, 'seed', 0, { integer: true }),
+    sampleEvery: numberOption(values['sample-every'], 'sample-every', 500, { integer: true }),
+    checkpointEvery: numberOption(values['checkpoint-every'], 'checkpoint-every', 500, { integer: true }),
+    evalEvery: numberOption(values['eval-every'], 'eval-every', 1000, { integer: true }),
     restartEvery: 200,
-    minutes: values.minutes === undefined ? undefined : num(values.minutes, 'minutes', 0),
+    minutes: values.minutes === undefined ? undefined : numberOption(values.minutes, 'minutes', 0),
     resume: !!values.resume,
   });
   console.log(
@@ -174,7 +166,7 @@ async function encode(args: string[]): Promise<number> {
   const tok = await loadModel(values.model);
   const img = await readImage(
     positionals[0],
-    values.size ? num(values.size, 'size', 0, { min: 1, integer: true }) : undefined,
+    values.size ? numberOption(values.size, 'size', 0, { min: 1, integer: true }) : undefined,
     tok.downsample,
   );
   const tokens = await tok.encode([img]);
@@ -220,7 +212,7 @@ async function reconstruct(args: string[]): Promise<number> {
   });
   if (!positionals.length) throw new MuseError('muse tokenizer reconstruct needs at least one image');
   const tok = await loadModel(values.model);
-  const size = values.size ? num(values.size, 'size', 0, { min: 1, integer: true }) : undefined;
+  const size = values.size ? numberOption(values.size, 'size', 0, { min: 1, integer: true }) : undefined;
   const images = await Promise.all(positionals.map((p) => readImage(p, size, tok.downsample)));
   const items = [];
   for (const img of images) {
@@ -247,7 +239,7 @@ async function evaluate(args: string[]): Promise<number> {
   const tok = await loadModel(values.model);
   const images = await loadImages(
     values.data,
-    values.limit ? num(values.limit, 'limit', 0, { min: 1, integer: true }) : undefined,
+    values.limit ? numberOption(values.limit, 'limit', 0, { min: 1, integer: true }) : undefined,
   );
   if (!images.length) throw new MuseError('no images to evaluate');
   const stats = evaluateReconstruction(tok.params, tok.config, images);

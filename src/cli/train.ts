@@ -6,6 +6,7 @@ import { TRANSFORMER_PRESETS, transformerConfig } from '../transformer/config.js
 import { loadTokenData } from '../transformer/token-data.js';
 import { trainBase } from '../transformer/trainer.js';
 import { MuseError } from '../util/errors.js';
+import { numberOption } from './options.js';
 
 export const trainHelp = `Usage: muse train base --data CACHE --out RUN [--val CACHE] [--config small|tiny]
     [--steps 20000] [--batch 32] [--lr 3e-4] [--warmup 500] [--weight-decay 0.045]
@@ -18,22 +19,6 @@ export const trainHelp = `Usage: muse train base --data CACHE --out RUN [--val C
   with warm-up + cosine, gradient clipping, optional EMA weights. --val reports the held-out
   masked-token loss and accuracy. RUN gets base.safetensors, base-ema.safetensors (with --ema),
   state.safetensors (exact --resume), history.json and loss.png. Ctrl-C saves and exits.`;
-
-function num(
-  value: string | undefined,
-  name: string,
-  fallback: number,
-  { min = 0, max = Number.POSITIVE_INFINITY, integer = false } = {},
-): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
-    throw new MuseError(
-      `--${name} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, got "${value}"`,
-    );
-  }
-  return n;
-}
 
 async function base(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -77,7 +62,7 @@ async function base(args: string[]): Promise<number> {
   console.error(
     `${data.images} images, ${data.pairImage.length} (image, caption) pairs; model ${preset}, grid ${config.grid.join('×')}, ${config.codebookSize} codes`,
   );
-  const steps = num(values.steps, 'steps', 20000, { min: 1, integer: true });
+  const steps = numberOption(values.steps, 'steps', 20000, { min: 1, integer: true });
   const r = await trainBase({
     out: values.out,
     config,
@@ -85,17 +70,17 @@ async function base(args: string[]): Promise<number> {
     validation,
     grid: 'base',
     steps,
-    batch: num(values.batch, 'batch', 32, { min: 1, integer: true }),
-    lr: num(values.lr, 'lr', 3e-4),
-    warmup: num(values.warmup, 'warmup', 500, { integer: true }),
-    weightDecay: num(values['weight-decay'], 'weight-decay', 0.045),
-    labelSmoothing: num(values['label-smoothing'], 'label-smoothing', 0.1, { max: 0.99 }),
-    textDropout: num(values['text-dropout'], 'text-dropout', 0.1, { max: 1 }),
-    ema: num(values.ema, 'ema', 0, { max: 0.99999 }),
-    seed: num(values.seed, 'seed', 0, { integer: true }),
-    evalEvery: num(values['eval-every'], 'eval-every', 500, { integer: true }),
-    checkpointEvery: num(values['checkpoint-every'], 'checkpoint-every', 500, { integer: true }),
-    minutes: values.minutes === undefined ? undefined : num(values.minutes, 'minutes', 0),
+    batch: numberOption(values.batch, 'batch', 32, { min: 1, integer: true }),
+    lr: numberOption(values.lr, 'lr', 3e-4),
+    warmup: numberOption(values.warmup, 'warmup', 500, { integer: true }),
+    weightDecay: numberOption(values['weight-decay'], 'weight-decay', 0.045),
+    labelSmoothing: numberOption(values['label-smoothing'], 'label-smoothing', 0.1, { max: 0.99 }),
+    textDropout: numberOption(values['text-dropout'], 'text-dropout', 0.1, { max: 1 }),
+    ema: numberOption(values.ema, 'ema', 0, { max: 0.99999 }),
+    seed: numberOption(values.seed, 'seed', 0, { integer: true }),
+    evalEvery: numberOption(values['eval-every'], 'eval-every', 500, { integer: true }),
+    checkpointEvery: numberOption(values['checkpoint-every'], 'checkpoint-every', 500, { integer: true }),
+    minutes: values.minutes === undefined ? undefined : numberOption(values.minutes, 'minutes', 0),
     resume: !!values.resume,
   });
   console.log(`${r.stoppedEarly ? 'stopped' : 'finished'} at step ${r.step}: ${join(values.out, 'base.safetensors')}`);

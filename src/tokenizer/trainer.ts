@@ -15,7 +15,7 @@ import { loadSafetensors, saveSafetensors } from '../tensor/safetensors.js';
 import { scoped } from '../tensor/scope.js';
 import { AdamW, clipByGlobalNorm } from '../train/adamw.js';
 import { namedGrads } from '../train/grads.js';
-import { interruptHandler, momentsFromTensors, momentsToTensors } from '../train/run-state.js';
+import { deadline, endOfStep, interruptHandler, momentsFromTensors, momentsToTensors } from '../train/run-state.js';
 import { learningRate } from '../train/schedule.js';
 import { MuseError } from '../util/errors.js';
 import { lineChartPng } from '../util/plot.js';
@@ -225,7 +225,7 @@ export async function trainTokenizer(
   };
 
   const sigint = interruptHandler();
-  const started = performance.now();
+  const outOfTime = deadline(o.minutes);
   const progress = o.quiet
     ? undefined
     : new Progress({ total: o.steps, label: 'tokenizer', unit: 'step', startAt: step });
@@ -315,10 +315,9 @@ export async function trainTokenizer(
       if (o.sampleEvery > 0 && (step % o.sampleEvery === 0 || last) && o.validation.length) {
         await writeSamples(o, params, step, history);
       }
-      const outOfTime = o.minutes !== undefined && (performance.now() - started) / 60000 >= o.minutes;
-      if (sigint.interrupted() || outOfTime || last || (o.checkpointEvery > 0 && step % o.checkpointEvery === 0))
-        await save();
-      if (sigint.interrupted() || outOfTime) {
+      const end = endOfStep(step, last, o.checkpointEvery, sigint.interrupted(), outOfTime());
+      if (end.save) await save();
+      if (end.stop) {
         stoppedEarly = !last;
         break;
       }

@@ -40,3 +40,21 @@ export function interruptHandler(): { interrupted: () => boolean; dispose: () =>
   process.on('SIGINT', onSigint);
   return { interrupted: () => stop, dispose: () => process.off('SIGINT', onSigint) };
 }
+
+/** A time budget in minutes from now (undefined: none); the returned function says when it is spent. */
+export function deadline(minutes: number | undefined): () => boolean {
+  const start = performance.now();
+  return () => minutes !== undefined && (performance.now() - start) / 60000 >= minutes;
+}
+
+/** After each step: save at checkpoints, at the end, on Ctrl-C and when out of time; stop on the last two. */
+export function endOfStep(
+  step: number,
+  last: boolean,
+  checkpointEvery: number,
+  interrupted: boolean,
+  outOfTime: boolean,
+) {
+  const stop = interrupted || outOfTime;
+  return { save: stop || last || (checkpointEvery > 0 && step % checkpointEvery === 0), stop };
+}

@@ -12,7 +12,7 @@ import { Rng, type RngState } from '../tensor/random.js';
 import { loadSafetensors, saveSafetensors } from '../tensor/safetensors.js';
 import { AdamW, clipByGlobalNorm } from '../train/adamw.js';
 import { namedGrads } from '../train/grads.js';
-import { interruptHandler, momentsFromTensors, momentsToTensors } from '../train/run-state.js';
+import { deadline, endOfStep, interruptHandler, momentsFromTensors, momentsToTensors } from '../train/run-state.js';
 import { learningRate } from '../train/schedule.js';
 import { MuseError } from '../util/errors.js';
 import { lineChartPng } from '../util/plot.js';
@@ -206,7 +206,7 @@ export async function trainBase(
   };
 
   const sigint = interruptHandler();
-  const started = performance.now();
+  const outOfTime = deadline(o.minutes);
   const progress = o.quiet ? undefined : new Progress({ total: o.steps, label: 'base', unit: 'step', startAt: step });
   let stoppedEarly = false;
   try {
@@ -246,10 +246,9 @@ export async function trainBase(
             `\nstep ${step}: validation loss ${e.loss.toFixed(3)}, masked-token accuracy ${(100 * e.accuracy).toFixed(1)}%`,
           );
       }
-      const outOfTime = o.minutes !== undefined && (performance.now() - started) / 60000 >= o.minutes;
-      if (sigint.interrupted() || outOfTime || last || (o.checkpointEvery > 0 && step % o.checkpointEvery === 0))
-        await save();
-      if (sigint.interrupted() || outOfTime) {
+      const end = endOfStep(step, last, o.checkpointEvery, sigint.interrupted(), outOfTime());
+      if (end.save) await save();
+      if (end.stop) {
         stoppedEarly = !last;
         break;
       }
