@@ -1,6 +1,6 @@
 // The `muse` command as a user runs it: help on every verb, doctor, inspect, and one-line errors.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -138,4 +138,59 @@ test('the installed `muse` bin is built and executable (the README runs it with 
   const r = spawnSync(bin, ['--help'], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /Usage: muse/);
+});
+
+test('Ctrl-C during training saves a checkpoint and exits cleanly', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'muse-cli-'));
+  assert.equal(
+    muse('data', 'build', 'shapes', '--size', '16', '--train', '12', '--heldout', '2', '--out', join(dir, 'shapes'))
+      .code,
+    0,
+  );
+  const run = join(dir, 'run');
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      'src/cli/main.ts',
+      'tokenizer',
+      'train',
+      '--data',
+      join(dir, 'shapes', 'train'),
+      '--out',
+      run,
+      '--config',
+      'tiny',
+      '--crop',
+      '16',
+      '--batch',
+      '2',
+      '--steps',
+      '100000',
+      '--sample-every',
+      '0',
+      '--eval-every',
+      '0',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => {
+    out += d;
+  });
+  const started = new Promise<void>((resolve) =>
+    child.stderr.on('data', (d) => {
+      err += d;
+      if (/tokenizer \d+\/100000/.test(err)) resolve();
+    }),
+  );
+  await started;
+  child.kill('SIGINT');
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  assert.equal(code, 0, err);
+  assert.match(err, /interrupted: saving a checkpoint/);
+  assert.match(out, /stopped at step \d+/);
+  assert.ok(existsSync(join(run, 'tokenizer.safetensors')) && existsSync(join(run, 'state.safetensors')));
 });
