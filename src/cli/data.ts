@@ -1,7 +1,7 @@
 // `muse data build emoji|shapes`, `muse data preview DIR`.
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { builtSize } from '../data/build.js';
 import { buildEmojiDataset } from '../data/build-emoji.js';
 import { buildShapesDataset } from '../data/build-shapes.js';
 import { encodeCache } from '../data/cache.js';
@@ -99,18 +99,6 @@ function printCounts(counts: Record<string, Record<string, number>>): void {
     console.log(
       `${split.padEnd(12)}${columns.map((c) => String(row[c] ?? 0).padStart(10)).join('')}${String(total).padStart(10)}`,
     );
-  }
-}
-
-/** The image size recorded by `muse data build` in DIR/dataset.json, if any. */
-function builtSize(path: string): number | undefined {
-  const file = join(path, 'dataset.json');
-  if (!existsSync(file)) return undefined;
-  try {
-    const size = (JSON.parse(readFileSync(file, 'utf8')) as { size?: unknown }).size;
-    return typeof size === 'number' ? size : undefined;
-  } catch {
-    return undefined;
   }
 }
 

@@ -2,6 +2,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { builtSize } from '../data/build.js';
 import { openDataset } from '../data/dataset.js';
 import { imageGrid } from '../data/grid.js';
 import { decodeImage, encodePng, type RgbImage, resizeCenterCrop } from '../data/image.js';
@@ -33,15 +34,8 @@ export const tokenizerHelp = `Usage: muse tokenizer <train|encode|decode|reconst
 function parseDataArg(arg: string): { path: string; size: number } {
   const m = /^(.*):(\d+)$/.exec(arg);
   const path = m ? m[1] : arg;
-  let size = m ? Number(m[2]) : undefined;
-  if (size === undefined) {
-    const summary = join(path, '..', 'dataset.json');
-    const own = join(path, 'dataset.json');
-    for (const file of [own, summary]) {
-      if (size === undefined && existsSync(file))
-        size = (JSON.parse(readFileSync(file, 'utf8')) as { size?: number }).size;
-    }
-  }
+  // A split folder (DIR/train) takes the size recorded for its dataset (DIR).
+  const size = m ? Number(m[2]) : (builtSize(path) ?? builtSize(join(path, '..')));
   return { path, size: size ?? 32 };
 }
 

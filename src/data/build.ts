@@ -2,7 +2,7 @@
 // <key>.json beside it ({ caption, captions, ...meta }), a dataset.json summary written last (its
 // presence marks a complete build) and, where licences ask for it, ATTRIBUTION.md. The same
 // folder reads back through readImageFolder like any user dataset.
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodePng, type RgbImage } from './image.js';
 
@@ -43,4 +43,16 @@ export async function forEachLimited<T>(items: T[], limit: number, fn: (item: T)
     while (next < items.length) await fn(items[next++]);
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+/** The image size `muse data build` recorded in DIR/dataset.json, if DIR is such a folder. */
+export function builtSize(dir: string): number | undefined {
+  const file = join(dir, 'dataset.json');
+  if (!existsSync(file)) return undefined;
+  try {
+    const size = (JSON.parse(readFileSync(file, 'utf8')) as { size?: unknown }).size;
+    return typeof size === 'number' ? size : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -7,6 +7,8 @@
 // Node built-ins are reached through process.getBuiltinModule (Node >= 20.16) rather than
 // static imports, so that this module stays importable in browser bundles.
 
+import { packageRoot } from '../util/package-root.js';
+
 /** Functions exported by native/build/Release/muse_native.node. */
 export interface NativeAddon {
   /**
@@ -131,14 +133,12 @@ export interface NativeAddon {
 }
 
 const ADDON_PATH = ['native', 'build', 'Release', 'muse_native.node'];
-const PACKAGE_NAME = 'muse-ts';
 
 let cached: { addon: NativeAddon | undefined } | undefined;
 
 interface NodeBuiltins {
   fs: typeof import('node:fs');
   path: typeof import('node:path');
-  url: typeof import('node:url');
   module: typeof import('node:module');
 }
 
@@ -148,27 +148,8 @@ function nodeBuiltins(): NodeBuiltins | undefined {
   return {
     fs: proc.getBuiltinModule('node:fs'),
     path: proc.getBuiltinModule('node:path'),
-    url: proc.getBuiltinModule('node:url'),
     module: proc.getBuiltinModule('node:module'),
   };
-}
-
-/** The folder holding muse-ts's package.json, walking up from this module (src/ or dist/src/). */
-function findPackageRoot({ fs, path, url }: NodeBuiltins): string | undefined {
-  let dir = path.dirname(url.fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = path.join(dir, 'package.json');
-    if (fs.existsSync(pkg)) {
-      try {
-        if ((JSON.parse(fs.readFileSync(pkg, 'utf8')) as { name?: unknown }).name === PACKAGE_NAME) return dir;
-      } catch {
-        // unreadable package.json: keep walking
-      }
-    }
-    const parent = path.dirname(dir);
-    if (parent === dir) return undefined;
-    dir = parent;
-  }
 }
 
 function isAddon(x: unknown): x is NativeAddon {
@@ -189,15 +170,13 @@ function load(): NativeAddon | undefined {
   if (process.env.MUSE_NATIVE === '0') return undefined;
   try {
     if (!import.meta.url.startsWith('file:')) return undefined;
-    const root = findPackageRoot(node);
-    if (!root) return undefined;
-    const file = node.path.join(root, ...ADDON_PATH);
+    const file = node.path.join(packageRoot(), ...ADDON_PATH);
     if (!node.fs.existsSync(file)) return undefined;
     const require = node.module.createRequire(import.meta.url);
     const addon: unknown = require(file);
     return isAddon(addon) ? addon : undefined;
   } catch {
-    // e.g. libopenblas.so.0 missing at run time, or an addon built for another Node ABI
+    // no package folder, libopenblas.so.0 missing at run time, or an addon built for another Node ABI
     return undefined;
   }
 }

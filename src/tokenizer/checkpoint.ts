@@ -2,13 +2,7 @@
 // loaded back with every tensor checked against the config.
 import { expectedShapes, paramsFromTensors, paramsToTensors } from '../tensor/params.js';
 import { Rng } from '../tensor/random.js';
-import {
-  configFromMetadata,
-  loadSafetensors,
-  metadataWithConfig,
-  type NamedTensor,
-  saveSafetensors,
-} from '../tensor/safetensors.js';
+import { configFromMetadata, loadSafetensors, metadataWithConfig, saveSafetensors } from '../tensor/safetensors.js';
 import { MuseError } from '../util/errors.js';
 import { type TokenizerConfig, validateTokenizerConfig } from './config.js';
 import { initTokenizer, type Params } from './model.js';
