@@ -3,12 +3,20 @@
 import { shutdownBackend } from '../tensor/backend.js';
 import { dataCommand } from './data.js';
 import { doctorCommand } from './doctor.js';
+import { editCommand } from './edit.js';
 import { userMessage } from './errors.js';
+import { generateCommand } from './generate.js';
+import { inpaintCommand } from './inpaint.js';
 import { inspectCommand } from './inspect.js';
+import { outpaintCommand } from './outpaint.js';
 import { tokenizerCommand } from './tokenizer.js';
 import { trainCommand } from './train.js';
 
 const verbs: Record<string, { run: (args: string[]) => Promise<number>; summary: string }> = {
+  generate: { run: generateCommand, summary: 'text to image (the shipped emoji model by default)' },
+  inpaint: { run: inpaintCommand, summary: 'regenerate the masked part of an image under a prompt' },
+  outpaint: { run: outpaintCommand, summary: 'extend an image on any side' },
+  edit: { run: editCommand, summary: 'mask-free editing: move an image toward a new prompt' },
   data: { run: dataCommand, summary: 'build emoji/shapes datasets, preview any dataset' },
   doctor: { run: doctorCommand, summary: 'backend, threads, native path, versions, a checked matmul' },
   inspect: { run: (a) => inspectCommand(a), summary: 'metadata and tensors of a .safetensors file' },

@@ -11,14 +11,16 @@ import { numberOption } from './options.js';
 export const trainHelp = `Usage: muse train base --data CACHE --out RUN [--val CACHE] [--config small|tiny]
     [--steps 20000] [--batch 32] [--lr 3e-4] [--warmup 500] [--weight-decay 0.045]
     [--label-smoothing 0.1] [--text-dropout 0.1] [--ema 0.999] [--seed 0] [--eval-every 500]
-    [--checkpoint-every 500] [--minutes M] [--resume]
+    [--checkpoint-every 500] [--minutes M] [--resume] [--init WEIGHTS]
 
   Trains the Muse base transformer on the "base" token grids of a cache made by
   \`muse data encode\`: masking rate cos(π/2·u) per sample, cross-entropy with label smoothing on
   masked tokens only, 10% of samples with the empty prompt (for classifier-free guidance), AdamW
   with warm-up + cosine, gradient clipping, optional EMA weights. --val reports the held-out
   masked-token loss and accuracy. RUN gets base.safetensors, base-ema.safetensors (with --ema),
-  state.safetensors (exact --resume), history.json and loss.png. Ctrl-C saves and exits.`;
+  state.safetensors (exact --resume), history.json and loss.png. Ctrl-C saves and exits.
+  --init starts a new run (fresh optimizer and schedule) from the weights of a base.safetensors
+  with the same config, e.g. to continue a shipped model.`;
 
 async function base(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -41,6 +43,7 @@ async function base(args: string[]): Promise<number> {
       'checkpoint-every': { type: 'string' },
       minutes: { type: 'string' },
       resume: { type: 'boolean' },
+      init: { type: 'string' },
     },
   });
   if (!values.data) throw new MuseError('--data CACHE is required (made by `muse data encode`)');
@@ -82,6 +85,7 @@ async function base(args: string[]): Promise<number> {
     checkpointEvery: numberOption(values['checkpoint-every'], 'checkpoint-every', 500, { integer: true }),
     minutes: values.minutes === undefined ? undefined : numberOption(values.minutes, 'minutes', 0),
     resume: !!values.resume,
+    init: values.init,
   });
   console.log(`${r.stoppedEarly ? 'stopped' : 'finished'} at step ${r.step}: ${join(values.out, 'base.safetensors')}`);
   const e = r.history.eval.at(-1);

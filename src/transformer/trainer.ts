@@ -46,6 +46,8 @@ export interface BaseTrainOptions {
   checkpointEvery: number;
   minutes?: number;
   resume: boolean;
+  /** Start a fresh run from these weights (a base.safetensors of the same config) instead of random ones. */
+  init?: string;
   quiet?: boolean;
   onStep?: (step: number, stats: { loss: number; accuracy: number }) => void;
 }
@@ -145,6 +147,14 @@ function checkData(o: BaseTrainOptions, d: TokenData, name: string): void {
   }
 }
 
+async function loadInitWeights(path: string, config: TransformerConfig): Promise<Params> {
+  if (!existsSync(path)) throw new MuseError(`--init ${path}: no such file`);
+  const loaded = await loadTransformer(path);
+  if (JSON.stringify(loaded.config) !== JSON.stringify(config))
+    throw new MuseError(`--init ${path}: its model config differs from this run's (${JSON.stringify(loaded.config)})`);
+  return loaded.params;
+}
+
 export async function trainBase(
   o: BaseTrainOptions,
 ): Promise<{ step: number; history: BaseHistory; stoppedEarly: boolean }> {
@@ -174,7 +184,8 @@ export async function trainBase(
     opt.loadState(momentsFromTensors('opt', tensors, Number(metadata.optStep)));
     if (!o.quiet) console.error(`resuming ${o.out} at step ${step}`);
   } else {
-    params = initTransformer(o.config, rng.fork());
+    params = o.init ? await loadInitWeights(o.init, o.config) : initTransformer(o.config, rng.fork());
+    if (o.init && !o.quiet) console.error(`starting from the weights of ${o.init}`);
     if (o.ema > 0)
       ema = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, newVariable(v.clone(), undefined, false)]));
   }

@@ -58,14 +58,19 @@ export class Progress {
     return parts.join('  ');
   }
 
+  private ended = false;
+
   private draw(extra: Record<string, string | number>, finished: boolean): void {
     const text = this.line(extra);
+    this.ended = finished;
     if (this.tty) this.stream.write(`\r\x1b[K${text}${finished ? '\n' : ''}`);
     else this.stream.write(`${text}\n`);
   }
 
-  /** Ends the line (on a terminal) after the last tick. */
+  /** Ends the line (on a terminal) after the last tick; nothing if the last tick already did. */
   finish(extra: Record<string, string | number> = {}): void {
+    if (this.ended) return;
+    this.ended = true;
     if (this.tty) this.stream.write(`\r\x1b[K${this.line(extra)}\n`);
     else this.stream.write(`${this.line(extra)}\n`);
   }

@@ -1,0 +1,39 @@
+// `muse generate`: text to image with the shipped (or any) model folder.
+import { parseArgs } from 'node:util';
+import { MuseError } from '../util/errors.js';
+import {
+  decodingArgs,
+  decodingHelp,
+  decodingOptions,
+  openPipeline,
+  withProgress,
+  writeResult,
+} from './decoding-options.js';
+
+export const generateHelp = `Usage: muse generate "PROMPT" ["PROMPT" ...] [options]
+
+  Generates images from text with parallel decoding (MaskGIT/Muse) and classifier-free guidance.
+  An empty prompt ("") generates unconditionally.
+
+${decodingHelp}`;
+
+export async function generateCommand(args: string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(generateHelp);
+    return 0;
+  }
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: decodingArgs });
+  if (positionals.length === 0) throw new MuseError('give a prompt: muse generate "a red apple" -o apple.png');
+  const o = decodingOptions(values);
+  const muse = await openPipeline(values);
+  const run = withProgress(values, o, 'decoding');
+  const r = await muse.generate(positionals, run.options);
+  await run.finish();
+  await writeResult(
+    values,
+    r,
+    positionals.flatMap((p) => Array.from({ length: o.n ?? 1 }, () => p)),
+  );
+  muse.dispose();
+  return 0;
+}

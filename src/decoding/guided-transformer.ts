@@ -1,0 +1,86 @@
+// A trained masked transformer as decoding's logits function, with classifier-free guidance. The
+// conditional and unconditional (or negative-prompt) passes run as one batched forward of 2B grids,
+// and the text side of cross-attention is computed once here, not once per step.
+import * as tf from '@tensorflow/tfjs-core';
+import { sequenceLength, type TransformerConfig } from '../transformer/config.js';
+import { forward, type Params, precomputeContext, type TextContext } from '../transformer/model.js';
+import { MuseError } from '../util/errors.js';
+import { type GuidanceSchedule, guidanceScale, guideLogits } from './guidance.js';
+import type { LogitsFn } from './parallel-decode.js';
+
+/** Per-token text embeddings of B prompts: [B, T, dim] flattened, and each prompt's length. */
+export interface PromptBatch {
+  embeddings: Float32Array;
+  lengths: Int32Array;
+}
+
+export interface GuidanceOptions {
+  /** t in (1 + t)·ℓ_cond − t·ℓ_uncond; 0 turns guidance (and the second pass) off. */
+  scale: number;
+  schedule?: GuidanceSchedule;
+  /** Replaces the empty prompt of the unconditional pass (negative prompting). */
+  negative?: PromptBatch;
+}
+
+export interface GuidedTransformer {
+  logits: LogitsFn;
+  /** Grids per forward pass per prompt: 2 with guidance (conditional + unconditional), else 1. */
+  readonly passes: 1 | 2;
+  dispose(): void;
+}
+
+function emptyPrompts(batch: number, tokens: number, dim: number): PromptBatch {
+  return { embeddings: new Float32Array(batch * tokens * dim), lengths: new Int32Array(batch) };
+}
+
+export function guidedTransformer(
+  params: Params,
+  config: TransformerConfig,
+  prompts: PromptBatch,
+  guidance: GuidanceOptions,
+): GuidedTransformer {
+  const B = prompts.lengths.length;
+  const D = config.textDim;
+  const T = prompts.embeddings.length / (B * D);
+  if (!Number.isInteger(T)) throw new MuseError(`prompt embeddings do not make ${B} prompts of width ${D}`);
+  guidanceScale(guidance.scale, 0, 1, guidance.schedule); // validates scale and schedule
+  const guided = guidance.scale > 0;
+  const uncond = guidance.negative ?? emptyPrompts(B, T, D);
+  if (uncond.lengths.length !== B || uncond.embeddings.length !== prompts.embeddings.length)
+    throw new MuseError(`the negative prompts must match the ${B} prompts in number and shape`);
+  const rows = guided ? 2 * B : B;
+  const text = new Float32Array(rows * T * D);
+  const lengths = new Int32Array(rows);
+  text.set(prompts.embeddings);
+  lengths.set(prompts.lengths);
+  if (guided) {
+    text.set(uncond.embeddings, B * T * D);
+    lengths.set(uncond.lengths, B);
+  }
+  const textTensor = tf.tensor3d(text, [rows, T, D]);
+  const context: TextContext = precomputeContext(params, config, textTensor, lengths);
+  textTensor.dispose();
+  const n = sequenceLength(config);
+  const K = config.codebookSize;
+  const logits: LogitsFn = async (tokens, batch, step, steps) => {
+    if (batch !== B || tokens.length !== B * n)
+      throw new MuseError(
+        `decoding ${batch} grids of ${tokens.length / batch} tokens with a model set up for ${B} of ${n}`,
+      );
+    const input = new Int32Array(rows * n);
+    input.set(tokens);
+    if (guided) input.set(tokens, B * n);
+    const tokenTensor = tf.tensor2d(input, [rows, n], 'int32');
+    const out = forward(params, config, tokenTensor, context);
+    const values = (await out.data()) as Float32Array;
+    tf.dispose([tokenTensor, out]);
+    if (!guided) return values;
+    const t = guidanceScale(guidance.scale, step, steps, guidance.schedule);
+    return guideLogits(values.subarray(0, B * n * K), values.subarray(B * n * K), t);
+  };
+  return {
+    logits,
+    passes: guided ? 2 : 1,
+    dispose: () => tf.dispose([...context.keys, ...context.values, context.bias]),
+  };
+}

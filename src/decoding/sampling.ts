@@ -1,0 +1,60 @@
+// Drawing tokens from logits, one position at a time, on plain arrays (decoding runs this between
+// forward passes). Gumbel-max: argmax_k(ℓ_k/T + g_k), g ~ Gumbel(0, 1), is a draw from softmax(ℓ/T).
+import type { Rng } from '../tensor/random.js';
+import { MuseError } from '../util/errors.js';
+
+export interface SamplingOptions {
+  /** Softmax temperature; 0 takes the most likely token. Default 1. */
+  temperature?: number;
+  /** Draw only among the k most likely tokens (0: all). Default 0. */
+  topK?: number;
+}
+
+export function validateSampling(o: SamplingOptions, codebookSize: number): Required<SamplingOptions> {
+  const temperature = o.temperature ?? 1;
+  const topK = o.topK ?? 0;
+  if (!(temperature >= 0) || !Number.isFinite(temperature))
+    throw new MuseError(`temperature must be a finite number ≥ 0, got ${o.temperature}`);
+  if (!Number.isInteger(topK) || topK < 0 || topK > codebookSize)
+    throw new MuseError(`top-k must be an integer from 0 (off) to ${codebookSize}, got ${o.topK}`);
+  return { temperature, topK };
+}
+
+/** A standard Gumbel draw, −log(−log u). */
+export function gumbel(rng: Rng): number {
+  return -Math.log(-Math.log(Math.max(rng.uniform(), 1e-20)));
+}
+
+/** The k-th largest of values (k ≥ 1). */
+function kthLargest(values: Float32Array, k: number): number {
+  return Float32Array.from(values).sort().reverse()[k - 1];
+}
+
+/**
+ * One token drawn from the logits of one position, and its log-probability under softmax(logits)
+ * (the model's own probability, unaffected by temperature or top-k: MaskGIT's confidence).
+ */
+export function sampleToken(
+  logits: Float32Array,
+  o: Required<SamplingOptions>,
+  rng: Rng,
+): { token: number; logProb: number } {
+  const K = logits.length;
+  let max = Number.NEGATIVE_INFINITY;
+  for (let k = 0; k < K; k++) if (logits[k] > max) max = logits[k];
+  let sum = 0;
+  for (let k = 0; k < K; k++) sum += Math.exp(logits[k] - max);
+  const logZ = max + Math.log(sum);
+  const floor = o.topK > 0 && o.topK < K ? kthLargest(logits, o.topK) : Number.NEGATIVE_INFINITY;
+  let best = -1;
+  let bestScore = Number.NEGATIVE_INFINITY;
+  for (let k = 0; k < K; k++) {
+    if (logits[k] < floor) continue;
+    const score = o.temperature === 0 ? logits[k] : logits[k] / o.temperature + gumbel(rng);
+    if (score > bestScore || best < 0) {
+      best = k;
+      bestScore = score;
+    }
+  }
+  return { token: best, logProb: logits[best] - logZ };
+}
