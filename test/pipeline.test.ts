@@ -1,0 +1,271 @@
+// The pipeline end to end with tiny random models in a model folder (USE-lite as the text encoder):
+// generation is reproducible, guidance is the formula over two real forward passes, inpainting never
+// touches what lies outside the mask, outpainting grows the canvas around the original, editing moves
+// tokens gradually, and bad input gets one clear error. Also the `muse generate|inpaint|outpaint|edit`
+// commands on that folder.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import { decodeImage, encodePng, type RgbImage } from '../src/data/image.js';
+import { guidedTransformer } from '../src/decoding/guided-transformer.js';
+import {
+  distanceInsideMask,
+  featherComposite,
+  maskFromImage,
+  type PixelMask,
+  tokenMask,
+} from '../src/pipeline/masks.js';
+import { MusePipeline } from '../src/pipeline/pipeline.js';
+import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
+import { Rng } from '../src/tensor/random.js';
+import { USE_LITE_ID } from '../src/text/use-lite.js';
+import { saveTokenizer } from '../src/tokenizer/checkpoint.js';
+import { tokenizerPreset } from '../src/tokenizer/config.js';
+import { initTokenizer } from '../src/tokenizer/model.js';
+import { saveTransformer } from '../src/transformer/checkpoint.js';
+import { maskTokenId, transformerConfig } from '../src/transformer/config.js';
+import { forward, initTransformer } from '../src/transformer/model.js';
+import { MuseError } from '../src/util/errors.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'muse-pipeline-'));
+const folder = join(dir, 'model');
+const SIZE = 16; // f = 4 → a 4×4 grid
+let muse: MusePipeline;
+
+function pixels(seed: number): RgbImage {
+  const rng = new Rng(seed);
+  return { width: SIZE, height: SIZE, data: Uint8Array.from({ length: SIZE * SIZE * 3 }, () => rng.int(256)) };
+}
+
+before(async () => {
+  await initBackend();
+  mkdirSync(folder, { recursive: true });
+  const tc = tokenizerPreset('tiny');
+  await saveTokenizer(join(folder, 'tokenizer.safetensors'), initTokenizer(tc, new Rng(1)), tc);
+  const bc = transformerConfig('tiny', { codebookSize: tc.codebookSize, grid: [4, 4] });
+  // Larger random weights than the init, so the tiny model's logits differ between prompts and seeds.
+  const params = initTransformer(bc, new Rng(2));
+  for (const v of Object.values(params)) if (v.rank === 2) v.assign(tf.mul(v, 20));
+  await saveTransformer(join(folder, 'base.safetensors'), params, bc);
+  writeFileSync(
+    join(folder, 'pipeline.json'),
+    JSON.stringify({
+      format: 'muse-ts-pipeline',
+      version: 1,
+      tokenizer: 'tokenizer.safetensors',
+      base: 'base.safetensors',
+      textEncoder: USE_LITE_ID,
+      imageSize: SIZE,
+      defaults: { steps: 6, guidance: 2 },
+    }),
+  );
+  muse = await MusePipeline.load(folder);
+});
+
+after(() => {
+  muse?.dispose();
+  shutdownBackend();
+});
+
+test('generation: same seed → same images; another seed or prompt → different; n images per prompt', async () => {
+  const a = await muse.generate('a red apple', { n: 3, seed: 4 });
+  const b = await muse.generate('a red apple', { n: 3, seed: 4 });
+  const c = await muse.generate('a red apple', { n: 3, seed: 5 });
+  assert.equal(a.images.length, 3);
+  assert.equal(a.images[0].width, SIZE);
+  assert.deepEqual(a.tokens, b.tokens);
+  assert.deepEqual(a.images, b.images);
+  assert.notDeepEqual(a.tokens, c.tokens);
+  assert.ok(a.tokens.every((t) => t >= 0 && t < 64));
+  const un = await muse.generate('', { seed: 4, guidance: 0 });
+  assert.equal(un.images.length, 1, 'the empty prompt generates unconditionally');
+});
+
+test('guided logits are (1 + t)·ℓ_cond − t·ℓ_uncond over real forward passes; t = 0 is ℓ_cond; negative prompts replace ℓ_uncond', async () => {
+  const c = muse.baseConfig;
+  const text = await muse.textEncoder.encode(['a red apple', 'blue car']);
+  const negative = await muse.textEncoder.encode(['green', 'green']);
+  const empty = await muse.textEncoder.encode(['', '']);
+  const tokens = Int32Array.from({ length: 2 * 16 }, (_, i) => (i % 3 === 0 ? maskTokenId(c) : i % 64));
+  const direct = (t: { embeddings: Float32Array; lengths: Int32Array }) =>
+    tf.tidy(() =>
+      forward(
+        muse.baseParams,
+        c,
+        tf.tensor2d(tokens, [2, 16], 'int32'),
+        tf.tensor3d(t.embeddings, [2, 24, 512]),
+        t.lengths,
+      ).dataSync(),
+    ) as Float32Array;
+  const cond = direct(text);
+  for (const [negativeBatch, uncond] of [
+    [undefined, direct(empty)],
+    [negative, direct(negative)],
+  ] as const) {
+    const none = guidedTransformer(muse.baseParams, c, text, { scale: 0, negative: negativeBatch });
+    const g = guidedTransformer(muse.baseParams, c, text, { scale: 3, schedule: 'constant', negative: negativeBatch });
+    assert.equal(none.passes, 1);
+    assert.equal(g.passes, 2);
+    const l0 = await none.logits(tokens, 2, 0, 1);
+    const l3 = await g.logits(tokens, 2, 0, 1);
+    for (let i = 0; i < cond.length; i++) {
+      assert.ok(Math.abs(l0[i] - cond[i]) < 1e-4 * (1 + Math.abs(cond[i])));
+      const want = 4 * cond[i] - 3 * uncond[i];
+      assert.ok(Math.abs(l3[i] - want) < 1e-3 * (1 + Math.abs(want)), `${l3[i]} vs ${want}`);
+    }
+    none.dispose();
+    g.dispose();
+  }
+});
+
+test('inpainting: tokens outside the mask never change; pixels outside the mask stay the original', async () => {
+  const image = pixels(1);
+  const mask: PixelMask = { width: SIZE, height: SIZE, data: new Uint8Array(SIZE * SIZE) };
+  for (let y = 2; y < 7; y++) for (let x = 9; x < 15; x++) mask.data[y * SIZE + x] = 1; // tokens (0..1, 2..3)
+  const tm = tokenMask(mask, 4);
+  assert.deepEqual(Array.from(tm), [0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+  const known = await muse.tokenizer.encode([image]);
+  const r = await muse.inpaint(image, mask, 'a red apple', { n: 2, seed: 3, steps: 6 });
+  assert.match(r.notes.join(), /4 masked tokens/);
+  for (let b = 0; b < 2; b++) {
+    for (let i = 0; i < 16; i++)
+      if (!tm[i]) assert.equal(r.tokens[b * 16 + i], known[i], `token ${i} outside the mask changed`);
+    for (let p = 0; p < SIZE * SIZE; p++) {
+      if (mask.data[p]) continue;
+      for (let ch = 0; ch < 3; ch++) assert.equal(r.images[b].data[3 * p + ch], image.data[3 * p + ch]);
+    }
+  }
+  const changed = r.images[0].data.some((v, i) => mask.data[Math.floor(i / 3)] && v !== image.data[i]);
+  assert.ok(changed, 'the masked region was regenerated');
+});
+
+test('feathered composite: distance transform by hand; weights rise from the seam inward', () => {
+  const m: PixelMask = { width: 5, height: 1, data: Uint8Array.from([0, 1, 1, 1, 1]) };
+  assert.deepEqual(Array.from(distanceInsideMask(m)), [0, 1, 2, 3, 4]);
+  const a: RgbImage = { width: 5, height: 1, data: new Uint8Array(15) };
+  const b: RgbImage = { width: 5, height: 1, data: new Uint8Array(15).fill(90) };
+  const out = featherComposite(a, b, m, 2);
+  assert.deepEqual(Array.from(out.data.filter((_, i) => i % 3 === 0)), [0, 30, 60, 90, 90]);
+  assert.deepEqual(Array.from(featherComposite(a, b, m, 0).data.filter((_, i) => i % 3 === 0)), [0, 90, 90, 90, 90]);
+  const white: RgbImage = { width: 2, height: 1, data: Uint8Array.from([255, 255, 255, 0, 0, 0]) };
+  assert.deepEqual(Array.from(maskFromImage(white, 'm').data), [1, 0]);
+  assert.throws(() => maskFromImage({ width: 1, height: 1, data: new Uint8Array(3) }, 'black.png'), /all black/);
+});
+
+test('outpainting grows the grid beyond the model, keeps the original tokens and pixels', async () => {
+  const image = pixels(2);
+  const known = await muse.tokenizer.encode([image]);
+  const r = await muse.outpaint(image, { left: 8, right: 6, top: 0, bottom: 4 }, 'a red apple', { seed: 1 });
+  assert.deepEqual(r.grid, [5, 8]); // right 6 px → 2 tokens
+  assert.match(r.notes.join(), /right: 6 px rounded up to 8 px/);
+  assert.equal(r.images[0].width, 32);
+  assert.equal(r.images[0].height, 20);
+  for (let y = 0; y < 4; y++) for (let x = 0; x < 4; x++) assert.equal(r.tokens[y * 8 + x + 2], known[y * 4 + x]);
+  for (let y = 0; y < SIZE; y++)
+    for (let x = 0; x < SIZE * 3; x++)
+      assert.equal(r.images[0].data[(y * 32 + 8) * 3 + x], image.data[y * SIZE * 3 + x]);
+  assert.ok(!r.tokens.includes(maskTokenId(muse.baseConfig)));
+});
+
+test('mask-free editing: a few iterations keep most tokens, more iterations move more', async () => {
+  const image = pixels(3);
+  const known = await muse.tokenizer.encode([image]);
+  const moved = async (iterations: number) => {
+    const r = await muse.edit(image, 'a blue car', { iterations, fraction: 0.125, seed: 2 });
+    return r.tokens.filter((t, i) => t !== known[i]).length;
+  };
+  const two = await moved(2);
+  const forty = await moved(40);
+  assert.ok(two <= 4, `2 iterations of 2 tokens changed ${two}`);
+  assert.ok(forty > two, `40 iterations moved ${forty}, 2 moved ${two}`);
+});
+
+test('bad input: one clear error each', async () => {
+  await assert.rejects(MusePipeline.load(join(dir, 'nowhere')), /does not exist/);
+  await assert.rejects(MusePipeline.load(dir), /no pipeline.json/);
+  const broken = join(dir, 'broken');
+  mkdirSync(broken);
+  copyFileSync(join(folder, 'pipeline.json'), join(broken, 'pipeline.json'));
+  copyFileSync(join(folder, 'tokenizer.safetensors'), join(broken, 'tokenizer.safetensors'));
+  writeFileSync(join(broken, 'base.safetensors'), 'not a safetensors file');
+  await assert.rejects(MusePipeline.load(broken), MuseError);
+  await assert.rejects(muse.generate('x', { steps: 17 }), /steps must be an integer from 1 to 16/);
+  await assert.rejects(muse.generate('x', { steps: 0 }), MuseError);
+  await assert.rejects(muse.generate('x', { n: 0 }), MuseError);
+  await assert.rejects(muse.generate('x', { guidance: -1 }), /guidance/);
+  await assert.rejects(muse.generate('x', { topK: 65 }), /top-k/);
+  await assert.rejects(muse.edit({ width: 8, height: 8, data: new Uint8Array(192) }, 'x'), /16×16/);
+  await assert.rejects(
+    muse.outpaint(pixels(1), { left: 0, right: 0, top: 0, bottom: 0 }, 'x'),
+    /extend at least one side/,
+  );
+});
+
+function cli(...args: string[]) {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+test('muse generate, inpaint, outpaint and edit on a model folder, with --frames', async () => {
+  const out = join(dir, 'cli');
+  mkdirSync(out);
+  const g = cli(
+    'generate',
+    'a red apple',
+    'a dog',
+    '-n',
+    '2',
+    '--model',
+    folder,
+    '-o',
+    join(out, 'grid.png'),
+    '--steps',
+    '4',
+    '--frames',
+    join(out, 'frames'),
+  );
+  assert.equal(g.code, 0, g.err);
+  assert.ok(existsSync(join(out, 'grid.png')));
+  assert.ok(existsSync(join(out, 'frames', 'frame-0004.png')));
+  assert.ok(existsSync(join(out, 'frames', 'decoding.gif')));
+  const one = cli('generate', 'a red apple', '--model', folder, '-o', join(out, 'one.png'), '--scale', '2');
+  assert.equal(one.code, 0, one.err);
+  const img = await decodeImage(readFileSync(join(out, 'one.png')), 'one.png');
+  assert.equal(img.width, 2 * SIZE);
+  writeFileSync(join(out, 'in.png'), await encodePng(pixels(5)));
+  const maskImg: RgbImage = { width: 32, height: 32, data: new Uint8Array(32 * 32 * 3) };
+  maskImg.data.fill(255, 0, 32 * 8 * 3);
+  writeFileSync(join(out, 'mask.png'), await encodePng(maskImg));
+  const ip = cli(
+    'inpaint',
+    join(out, 'in.png'),
+    join(out, 'mask.png'),
+    'sun',
+    '--model',
+    folder,
+    '-o',
+    join(out, 'ip.png'),
+  );
+  assert.equal(ip.code, 0, ip.err);
+  assert.match(ip.err, /resized to 16×16 to match the image/);
+  const op = cli('outpaint', join(out, 'in.png'), 'sun', '--right', '8', '--model', folder, '-o', join(out, 'op.png'));
+  assert.equal(op.code, 0, op.err);
+  assert.equal((await decodeImage(readFileSync(join(out, 'op.png')), 'op.png')).width, 24);
+  const ed = cli('edit', join(out, 'in.png'), 'sun', '--iterations', '3', '--model', folder, '-o', join(out, 'ed.png'));
+  assert.equal(ed.code, 0, ed.err);
+  const bad = cli('generate', 'x', '--model', folder, '--steps', '99');
+  assert.equal(bad.code, 1);
+  assert.equal(bad.err.trim().split('\n').length, 1, bad.err);
+  assert.match(cli('generate', 'x', '--model', join(dir, 'none')).err, /does not exist/);
+  assert.match(
+    cli('inpaint', join(out, 'in.png'), join(out, 'missing.png'), 'x', '--model', folder).err,
+    /no such mask/,
+  );
+});
