@@ -2,10 +2,12 @@
 // and writes bench/results/<date>-<path>.json. Run with MUSE_NATIVE=0 for the pure-wasm path.
 //   matmul 1024³ in all four transpose combinations; batched 64×(256×64 @ 64×256);
 //   conv2d 3×3 [4,64,64,128]→128 forward and forward+backward; the reference training step;
-//   the default base transformer's training samples/s.
+//   the default base transformer's training samples/s; seconds per generated image (batch 1 and 8).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
 import { AdamW } from '../src/train/adamw.js';
@@ -14,6 +16,7 @@ import { transformerConfig } from '../src/transformer/config.js';
 import { maskedCrossEntropy } from '../src/transformer/loss.js';
 import { applyMask, sampleTrainingMasks } from '../src/transformer/masking.js';
 import { forward, initTransformer } from '../src/transformer/model.js';
+import { packageRoot } from '../src/util/package-root.js';
 import { buildReferenceStep } from './reference-step.js';
 
 interface Row {
@@ -140,6 +143,24 @@ if (!only || only === 'base') {
   rows[rows.length - 1].samplesPerSecond = batch / s;
   console.log(`${''.padEnd(44)} ${(batch / s).toFixed(1).padStart(9)} training samples/s`);
   tf.dispose([...Object.values(params), tokens, text]);
+}
+
+if (!only || only === 'generate') {
+  // Seconds per image of the shipped emoji pipeline (text → 32 px image, the model's default steps
+  // and guidance: one batched forward of 2B grids per step), batch 1 and 8.
+  const muse = await MusePipeline.load(join(packageRoot(), 'models', 'emoji'));
+  for (const batch of [1, 8]) {
+    const prompts = Array.from({ length: batch }, (_, i) => ['red apple', 'a smiling face', 'dog face', 'sun'][i % 4]);
+    const runs: number[] = [];
+    for (let i = 0; i < (batch === 1 ? 6 : 4); i++) {
+      const t0 = performance.now();
+      await muse.generate(prompts, { seed: i });
+      runs.push((performance.now() - t0) / 1000);
+    }
+    const s = runs.slice(1).sort((a, b) => a - b)[Math.floor((runs.length - 1) / 2)];
+    add(`generate emoji 32 px, ${muse.defaults.steps} steps, batch ${batch} (per image)`, s / batch);
+  }
+  muse.dispose();
 }
 
 const date = new Date().toISOString().slice(0, 10);

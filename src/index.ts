@@ -1,4 +1,16 @@
 // The public API of muse-ts.
+
+export { decodeImage, encodePng, type RgbImage, resizeCenterCrop } from './data/image.js';
+export { type EditOptions as TokenEditOptions, maskFreeEdit } from './decoding/edit.js';
+export { type GuidanceSchedule, guidanceScale, guideLogits } from './decoding/guidance.js';
+export { type GuidanceOptions, guidedTransformer, type PromptBatch } from './decoding/guided-transformer.js';
+export { type Extension, extendCanvas, outpaintCanvas, outpaintWindows } from './decoding/outpaint.js';
+export { type DecodeOptions, type DecodeProblem, type LogitsFn, parallelDecode } from './decoding/parallel-decode.js';
+export { type SamplingOptions, sampleToken } from './decoding/sampling.js';
+export { confidenceNoise, decodingSteps, maskedCounts } from './decoding/schedule.js';
+export { maskFromImage, type PixelMask, resizeMask, tokenMask } from './pipeline/masks.js';
+export { type DecodingOptions, type EditOptions, MusePipeline, type PipelineResult } from './pipeline/pipeline.js';
+export { DECODING_DEFAULTS, type DecodingDefaults, type PipelineFile } from './pipeline/pipeline-file.js';
 export {
   type BackendInfo,
   type BackendName,
@@ -19,5 +31,8 @@ export {
   SafetensorsError,
   saveSafetensors,
 } from './tensor/safetensors.js';
+export type { TextEncoder } from './text/encoder.js';
+export { UseLiteEncoder } from './text/use-lite.js';
+export { VqTokenizer } from './tokenizer/tokenizer.js';
 export { AdamW, type AdamWOptions, type AdamWState, clipByGlobalNorm } from './train/adamw.js';
 export { MuseError } from './util/errors.js';

@@ -1,5 +1,5 @@
 // Drawing tokens from logits, one position at a time, on plain arrays (decoding runs this between
-// forward passes). Gumbel-max: argmax_k(ℓ_k/T + g_k), g ~ Gumbel(0, 1), is a draw from softmax(ℓ/T).
+// forward passes).
 import type { Rng } from '../tensor/random.js';
 import { MuseError } from '../util/errors.js';
 
@@ -30,9 +30,12 @@ function kthLargest(values: Float32Array, k: number): number {
   return Float32Array.from(values).sort().reverse()[k - 1];
 }
 
+let scratch = new Float64Array(0);
+
 /**
  * One token drawn from the logits of one position, and its log-probability under softmax(logits)
  * (the model's own probability, unaffected by temperature or top-k: MaskGIT's confidence).
+ * Inverse-CDF sampling: one uniform per draw instead of one Gumbel per code.
  */
 export function sampleToken(
   logits: Float32Array,
@@ -41,20 +44,31 @@ export function sampleToken(
 ): { token: number; logProb: number } {
   const K = logits.length;
   let max = Number.NEGATIVE_INFINITY;
-  for (let k = 0; k < K; k++) if (logits[k] > max) max = logits[k];
+  let argmax = 0;
+  for (let k = 0; k < K; k++) {
+    if (logits[k] > max) {
+      max = logits[k];
+      argmax = k;
+    }
+  }
   let sum = 0;
   for (let k = 0; k < K; k++) sum += Math.exp(logits[k] - max);
   const logZ = max + Math.log(sum);
+  if (o.temperature === 0) return { token: argmax, logProb: max - logZ };
   const floor = o.topK > 0 && o.topK < K ? kthLargest(logits, o.topK) : Number.NEGATIVE_INFINITY;
-  let best = -1;
-  let bestScore = Number.NEGATIVE_INFINITY;
+  if (scratch.length < K) scratch = new Float64Array(K);
+  let total = 0;
   for (let k = 0; k < K; k++) {
-    if (logits[k] < floor) continue;
-    const score = o.temperature === 0 ? logits[k] : logits[k] / o.temperature + gumbel(rng);
-    if (score > bestScore || best < 0) {
-      best = k;
-      bestScore = score;
-    }
+    scratch[k] = logits[k] < floor ? 0 : Math.exp((logits[k] - max) / o.temperature);
+    total += scratch[k];
   }
-  return { token: best, logProb: logits[best] - logZ };
+  let r = rng.uniform() * total;
+  let token = argmax;
+  for (let k = 0; k < K; k++) {
+    if (scratch[k] === 0) continue;
+    token = k;
+    r -= scratch[k];
+    if (r < 0) break;
+  }
+  return { token, logProb: logits[token] - logZ };
 }
