@@ -34,7 +34,9 @@ import { MuseError } from '../src/util/errors.js';
 const dir = mkdtempSync(join(tmpdir(), 'muse-pipeline-'));
 const folder = join(dir, 'model');
 const SIZE = 16; // f = 4 → a 4×4 grid
+const srFolder = join(dir, 'model-sr');
 let muse: MusePipeline;
+let museSr: MusePipeline;
 
 function pixels(seed: number): RgbImage {
   const rng = new Rng(seed);
@@ -64,10 +66,28 @@ before(async () => {
     }),
   );
   muse = await MusePipeline.load(folder);
+  // The same folder plus a super-res stage: 16 px (4×4 tokens) → 32 px (8×8 tokens).
+  mkdirSync(srFolder);
+  for (const f of ['tokenizer.safetensors', 'base.safetensors']) copyFileSync(join(folder, f), join(srFolder, f));
+  const sc = transformerConfig('superres-tiny', {
+    codebookSize: tc.codebookSize,
+    grid: [8, 8],
+    lowres: { codebookSize: tc.codebookSize, grid: [4, 4] },
+  });
+  const sp = initTransformer(sc, new Rng(3));
+  for (const v of Object.values(sp)) if (v.rank === 2) v.assign(tf.mul(v, 20));
+  await saveTransformer(join(srFolder, 'superres.safetensors'), sp, sc, { kind: 'muse-superres' });
+  const file = JSON.parse(readFileSync(join(folder, 'pipeline.json'), 'utf8'));
+  writeFileSync(
+    join(srFolder, 'pipeline.json'),
+    JSON.stringify({ ...file, superres: 'superres.safetensors', superresSize: 2 * SIZE }),
+  );
+  museSr = await MusePipeline.load(srFolder);
 });
 
 after(() => {
   muse?.dispose();
+  museSr?.dispose();
   shutdownBackend();
 });
 
@@ -203,6 +223,47 @@ test('bad input: one clear error each', async () => {
     muse.outpaint(pixels(1), { left: 0, right: 0, top: 0, bottom: 0 }, 'x'),
     /extend at least one side/,
   );
+});
+
+test('two stages: generate at the super-res size by default, the base size on request; upscale a user image', async () => {
+  assert.deepEqual(museSr.sizes, [SIZE, 2 * SIZE]);
+  const steps: number[] = [];
+  const big = await museSr.generate('a red apple', {
+    n: 2,
+    seed: 1,
+    steps: 5,
+    superresSteps: 3,
+    onStep: (s, total) => void steps.push(s * 100 + total),
+  });
+  assert.equal(big.images[0].width, 2 * SIZE);
+  assert.deepEqual(big.grid, [8, 8]);
+  assert.deepEqual(steps, [108, 208, 308, 408, 508, 608, 708, 808], 'one progress count across both stages');
+  const again = await museSr.generate('a red apple', { n: 2, seed: 1, steps: 5, superresSteps: 3 });
+  assert.deepEqual(again.tokens, big.tokens);
+  const small = await museSr.generate('a red apple', { size: SIZE, seed: 1 });
+  assert.equal(small.images[0].width, SIZE);
+  await assert.rejects(museSr.generate('x', { size: 48 }), /16 or 32 px/);
+  await assert.rejects(muse.generate('x', { size: 32 }), /no super-res stage/);
+  const up = await museSr.upscale(pixels(4), 'a red apple', { seed: 2 });
+  assert.equal(up.images[0].width, 2 * SIZE);
+  await assert.rejects(muse.upscale(pixels(4), 'x'), /super-res stage/);
+  await assert.rejects(museSr.upscale({ width: 32, height: 32, data: new Uint8Array(32 * 32 * 3) }, 'x'), /16×16/);
+});
+
+test('two-scale inpainting: high-res tokens and pixels outside the mask are kept', async () => {
+  const rng = new Rng(9);
+  const image: RgbImage = { width: 32, height: 32, data: Uint8Array.from({ length: 32 * 32 * 3 }, () => rng.int(256)) };
+  const mask: PixelMask = { width: 32, height: 32, data: new Uint8Array(32 * 32) };
+  for (let y = 16; y < 32; y++) for (let x = 0; x < 12; x++) mask.data[y * 32 + x] = 1;
+  const known = await museSr.tokenizer.encode([image]);
+  const tm = tokenMask(mask, 4);
+  const r = await museSr.inpaint(image, mask, 'sun', { seed: 5, feather: 1 });
+  assert.equal(r.images[0].width, 32);
+  for (let i = 0; i < 64; i++) if (!tm[i]) assert.equal(r.tokens[i], known[i]);
+  for (let p = 0; p < 32 * 32; p++)
+    if (!mask.data[p]) for (let c = 0; c < 3; c++) assert.equal(r.images[0].data[3 * p + c], image.data[3 * p + c]);
+  const edited = await museSr.edit(image, 'sun', { iterations: 2, seed: 1 });
+  assert.equal(edited.images[0].width, 32);
 });
 
 function cli(...args: string[]) {

@@ -18,8 +18,11 @@ import { numberOption } from './options.js';
 export const decodingHelp = `  --model DIR          model folder with pipeline.json (default: the shipped models/emoji)
   -o, --out FILE        output PNG (default out.png); a grid when there are several images
   -n N                  images per prompt (default 1)
+  --size PX             output size: the base size (e.g. 32) or the super-res size (e.g. 64, both
+                        stages; the default when the model has a super-res stage)
   --negative TEXT       negative prompt (replaces the empty prompt of guidance)
   --steps N             decoding steps (model default, 12 for emoji)
+  --superres-steps N    decoding steps of the super-res stage (default 8)
   --guidance T          classifier-free guidance scale t (0 = off)
   --guidance-schedule linear|constant
   --temperature T       sampling temperature (0 = most likely token)
@@ -34,6 +37,8 @@ export const decodingArgs = {
   model: { type: 'string' },
   out: { type: 'string', short: 'o' },
   n: { type: 'string', short: 'n' },
+  size: { type: 'string' },
+  'superres-steps': { type: 'string' },
   negative: { type: 'string' },
   steps: { type: 'string' },
   guidance: { type: 'string' },
@@ -72,7 +77,9 @@ export function decodingOptions(values: Values): DecodingOptions {
   return {
     n: maybe(values.n, 'n', { min: 1, max: 256, integer: true }),
     negative: values.negative,
+    size: maybe(values.size, 'size', { min: 1, integer: true }),
     steps: maybe(values.steps, 'steps', { min: 1, integer: true }),
+    superresSteps: maybe(values['superres-steps'], 'superres-steps', { min: 1, integer: true }),
     guidance: maybe(values.guidance, 'guidance', { max: 100 }),
     guidanceSchedule: choice<GuidanceSchedule>(values['guidance-schedule'], 'guidance-schedule', [
       'linear',
@@ -105,11 +112,13 @@ export function withProgress(values: Values, o: DecodingOptions, label: string) 
   };
 }
 
-export async function readInputImage(path: string, size: number, what: string): Promise<RgbImage> {
+/** Reads an image; one of another size than `sizes` is resized (centre crop) to the last of them. */
+export async function readInputImage(path: string, sizes: number[], what: string): Promise<RgbImage> {
   if (!existsSync(path)) throw new MuseError(`no such ${what}: ${path}`);
   const bytes = readFileSync(path);
   const img = await decodeImage(bytes, path);
-  if (img.width === size && img.height === size) return img;
+  if (img.width === img.height && sizes.includes(img.width)) return img;
+  const size = sizes[sizes.length - 1];
   console.error(`${path}: ${img.width}×${img.height} resized to ${size}×${size} (centre crop), the model's size`);
   return resizeCenterCrop(bytes, size, path);
 }

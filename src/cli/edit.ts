@@ -35,7 +35,7 @@ export async function editCommand(args: string[]): Promise<number> {
   const iterations = numberOption(values.iterations, 'iterations', 100, { min: 1, max: 10000, integer: true });
   const fraction = numberOption(values.fraction, 'fraction', 0.08, { min: 1e-6, max: 1 });
   const muse = await openPipeline(values);
-  const image = await readInputImage(positionals[0], muse.imageSize, 'image');
+  const image = await readInputImage(positionals[0], muse.sizes, 'image');
   const run = withProgress(values, o, 'editing');
   const r = await muse.edit(image, positionals[1], { ...run.options, iterations, fraction });
   await run.finish();

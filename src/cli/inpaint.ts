@@ -38,7 +38,7 @@ export async function inpaintCommand(args: string[]): Promise<number> {
   const o = decodingOptions(values);
   const feather = numberOption(values.feather, 'feather', 2, { max: 64 });
   const muse = await openPipeline(values);
-  const image = await readInputImage(imagePath, muse.imageSize, 'image');
+  const image = await readInputImage(imagePath, muse.sizes, 'image');
   if (!existsSync(maskPath)) throw new MuseError(`no such mask: ${maskPath}`);
   let mask = maskFromImage(await decodeImage(readFileSync(maskPath), maskPath), maskPath);
   if (mask.width !== image.width || mask.height !== image.height) {

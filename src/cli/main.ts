@@ -11,16 +11,18 @@ import { inspectCommand } from './inspect.js';
 import { outpaintCommand } from './outpaint.js';
 import { tokenizerCommand } from './tokenizer.js';
 import { trainCommand } from './train.js';
+import { upscaleCommand } from './upscale.js';
 
 const verbs: Record<string, { run: (args: string[]) => Promise<number>; summary: string }> = {
   generate: { run: generateCommand, summary: 'text to image (the shipped emoji model by default)' },
   inpaint: { run: inpaintCommand, summary: 'regenerate the masked part of an image under a prompt' },
   outpaint: { run: outpaintCommand, summary: 'extend an image on any side' },
   edit: { run: editCommand, summary: 'mask-free editing: move an image toward a new prompt' },
+  upscale: { run: upscaleCommand, summary: 'super-resolve your own base-size image (e.g. 32 → 64 px)' },
   data: { run: dataCommand, summary: 'build emoji/shapes datasets, preview any dataset' },
   doctor: { run: doctorCommand, summary: 'backend, threads, native path, versions, a checked matmul' },
   inspect: { run: (a) => inspectCommand(a), summary: 'metadata and tensors of a .safetensors file' },
-  train: { run: trainCommand, summary: 'train the Muse base transformer from a token cache' },
+  train: { run: trainCommand, summary: 'train the base or super-res transformer from a token cache' },
   tokenizer: { run: tokenizerCommand, summary: 'train the VQ tokenizer; encode, decode, reconstruct, evaluate' },
 };
 

@@ -44,7 +44,7 @@ export async function outpaintCommand(args: string[]): Promise<number> {
     throw new MuseError('say how far to extend: --left, --right, --top and/or --bottom in pixels');
   const o = decodingOptions(values);
   const muse = await openPipeline(values);
-  const image = await readInputImage(positionals[0], muse.imageSize, 'image');
+  const image = await readInputImage(positionals[0], [muse.imageSize], 'image');
   const run = withProgress(values, o, 'outpainting');
   const r = await muse.outpaint(image, extension, positionals[1], run.options);
   await run.finish();

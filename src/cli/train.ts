@@ -8,10 +8,10 @@ import { trainBase } from '../transformer/trainer.js';
 import { MuseError } from '../util/errors.js';
 import { numberOption } from './options.js';
 
-export const trainHelp = `Usage: muse train base --data CACHE --out RUN [--val CACHE] [--config small|tiny]
+export const trainHelp = `Usage: muse train base|superres --data CACHE --out RUN [--val CACHE] [--config PRESET]
     [--steps 20000] [--batch 32] [--lr 3e-4] [--warmup 500] [--weight-decay 0.045]
     [--label-smoothing 0.1] [--text-dropout 0.1] [--ema 0.999] [--seed 0] [--eval-every 500]
-    [--checkpoint-every 500] [--minutes M] [--resume] [--init WEIGHTS]
+    [--checkpoint-every 500] [--minutes M] [--resume] [--init WEIGHTS] [--lowres-noise 0]
 
   Trains the Muse base transformer on the "base" token grids of a cache made by
   \`muse data encode\`: masking rate cos(π/2·u) per sample, cross-entropy with label smoothing on
@@ -19,10 +19,15 @@ export const trainHelp = `Usage: muse train base --data CACHE --out RUN [--val C
   with warm-up + cosine, gradient clipping, optional EMA weights. --val reports the held-out
   masked-token loss and accuracy. RUN gets base.safetensors, base-ema.safetensors (with --ema),
   state.safetensors (exact --resume), history.json and loss.png. Ctrl-C saves and exits.
+  \`muse train superres\` trains the super-resolution stage (Muse §2.4) on the "superres" grids of a
+  cache encoded with --superres-size, conditioned on its "base" grids (presets superres-small, the
+  default, and superres-tiny). --lowres-noise F replaces up to a fraction F of each sample's low-res
+  tokens with random codes (default 0), for robustness to the base model's mistakes. Files are
+  superres.safetensors, superres-ema.safetensors, ...
   --init starts a new run (fresh optimizer and schedule) from the weights of a base.safetensors
   with the same config, e.g. to continue a shipped model.`;
 
-async function base(args: string[]): Promise<number> {
+async function train(stage: 'base' | 'superres', args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
@@ -44,23 +49,30 @@ async function base(args: string[]): Promise<number> {
       minutes: { type: 'string' },
       resume: { type: 'boolean' },
       init: { type: 'string' },
+      'lowres-noise': { type: 'string' },
     },
   });
   if (!values.data) throw new MuseError('--data CACHE is required (made by `muse data encode`)');
   if (!values.out) throw new MuseError('--out RUN_FOLDER is required');
-  const preset = values.config ?? 'small';
+  const preset = values.config ?? (stage === 'base' ? 'small' : 'superres-small');
   if (!TRANSFORMER_PRESETS[preset])
     throw new MuseError(`unknown config "${preset}": choose ${Object.keys(TRANSFORMER_PRESETS).join(', ')}`);
   await initBackend();
   const data = await loadTokenData(values.data);
   const validation = values.val ? await loadTokenData(values.val) : undefined;
-  const g = data.manifest.grids.find((x) => x.name === 'base');
-  if (!g) throw new MuseError(`${values.data} has no "base" token grid`);
+  const g = data.manifest.grids.find((x) => x.name === stage);
+  if (!g)
+    throw new MuseError(
+      `${values.data} has no "${stage}" token grid${stage === 'superres' ? ' (encode it with `muse data encode --superres-size N`)' : ''}`,
+    );
+  const low = stage === 'superres' ? data.manifest.grids.find((x) => x.name === 'base') : undefined;
+  if (stage === 'superres' && !low) throw new MuseError(`${values.data} has no "base" token grid to condition on`);
   const config = transformerConfig(preset, {
     codebookSize: g.codebookSize,
     grid: g.grid,
     textDim: data.manifest.textEncoder.dim,
     textTokens: data.manifest.textEncoder.maxTokens,
+    lowres: low ? { codebookSize: low.codebookSize, grid: low.grid } : undefined,
   });
   console.error(
     `${data.images} images, ${data.pairImage.length} (image, caption) pairs; model ${preset}, grid ${config.grid.join('×')}, ${config.codebookSize} codes`,
@@ -71,7 +83,9 @@ async function base(args: string[]): Promise<number> {
     config,
     data,
     validation,
-    grid: 'base',
+    grid: stage,
+    lowGrid: low ? 'base' : undefined,
+    lowresNoise: numberOption(values['lowres-noise'], 'lowres-noise', 0, { max: 1 }),
     steps,
     batch: numberOption(values.batch, 'batch', 32, { min: 1, integer: true }),
     lr: numberOption(values.lr, 'lr', 3e-4),
@@ -87,7 +101,9 @@ async function base(args: string[]): Promise<number> {
     resume: !!values.resume,
     init: values.init,
   });
-  console.log(`${r.stoppedEarly ? 'stopped' : 'finished'} at step ${r.step}: ${join(values.out, 'base.safetensors')}`);
+  console.log(
+    `${r.stoppedEarly ? 'stopped' : 'finished'} at step ${r.step}: ${join(values.out, `${stage}.safetensors`)}`,
+  );
   const e = r.history.eval.at(-1);
   if (e) console.log(`validation loss ${e.loss.toFixed(3)}, masked-token accuracy ${(100 * e.accuracy).toFixed(1)}%`);
   return 0;
@@ -99,6 +115,6 @@ export async function trainCommand(args: string[]): Promise<number> {
     console.log(trainHelp);
     return sub ? 0 : 2;
   }
-  if (sub === 'base') return base(rest);
-  throw new MuseError(`unknown model to train "${sub}": only "base" exists so far (the super-res stage comes later)`);
+  if (sub === 'base' || sub === 'superres') return train(sub, rest);
+  throw new MuseError(`unknown model to train "${sub}": choose base or superres`);
 }

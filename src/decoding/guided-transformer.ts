@@ -22,6 +22,11 @@ export interface GuidanceOptions {
   negative?: PromptBatch;
 }
 
+/** Super-res stage: the low-res token grids [B, N_lo] both passes are conditioned on. */
+export interface LowresCondition {
+  lowTokens: Int32Array;
+}
+
 export interface GuidedTransformer {
   logits: LogitsFn;
   /** Grids per forward pass per prompt: 2 with guidance (conditional + unconditional), else 1. */
@@ -37,7 +42,7 @@ export function guidedTransformer(
   params: Params,
   config: TransformerConfig,
   prompts: PromptBatch,
-  guidance: GuidanceOptions,
+  guidance: GuidanceOptions & Partial<LowresCondition>,
 ): GuidedTransformer {
   const B = prompts.lengths.length;
   const D = config.textDim;
@@ -58,8 +63,18 @@ export function guidedTransformer(
     lengths.set(uncond.lengths, B);
   }
   const textTensor = tf.tensor3d(text, [rows, T, D]);
-  const context: TextContext = precomputeContext(params, config, textTensor, lengths);
-  textTensor.dispose();
+  let lowTensor: tf.Tensor2D | undefined;
+  if (config.lowres) {
+    const nLow = config.lowres.grid[0] * config.lowres.grid[1];
+    if (!guidance.lowTokens || guidance.lowTokens.length !== B * nLow)
+      throw new MuseError(`a super-res model needs ${B} low-res grids of ${nLow} tokens`);
+    const low = new Int32Array(rows * nLow);
+    low.set(guidance.lowTokens);
+    if (guided) low.set(guidance.lowTokens, B * nLow);
+    lowTensor = tf.tensor2d(low, [rows, nLow], 'int32');
+  }
+  const context: TextContext = precomputeContext(params, config, textTensor, lengths, lowTensor);
+  tf.dispose([textTensor, ...(lowTensor ? [lowTensor] : [])]);
   const n = sequenceLength(config);
   const K = config.codebookSize;
   const logits: LogitsFn = async (tokens, batch, step, steps) => {

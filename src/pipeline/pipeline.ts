@@ -1,5 +1,6 @@
 // The user-facing pipeline: a model folder in, images out. Composes the VQ tokenizer, the frozen text
-// encoder and the base transformer with parallel decoding, guidance and the editing modes.
+// encoder, the base transformer and (optionally) the super-res transformer with parallel decoding,
+// guidance and the editing modes (Muse §2.4–2.7, §3.3).
 //
 //   const muse = await MusePipeline.load('models/emoji');
 //   const { images } = await muse.generate('a red apple', { n: 4, seed: 1 });
@@ -7,7 +8,7 @@ import { join } from 'node:path';
 import type { RgbImage } from '../data/image.js';
 import { maskFreeEdit } from '../decoding/edit.js';
 import type { GuidanceSchedule } from '../decoding/guidance.js';
-import { type GuidedTransformer, guidedTransformer, type PromptBatch } from '../decoding/guided-transformer.js';
+import type { PromptBatch } from '../decoding/guided-transformer.js';
 import { type Extension, extendCanvas, outpaintCanvas } from '../decoding/outpaint.js';
 import { parallelDecode } from '../decoding/parallel-decode.js';
 import { decodingSteps } from '../decoding/schedule.js';
@@ -16,19 +17,25 @@ import type { TextEncoder } from '../text/encoder.js';
 import { USE_LITE_ID, UseLiteEncoder } from '../text/use-lite.js';
 import { VqTokenizer } from '../tokenizer/tokenizer.js';
 import { loadTransformer } from '../transformer/checkpoint.js';
-import { maskTokenId, sequenceLength, type TransformerConfig } from '../transformer/config.js';
+import type { TransformerConfig } from '../transformer/config.js';
 import type { MaskSchedule } from '../transformer/masking.js';
 import type { Params } from '../transformer/model.js';
 import { MuseError } from '../util/errors.js';
 import { featherComposite, type PixelMask, tokenMask } from './masks.js';
 import { type DecodingDefaults, type PipelineFile, readPipelineFile } from './pipeline-file.js';
+import { downsampleImage, downsampleMask } from './resample.js';
+import { Stage, type StageGuidance } from './stage.js';
 
 export interface DecodingOptions {
   /** Images per prompt. Default 1. */
   n?: number;
+  /** Output side in pixels: the base size, or the super-res size (both stages). */
+  size?: number;
   /** Replaces the empty prompt of classifier-free guidance. */
   negative?: string;
   steps?: number;
+  /** Steps of the super-res stage. */
+  superresSteps?: number;
   guidance?: number;
   guidanceSchedule?: GuidanceSchedule;
   temperature?: number;
@@ -47,10 +54,20 @@ export interface EditOptions extends DecodingOptions {
 
 export interface PipelineResult {
   images: RgbImage[];
-  /** Token grids [images, h, w]. */
+  /** Token grids [images, h, w] of the last stage. */
   tokens: Int32Array;
   grid: [number, number];
-  /** Adjustments made to the request, in words (resized inputs, fewer steps, ...). */
+  /** Adjustments made to the request, in words (fewer steps, rounded sizes, ...). */
+  notes: string[];
+}
+
+interface Request {
+  prompts: string[];
+  text: PromptBatch;
+  guidance: StageGuidance;
+  rng: Rng;
+  /** Steps so far and in all, for progress across stages. */
+  progress: { done: number; total: number };
   notes: string[];
 }
 
@@ -60,24 +77,31 @@ export class MusePipeline {
     readonly file: PipelineFile,
     readonly tokenizer: VqTokenizer,
     readonly textEncoder: TextEncoder,
-    readonly baseParams: Params,
-    readonly baseConfig: TransformerConfig,
+    readonly base: Stage,
+    readonly superres: Stage | undefined,
   ) {}
 
   /** Loads a model folder; pass `textEncoder` for one that is not built in (its id must match). */
   static async load(folder: string, options: { textEncoder?: TextEncoder } = {}): Promise<MusePipeline> {
     const file = readPipelineFile(folder);
     const tokenizer = await VqTokenizer.load(join(folder, file.tokenizer));
+    const f = tokenizer.downsample;
     const base = await loadTransformer(join(folder, file.base));
-    if (base.config.codebookSize !== tokenizer.codebookSize)
-      throw new MuseError(
-        `${folder}: the base model has ${base.config.codebookSize} codes, the tokenizer ${tokenizer.codebookSize}`,
-      );
-    const [h, w] = base.config.grid;
-    if (file.imageSize !== h * tokenizer.downsample || file.imageSize !== w * tokenizer.downsample)
-      throw new MuseError(
-        `${folder}: imageSize ${file.imageSize} does not match the ${h}×${w} grid of an f=${tokenizer.downsample} tokenizer`,
-      );
+    checkStage(folder, 'base', base.config, tokenizer.codebookSize, file.imageSize / f);
+    let superres: Stage | undefined;
+    if (file.superres) {
+      const sr = await loadTransformer(join(folder, file.superres));
+      checkStage(folder, 'superres', sr.config, tokenizer.codebookSize, (file.superresSize as number) / f);
+      if (!sr.config.lowres || sr.config.lowres.grid.join() !== base.config.grid.join())
+        throw new MuseError(
+          `${folder}: the super-res model is not conditioned on the base model's ${base.config.grid.join('×')} grid`,
+        );
+      if (sr.config.lowres.codebookSize !== tokenizer.codebookSize)
+        throw new MuseError(`${folder}: the super-res model's low-res codebook differs from the tokenizer's`);
+      if (sr.config.textDim !== base.config.textDim || sr.config.textTokens !== base.config.textTokens)
+        throw new MuseError(`${folder}: the base and super-res models expect different text embeddings`);
+      superres = new Stage('superres', sr.params, sr.config);
+    }
     let text = options.textEncoder;
     if (!text) {
       if (file.textEncoder !== USE_LITE_ID)
@@ -90,32 +114,61 @@ export class MusePipeline {
       throw new MuseError(
         `${folder}: the text encoder gives ${text.maxTokens}×${text.dim}, the model takes ${base.config.textTokens}×${base.config.textDim}`,
       );
-    return new MusePipeline(folder, file, tokenizer, text, base.params, base.config);
+    return new MusePipeline(folder, file, tokenizer, text, new Stage('base', base.params, base.config), superres);
   }
 
+  /** The base model's image side in pixels. */
   get imageSize(): number {
     return this.file.imageSize;
   }
 
+  /** Output sizes this folder can make: the base size and, with a super-res stage, its size. */
+  get sizes(): number[] {
+    return this.superres ? [this.imageSize, this.file.superresSize as number] : [this.imageSize];
+  }
+
+  get defaultSize(): number {
+    return this.file.defaultSize ?? this.sizes[this.sizes.length - 1];
+  }
+
   get grid(): [number, number] {
-    return this.baseConfig.grid;
+    return this.base.grid;
+  }
+
+  get baseParams(): Params {
+    return this.base.params;
+  }
+
+  get baseConfig(): TransformerConfig {
+    return this.base.config;
   }
 
   get defaults(): DecodingDefaults {
     return this.file.defaults;
   }
 
-  /** Text-to-image: n images per prompt, decoded in one batch. */
+  /** Text-to-image: n images per prompt, decoded in one batch (then super-res for the larger size). */
   async generate(prompt: string | string[], o: DecodingOptions = {}): Promise<PipelineResult> {
-    const prompts = this.repeatPrompts(prompt, o.n);
-    const [h, w] = this.grid;
-    const start = new Int32Array(prompts.length * h * w).fill(maskTokenId(this.baseConfig));
-    return this.decodeGrids(prompts, start, o, []);
+    const size = this.outputSize(o.size);
+    const r = await this.request(prompt, o, size > this.imageSize);
+    const low = await this.runStage(this.base, this.base.blank(r.prompts.length), r, o);
+    if (size === this.imageSize) return this.finish(low, this.base, r);
+    return this.finish(await this.superresolve(low, r, o), this.superres as Stage, r);
+  }
+
+  /** Super-res of a user's image of the base size: its tokens condition the super-res stage. */
+  async upscale(image: RgbImage, prompt: string, o: DecodingOptions = {}): Promise<PipelineResult> {
+    const sr = this.requireSuperres('upscale');
+    this.checkImage(image, [this.imageSize]);
+    const r = await this.request(prompt, o, true, 0);
+    const low = this.repeat(await this.tokenizer.encode([image]), r.prompts.length);
+    return this.finish(await this.superresolve(low, r, o), sr, r);
   }
 
   /**
-   * Regenerates the masked part of an image (of the model's size) under the prompt; every pixel outside
-   * the mask stays the original's, the seam feathered over `feather` pixels inside the mask.
+   * Regenerates the masked part of an image under the prompt; every pixel outside the mask stays the
+   * original's, the seam feathered over `feather` pixels inside the mask. An image of the super-res
+   * size is inpainted at both scales (paper §3.3): low-res first, then the same region at high-res.
    */
   async inpaint(
     image: RgbImage,
@@ -123,111 +176,136 @@ export class MusePipeline {
     prompt: string,
     o: DecodingOptions & { feather?: number } = {},
   ): Promise<PipelineResult> {
-    this.checkImage(image);
+    this.checkImage(image, this.sizes);
     if (mask.width !== image.width || mask.height !== image.height)
       throw new MuseError(`the mask is ${mask.width}×${mask.height}, the image ${image.width}×${image.height}`);
-    const prompts = this.repeatPrompts(prompt, o.n);
-    const tm = tokenMask(mask, this.tokenizer.downsample);
-    const known = await this.tokenizer.encode([image]);
-    const n = known.length;
-    const start = new Int32Array(prompts.length * n);
-    for (let b = 0; b < prompts.length; b++)
-      for (let i = 0; i < n; i++) start[b * n + i] = tm[i] ? maskTokenId(this.baseConfig) : known[i];
-    const result = await this.decodeGrids(prompts, start, o, []);
+    const twoScale = image.width !== this.imageSize;
+    const r = await this.request(prompt, o, twoScale);
+    const lowImage = twoScale ? downsampleImage(image, this.imageSize) : image;
+    const lowMask = twoScale ? downsampleMask(mask, this.imageSize) : mask;
+    const lowStart = this.masked(
+      this.base,
+      await this.tokenizer.encode([lowImage]),
+      tokenMask(lowMask, this.tokenizer.downsample),
+      r.prompts.length,
+    );
+    let tokens = await this.runStage(this.base, lowStart, r, o);
+    let stage = this.base;
+    if (twoScale) {
+      stage = this.superres as Stage;
+      const highStart = this.masked(
+        stage,
+        await this.tokenizer.encode([image]),
+        tokenMask(mask, this.tokenizer.downsample),
+        r.prompts.length,
+      );
+      tokens = await this.superresolve(tokens, r, o, highStart);
+    }
+    const result = this.finish(tokens, stage, r);
     result.images = result.images.map((g) => featherComposite(image, g, mask, o.feather ?? 2));
     return result;
   }
 
   /**
-   * Extends an image (of the model's size) by the given pixels on each side (rounded up to whole tokens),
+   * Extends an image of the base size by the given pixels on each side (rounded up to whole tokens),
    * generating window by window; the original pixels are kept.
    */
   async outpaint(image: RgbImage, pixels: Extension, prompt: string, o: DecodingOptions = {}): Promise<PipelineResult> {
-    this.checkImage(image);
+    this.checkImage(image, [this.imageSize]);
     const f = this.tokenizer.downsample;
-    const notes: string[] = [];
     const ext = { top: 0, bottom: 0, left: 0, right: 0 };
+    const r = await this.request(prompt, o, false, 0);
     for (const side of ['top', 'bottom', 'left', 'right'] as const) {
       const px = pixels[side];
       if (!Number.isInteger(px) || px < 0)
         throw new MuseError(`outpaint: ${side} must be a whole number of pixels ≥ 0, got ${px}`);
       ext[side] = Math.ceil(px / f);
-      if (px % f) notes.push(`${side}: ${px} px rounded up to ${ext[side] * f} px (whole ${f}-px tokens)`);
+      if (px % f) r.notes.push(`${side}: ${px} px rounded up to ${ext[side] * f} px (whole ${f}-px tokens)`);
     }
-    const prompts = this.repeatPrompts(prompt, o.n);
-    const B = prompts.length;
+    const B = r.prompts.length;
     const [h, w] = this.grid;
-    const known = await this.tokenizer.encode([image]);
-    const repeated = new Int32Array(B * known.length);
-    for (let b = 0; b < B; b++) repeated.set(known, b * known.length);
-    const canvas = extendCanvas(repeated, B, h, w, ext, maskTokenId(this.baseConfig));
-    const model = await this.guided(prompts, o);
-    const rng = new Rng(o.seed ?? 0);
-    const d = this.decodingOptions(o);
+    const known = this.repeat(await this.tokenizer.encode([image]), B);
+    const canvas = extendCanvas(known, B, h, w, ext, this.base.maskId);
+    const model = this.base.model(r.text, r.guidance);
+    const d = this.sampling(o);
     try {
-      const maskId = maskTokenId(this.baseConfig);
       const done = await outpaintCanvas(
         canvas,
         this.grid,
         { row: ext.top, col: ext.left },
-        maskId,
+        this.base.maskId,
         (win, index, count, place) => {
-          const { steps } = decodingSteps(d.steps, win.subarray(0, h * w).filter((t) => t === maskId).length);
-          return parallelDecode(model.logits, this.problem(win, B), {
-            ...d,
-            steps,
-            rng,
-            onStep: o.onStep
-              ? (s, _, t) => {
-                  const c = place(t);
-                  return o.onStep?.(index * d.steps + s, count * d.steps, () =>
-                    this.tokensToImages(c.tokens, c.height, c.width),
-                  );
-                }
-              : undefined,
-          });
+          const { steps } = decodingSteps(d.steps, win.subarray(0, h * w).filter((t) => t === this.base.maskId).length);
+          return parallelDecode(
+            model.logits,
+            { tokens: win, batch: B, codebookSize: this.base.config.codebookSize, maskId: this.base.maskId },
+            {
+              ...d,
+              steps,
+              rng: r.rng,
+              onStep: o.onStep
+                ? (s, _, t) => {
+                    const c = place(t);
+                    return o.onStep?.(index * d.steps + s, count * d.steps, () =>
+                      this.tokensToImages(c.tokens, c.height, c.width, this.base.maskId),
+                    );
+                  }
+                : undefined,
+            },
+          );
         },
       );
       const images = this.tokenizer
         .decode(done.tokens, done.height, done.width)
         .map((img) => pasteImage(img, image, ext.left * f, ext.top * f));
-      return { images, tokens: done.tokens, grid: [done.height, done.width], notes };
+      return { images, tokens: done.tokens, grid: [done.height, done.width], notes: r.notes };
     } finally {
       model.dispose();
     }
   }
 
-  /** Mask-free editing (Muse §3.3): the image moves toward the new prompt, keeping its layout. */
+  /**
+   * Mask-free editing (Muse §3.3): the image moves toward the new prompt, keeping its layout. An image
+   * of the super-res size is edited at the base size, then super-resolved (as the paper does).
+   */
   async edit(image: RgbImage, prompt: string, o: EditOptions = {}): Promise<PipelineResult> {
-    this.checkImage(image);
-    const prompts = this.repeatPrompts(prompt, o.n);
-    const known = await this.tokenizer.encode([image]);
-    const start = new Int32Array(prompts.length * known.length);
-    for (let b = 0; b < prompts.length; b++) start.set(known, b * known.length);
-    const model = await this.guided(prompts, {
-      ...o,
-      guidance: o.guidance ?? 4,
-      guidanceSchedule: o.guidanceSchedule ?? 'constant',
-    });
+    this.checkImage(image, this.sizes);
+    const twoScale = image.width !== this.imageSize;
+    const guidance = o.guidance ?? 4;
+    const schedule = o.guidanceSchedule ?? 'constant';
+    const r = await this.request(prompt, { ...o, guidance, guidanceSchedule: schedule }, twoScale, o.iterations ?? 100);
+    const lowImage = twoScale ? downsampleImage(image, this.imageSize) : image;
+    const start = this.repeat(await this.tokenizer.encode([lowImage]), r.prompts.length);
+    const model = this.base.model(r.text, r.guidance);
     const [h, w] = this.grid;
+    let tokens: Int32Array;
     try {
-      const tokens = await maskFreeEdit(model.logits, this.problem(start, prompts.length), {
-        iterations: o.iterations,
-        fraction: o.fraction,
-        topK: o.topK ?? 3,
-        temperature: o.temperature,
-        rng: new Rng(o.seed ?? 0),
-        onIteration: o.onStep ? (i, n, t) => o.onStep?.(i, n, () => this.tokensToImages(t, h, w)) : undefined,
-      });
-      return { images: this.tokenizer.decode(tokens, h, w), tokens, grid: [h, w], notes: [] };
+      tokens = await maskFreeEdit(
+        model.logits,
+        {
+          tokens: start,
+          batch: r.prompts.length,
+          codebookSize: this.base.config.codebookSize,
+          maskId: this.base.maskId,
+        },
+        {
+          iterations: o.iterations,
+          fraction: o.fraction,
+          topK: o.topK ?? 3,
+          temperature: o.temperature,
+          rng: r.rng,
+          onIteration: (_i, _n, t) => this.reportStep(r, o, () => this.tokensToImages(t, h, w, this.base.maskId)),
+        },
+      );
     } finally {
       model.dispose();
     }
+    if (!twoScale) return this.finish(tokens, this.base, r);
+    return this.finish(await this.superresolve(tokens, r, o), this.superres as Stage, r);
   }
 
-  /** Images of token grids [B, h, w]; still-masked tokens are painted mid-grey. */
-  tokensToImages(tokens: Int32Array, h: number, w: number): RgbImage[] {
-    const maskId = maskTokenId(this.baseConfig);
+  /** Images of token grids [B, h, w]; still-masked tokens (maskId) are painted mid-grey. */
+  tokensToImages(tokens: Int32Array, h: number, w: number, maskId: number): RgbImage[] {
     const images = this.tokenizer.decode(
       tokens.map((t) => (t === maskId ? 0 : t)),
       h,
@@ -248,30 +326,72 @@ export class MusePipeline {
 
   dispose(): void {
     this.tokenizer.dispose();
-    for (const v of Object.values(this.baseParams)) v.dispose();
+    this.base.dispose();
+    this.superres?.dispose();
   }
 
   // -------------------------------------------------------------------------------------------------
 
-  private checkImage(image: RgbImage): void {
-    if (image.width !== this.imageSize || image.height !== this.imageSize)
+  private outputSize(size: number | undefined): number {
+    const s = size ?? this.defaultSize;
+    if (!this.sizes.includes(s))
       throw new MuseError(
-        `this model edits ${this.imageSize}×${this.imageSize} images, got ${image.width}×${image.height} (resize it first)`,
+        `this model makes ${this.sizes.join(' or ')} px images, not ${s}${this.superres ? '' : ' (it has no super-res stage)'}`,
+      );
+    return s;
+  }
+
+  private requireSuperres(what: string): Stage {
+    if (!this.superres) throw new MuseError(`${what} needs a super-res stage, and ${this.folder} has none`);
+    return this.superres;
+  }
+
+  private checkImage(image: RgbImage, sizes: number[]): void {
+    if (image.width !== image.height || !sizes.includes(image.width))
+      throw new MuseError(
+        `this takes ${sizes.map((s) => `${s}×${s}`).join(' or ')} images, got ${image.width}×${image.height} (resize it first)`,
       );
   }
 
-  private repeatPrompts(prompt: string | string[], n = 1): string[] {
+  /** Prompts × n, their embeddings, guidance, seed and the progress bookkeeping of one call. */
+  private async request(
+    prompt: string | string[],
+    o: DecodingOptions,
+    withSuperres: boolean,
+    baseSteps?: number,
+  ): Promise<Request> {
+    const n = o.n ?? 1;
     if (!Number.isInteger(n) || n < 1 || n > 256)
       throw new MuseError(`n (images per prompt) must be an integer from 1 to 256, got ${n}`);
     const list = typeof prompt === 'string' ? [prompt] : prompt;
     if (list.length === 0) throw new MuseError('no prompts given');
-    return list.flatMap((p) => Array.from({ length: n }, () => p));
+    if (withSuperres) this.requireSuperres(`${this.file.superresSize ?? 'a larger'} px output`);
+    const prompts = list.flatMap((p) => Array.from({ length: n }, () => p));
+    const d = this.sampling(o);
+    for (const [steps, tokens, name] of [
+      [d.steps, this.base.tokens, 'steps'],
+      [d.superresSteps, this.superres?.tokens ?? Number.POSITIVE_INFINITY, 'superres steps'],
+    ] as const) {
+      if (!Number.isInteger(steps) || steps < 1 || steps > tokens)
+        throw new MuseError(`${name} must be an integer from 1 to ${tokens} (the tokens of a grid), got ${steps}`);
+    }
+    const text = await this.textEncoder.encode(prompts);
+    const negative =
+      o.negative !== undefined ? await this.textEncoder.encode(prompts.map(() => o.negative as string)) : undefined;
+    const guidance: StageGuidance = {
+      scale: o.guidance ?? this.defaults.guidance,
+      schedule: o.guidanceSchedule ?? this.defaults.guidanceSchedule,
+      negative,
+    };
+    const total = (baseSteps ?? d.steps) + (withSuperres ? d.superresSteps : 0);
+    return { prompts, text, guidance, rng: new Rng(o.seed ?? 0), progress: { done: 0, total }, notes: [] };
   }
 
-  private decodingOptions(o: DecodingOptions) {
+  private sampling(o: DecodingOptions) {
     const d = this.defaults;
     return {
       steps: o.steps ?? d.steps,
+      superresSteps: o.superresSteps ?? d.superresSteps,
       temperature: o.temperature ?? d.temperature,
       topK: o.topK ?? d.topK,
       choiceTemperature: o.choiceTemperature ?? d.choiceTemperature,
@@ -279,57 +399,69 @@ export class MusePipeline {
     };
   }
 
-  private problem(tokens: Int32Array, batch: number) {
-    return { tokens, batch, codebookSize: this.baseConfig.codebookSize, maskId: maskTokenId(this.baseConfig) };
+  private async reportStep(r: Request, o: DecodingOptions, images: () => RgbImage[]): Promise<void> {
+    r.progress.done++;
+    await o.onStep?.(r.progress.done, r.progress.total, images);
   }
 
-  private async encodePrompts(prompts: string[]): Promise<PromptBatch> {
-    return this.textEncoder.encode(prompts);
-  }
-
-  private async guided(prompts: string[], o: DecodingOptions): Promise<GuidedTransformer> {
-    const text = await this.encodePrompts(prompts);
-    const negative =
-      o.negative !== undefined ? await this.encodePrompts(prompts.map(() => o.negative as string)) : undefined;
-    return guidedTransformer(this.baseParams, this.baseConfig, text, {
-      scale: o.guidance ?? this.defaults.guidance,
-      schedule: o.guidanceSchedule ?? this.defaults.guidanceSchedule,
-      negative,
-    });
-  }
-
-  private async decodeGrids(
-    prompts: string[],
+  private async runStage(
+    stage: Stage,
     start: Int32Array,
+    r: Request,
     o: DecodingOptions,
-    notes: string[],
-  ): Promise<PipelineResult> {
-    const [h, w] = this.grid;
-    const n = sequenceLength(this.baseConfig);
-    const d = this.decodingOptions(o);
-    if (!Number.isInteger(d.steps) || d.steps < 1 || d.steps > n)
-      throw new MuseError(`steps must be an integer from 1 to ${n} (the tokens of a ${h}×${w} grid), got ${d.steps}`);
-    let fewest = n;
-    for (let b = 0; b < prompts.length; b++)
-      fewest = Math.min(
-        fewest,
-        start.subarray(b * n, (b + 1) * n).filter((t) => t === maskTokenId(this.baseConfig)).length,
-      );
-    const { steps, note } = decodingSteps(d.steps, fewest);
-    if (note) notes.push(note);
-    const model = await this.guided(prompts, o);
-    try {
-      const tokens = await parallelDecode(model.logits, this.problem(start, prompts.length), {
+    lowTokens?: Int32Array,
+  ): Promise<Int32Array> {
+    const d = this.sampling(o);
+    const steps = stage.name === 'base' ? d.steps : d.superresSteps;
+    const [h, w] = stage.grid;
+    const decoded = await stage.decode(
+      start,
+      r.text,
+      r.guidance,
+      {
         ...d,
         steps,
-        rng: new Rng(o.seed ?? 0),
-        onStep: o.onStep ? (s, total, t) => o.onStep?.(s, total, () => this.tokensToImages(t, h, w)) : undefined,
-      });
-      return { images: this.tokenizer.decode(tokens, h, w), tokens, grid: [h, w], notes };
-    } finally {
-      model.dispose();
-    }
+        rng: r.rng,
+        onStep: (_s, _n, t) => this.reportStep(r, o, () => this.tokensToImages(t, h, w, stage.maskId)),
+      },
+      lowTokens,
+    );
+    if (decoded.note) r.notes.push(decoded.note);
+    r.progress.total -= steps - decoded.steps;
+    return decoded.tokens;
   }
+
+  private superresolve(low: Int32Array, r: Request, o: DecodingOptions, start?: Int32Array): Promise<Int32Array> {
+    const sr = this.requireSuperres('super-resolution');
+    return this.runStage(sr, start ?? sr.blank(r.prompts.length), r, o, low);
+  }
+
+  private finish(tokens: Int32Array, stage: Stage, r: Request): PipelineResult {
+    const [h, w] = stage.grid;
+    return { images: this.tokenizer.decode(tokens, h, w), tokens, grid: [h, w], notes: r.notes };
+  }
+
+  /** `known` repeated for `batch` grids with the masked tokens set to the stage's mask id. */
+  private masked(stage: Stage, known: Int32Array, mask: Uint8Array, batch: number): Int32Array {
+    const out = this.repeat(known, batch);
+    for (let i = 0; i < out.length; i++) if (mask[i % known.length]) out[i] = stage.maskId;
+    return out;
+  }
+
+  private repeat(grid: Int32Array, batch: number): Int32Array {
+    const out = new Int32Array(batch * grid.length);
+    for (let b = 0; b < batch; b++) out.set(grid, b * grid.length);
+    return out;
+  }
+}
+
+function checkStage(folder: string, name: string, c: TransformerConfig, codebookSize: number, side: number): void {
+  if (c.codebookSize !== codebookSize)
+    throw new MuseError(`${folder}: the ${name} model has ${c.codebookSize} codes, the tokenizer ${codebookSize}`);
+  if (c.grid[0] !== side || c.grid[1] !== side)
+    throw new MuseError(
+      `${folder}: the ${name} model's ${c.grid.join('×')} grid does not match its image size (${side}×${side} tokens)`,
+    );
 }
 
 /** `inner` pasted into `outer` with its top-left corner at (x, y). */

@@ -19,10 +19,22 @@ export interface TransformerConfig {
   textDim: number;
   /** Most text tokens a prompt may have (the cross-attention context is 1 + textTokens long). */
   textTokens: number;
+  /**
+   * Super-resolution stage only (Muse §2.4): the low-res token grid it is conditioned on, encoded by
+   * `layers` self-attention blocks; the result joins the text in the cross-attention context.
+   */
+  lowres?: LowresConfig;
 }
 
-/** The part of the config a preset fixes. */
-export type TransformerArch = Pick<TransformerConfig, 'width' | 'layers' | 'heads' | 'mlp'>;
+export interface LowresConfig {
+  /** Codes of the low-res tokenizer. */
+  codebookSize: number;
+  grid: [number, number];
+  layers: number;
+}
+
+/** The part of the config a preset fixes (lowresLayers: super-res presets only). */
+export type TransformerArch = Pick<TransformerConfig, 'width' | 'layers' | 'heads' | 'mlp'> & { lowresLayers?: number };
 
 /** The part of the config the data fixes. */
 export interface TransformerData {
@@ -32,6 +44,8 @@ export interface TransformerData {
   textDim?: number;
   /** Default 24. */
   textTokens?: number;
+  /** Super-res stage: the low-res grid and its codebook. */
+  lowres?: { codebookSize: number; grid: [number, number] };
 }
 
 export const TRANSFORMER_PRESETS: Record<string, TransformerArch> = {
@@ -39,6 +53,10 @@ export const TRANSFORMER_PRESETS: Record<string, TransformerArch> = {
   tiny: { width: 32, layers: 2, heads: 4, mlp: 64 },
   // The default for 8×8 grids on 2 CPU cores; the shape of DESIGN.md's reference training step.
   small: { width: 256, layers: 4, heads: 8, mlp: 1024 },
+  // Super-res stage (8×8 → 16×16 tokens): low-res encoder of 2 self-attention blocks, 4 blocks of width 192 over
+  // the 256 high-res tokens (the paper: 16 and 32 at 64×64).
+  'superres-tiny': { width: 32, layers: 2, heads: 4, mlp: 64, lowresLayers: 1 },
+  'superres-small': { width: 192, layers: 4, heads: 6, mlp: 768, lowresLayers: 2 },
 };
 
 /** The mask token's id: one past the last code. */
@@ -70,6 +88,14 @@ export function validateTransformerConfig(c: TransformerConfig): TransformerConf
   positive(c.textDim, 'textDim');
   positive(c.textTokens, 'textTokens');
   if (c.width % c.heads !== 0) throw new MuseError(`transformer config: heads ${c.heads} must divide width ${c.width}`);
+  if (c.lowres) {
+    positive(c.lowres.codebookSize, 'lowres codebookSize');
+    if (!Array.isArray(c.lowres.grid) || c.lowres.grid.length !== 2)
+      throw new MuseError(`transformer config: lowres grid must be [h, w], got ${JSON.stringify(c.lowres.grid)}`);
+    positive(c.lowres.grid[0], 'lowres grid height');
+    positive(c.lowres.grid[1], 'lowres grid width');
+    positive(c.lowres.layers, 'lowres layers');
+  }
   return c;
 }
 
@@ -84,6 +110,13 @@ export function transformerConfig(preset: string | TransformerArch, data: Transf
       );
     arch = found;
   } else arch = preset;
+  const isSuperres = arch.lowresLayers !== undefined;
+  if (isSuperres !== (data.lowres !== undefined))
+    throw new MuseError(
+      isSuperres
+        ? 'a super-res config needs the low-res grid (data.lowres)'
+        : 'low-res conditioning needs a super-res config (superres-tiny, superres-small)',
+    );
   return validateTransformerConfig({
     codebookSize: data.codebookSize,
     grid: [data.grid[0], data.grid[1]],
@@ -93,5 +126,8 @@ export function transformerConfig(preset: string | TransformerArch, data: Transf
     mlp: arch.mlp,
     textDim: data.textDim ?? 512,
     textTokens: data.textTokens ?? 24,
+    ...(data.lowres && arch.lowresLayers
+      ? { lowres: { codebookSize: data.lowres.codebookSize, grid: data.lowres.grid, layers: arch.lowresLayers } }
+      : {}),
   });
 }

@@ -10,6 +10,10 @@
 //             x += MLP(LN3(x))                                 fc1 → GELU → fc2
 //   logits  = head(LN_f(x))                                    [B, N, K]; [MASK] is never predicted
 //
+// Super-res stage (§2.4, config.lowres): the low-res tokens go through their own stack of pre-norm
+// self-attention + MLP blocks (lowres.*), and the result is prepended to the context:
+//   context = [LN(lowres(tokens_lo)) ; text.null ; text.proj(text)]   [B, N_lo + 1 + T, D]
+//
 // A prompt of length 0 (the unconditional branch of classifier-free guidance) attends only to the
 // NULL token. The cross-attention keys and values depend on the text alone, so decoding computes them
 // once per generation (precomputeContext) and passes them to every step.
@@ -82,6 +86,21 @@ export function initTransformer(c: TransformerConfig, rng: Rng): Params {
   }
   norm('ln_f');
   linear('head', D, c.codebookSize);
+  if (c.lowres) {
+    const lowResidual = 0.02 / Math.sqrt(2 * c.lowres.layers);
+    normal('lowres.tok_emb', [c.lowres.codebookSize, D]);
+    normal('lowres.pos_emb', [c.lowres.grid[0] * c.lowres.grid[1], D]);
+    for (let l = 0; l < c.lowres.layers; l++) {
+      const b = `lowres.blocks.${l}`;
+      norm(`${b}.ln1`);
+      linear(`${b}.attn.qkv`, D, 3 * D);
+      linear(`${b}.attn.out`, D, D, lowResidual);
+      norm(`${b}.ln2`);
+      linear(`${b}.mlp.fc1`, D, c.mlp);
+      linear(`${b}.mlp.fc2`, c.mlp, D, lowResidual);
+    }
+    norm('lowres.ln_f');
+  }
   return p;
 }
 
@@ -160,6 +179,26 @@ export function block(p: Params, c: TransformerConfig, l: number, x: tf.Tensor3D
   return h as tf.Tensor3D;
 }
 
+/** The super-res stage's low-res encoder: tokens [B, N_lo] → [B, N_lo, D]. */
+export function encodeLowres(p: Params, c: TransformerConfig, lowTokens: tf.Tensor2D): tf.Tensor3D {
+  const lr = c.lowres;
+  if (!lr) throw new MuseError('this model has no low-res conditioning (it is not a super-res model)');
+  const n = lr.grid[0] * lr.grid[1];
+  if (lowTokens.rank !== 2 || lowTokens.shape[1] !== n || lowTokens.dtype !== 'int32')
+    throw new MuseError(
+      `low-res tokens must be int32 [B, ${n}] (a ${lr.grid.join('×')} grid), got ${lowTokens.dtype} [${lowTokens.shape}]`,
+    );
+  return tf.tidy(() => {
+    let x: tf.Tensor = tf.add(tf.gather(p['lowres.tok_emb'], lowTokens), p['lowres.pos_emb']);
+    for (let l = 0; l < lr.layers; l++) {
+      const b = `lowres.blocks.${l}`;
+      x = tf.add(x, selfAttention(p, `${b}.attn`, norm(p, `${b}.ln1`, x), c.heads));
+      x = tf.add(x, mlp(p, `${b}.mlp`, norm(p, `${b}.ln2`, x)));
+    }
+    return norm(p, 'lowres.ln_f', x) as tf.Tensor3D;
+  });
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Text context
 
@@ -176,34 +215,44 @@ function lengthsOf(textLength: Int32Array | tf.Tensor1D, batch: number, tokens: 
 
 /**
  * Each layer's cross-attention keys and values for a text batch: text [B, T, textDim] (T ≤ textTokens,
- * padded past each prompt's length), textLength [B] (0 = empty prompt). Dispose with tf.dispose(ctx).
+ * padded past each prompt's length), textLength [B] (0 = empty prompt), and for a super-res model the
+ * low-res tokens [B, N_lo]. Dispose with tf.dispose of its keys, values and bias.
  */
 export function precomputeContext(
   p: Params,
   c: TransformerConfig,
   text: tf.Tensor3D,
   textLength: Int32Array | tf.Tensor1D,
+  lowTokens?: tf.Tensor2D,
 ): TextContext {
   if (text.rank !== 3 || text.shape[2] !== c.textDim)
     throw new MuseError(`text embeddings must be [B, T, ${c.textDim}], got [${text.shape}]`);
   const [B, T] = text.shape;
   if (T > c.textTokens) throw new MuseError(`text has ${T} tokens; this model takes at most ${c.textTokens}`);
   const lengths = lengthsOf(textLength, B, T);
+  if (c.lowres && !lowTokens) throw new MuseError('a super-res model needs the low-res tokens');
+  if (!c.lowres && lowTokens) throw new MuseError('low-res tokens given to a model without low-res conditioning');
+  if (lowTokens && lowTokens.shape[0] !== B)
+    throw new MuseError(`${lowTokens.shape[0]} low-res grids for ${B} prompts`);
+  const prefix = c.lowres ? c.lowres.grid[0] * c.lowres.grid[1] : 0;
   return tf.tidy(() => {
     // Key mask: the NULL token (key 0) is always visible; text token t is visible iff t < length.
     const visible = new Uint8Array(B * T);
-    const bias = new Float32Array(B * (1 + T));
+    const S = prefix + 1 + T;
+    const bias = new Float32Array(B * S);
     for (let b = 0; b < B; b++) {
       for (let t = 0; t < T; t++) {
         if (t < lengths[b]) visible[b * T + t] = 1;
-        else bias[b * (1 + T) + 1 + t] = MASKED_SCORE;
+        else bias[b * S + prefix + 1 + t] = MASKED_SCORE;
       }
     }
     // Padded positions are also zeroed before the projection, so whatever fills them (even NaN or
     // ∞, where 0·x is not 0) cannot reach the output.
     const clean = tf.where(tf.tensor3d(visible, [B, T, 1], 'bool'), text, tf.zerosLike(text));
     const nul = tf.broadcastTo(tf.reshape(p['text.null'], [1, 1, c.width]), [B, 1, c.width]);
-    const context = T > 0 ? tf.concat([nul, linear(p, 'text.proj', clean)], 1) : nul;
+    const parts: tf.Tensor[] = lowTokens ? [encodeLowres(p, c, lowTokens), nul] : [nul];
+    if (T > 0) parts.push(linear(p, 'text.proj', clean));
+    const context = parts.length > 1 ? tf.concat(parts, 1) : nul;
     const keys: tf.Tensor4D[] = [];
     const values: tf.Tensor4D[] = [];
     for (let l = 0; l < c.layers; l++) {
@@ -211,7 +260,7 @@ export function precomputeContext(
       keys.push(splitHeads(k, c.heads));
       values.push(splitHeads(v, c.heads));
     }
-    return { keys, values, bias: tf.tensor4d(bias, [B, 1, 1, 1 + T]) };
+    return { keys, values, bias: tf.tensor4d(bias, [B, 1, 1, S]) };
   });
 }
 
@@ -224,7 +273,8 @@ function isContext(x: tf.Tensor3D | TextContext): x is TextContext {
 
 /**
  * Logits [B, h·w, K] for tokens [B, h·w] (int32 in [0, K], K = [MASK]) given either the text —
- * embeddings [B, T, textDim] and lengths [B] — or a context from precomputeContext.
+ * embeddings [B, T, textDim] and lengths [B], plus the low-res tokens for a super-res model — or a
+ * context from precomputeContext.
  */
 export function forward(
   p: Params,
@@ -232,6 +282,7 @@ export function forward(
   tokens: tf.Tensor2D,
   text: tf.Tensor3D,
   textLength: Int32Array | tf.Tensor1D,
+  lowTokens?: tf.Tensor2D,
 ): tf.Tensor3D;
 export function forward(p: Params, c: TransformerConfig, tokens: tf.Tensor2D, context: TextContext): tf.Tensor3D;
 export function forward(
@@ -240,6 +291,7 @@ export function forward(
   tokens: tf.Tensor2D,
   text: tf.Tensor3D | TextContext,
   textLength?: Int32Array | tf.Tensor1D,
+  lowTokens?: tf.Tensor2D,
 ): tf.Tensor3D {
   const n = sequenceLength(c);
   if (tokens.rank !== 2 || tokens.shape[1] !== n || tokens.dtype !== 'int32')
@@ -251,7 +303,7 @@ export function forward(
     let ctx: TextContext;
     if (isContext(text)) ctx = text;
     else if (textLength === undefined) throw new MuseError('forward: textLength is required with text embeddings');
-    else ctx = precomputeContext(p, c, text, textLength);
+    else ctx = precomputeContext(p, c, text, textLength, lowTokens);
     if (ctx.bias.shape[0] !== B || ctx.keys.length !== c.layers)
       throw new MuseError(
         `text context is for ${ctx.bias.shape[0]} prompts and ${ctx.keys.length} layers; tokens are ${B} grids, the model has ${c.layers} layers`,

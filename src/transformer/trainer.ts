@@ -2,7 +2,8 @@
 // r = cos(π/2·u), u ~ U(0, 1); cross-entropy with label smoothing on masked tokens only; 10% of
 // samples see the empty prompt (classifier-free guidance); AdamW with warm-up + cosine and
 // gradient clipping; optional EMA weights. Streams token grids and text embeddings from a cache.
-// A run folder holds base.safetensors (weights), base-ema.safetensors (EMA weights, if enabled),
+// The super-res stage (§2.4) trains the same way on the high-res grids, conditioned on the low-res ones.
+// A run folder holds base.safetensors (weights; superres.* for the super-res stage), base-ema.safetensors (EMA weights, if enabled),
 // state.safetensors (exact resume), history.json and loss.png.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -29,8 +30,15 @@ export interface BaseTrainOptions {
   config: TransformerConfig;
   data: TokenData;
   validation?: TokenData;
-  /** Which cached grid to learn ("base"). */
+  /** Which cached grid to learn ("base", or "superres" for the super-res stage). */
   grid: string;
+  /** Super-res stage: the cached grid of its low-res tokens ("base"). */
+  lowGrid?: string;
+  /**
+   * Super-res stage: up to this fraction of the low-res tokens of a sample (uniform in [0, max]) are
+   * replaced by random codes, so the model learns to cope with the base model's imperfect grids.
+   */
+  lowresNoise?: number;
   steps: number;
   batch: number;
   lr: number;
@@ -59,6 +67,7 @@ export interface BaseHistory {
 
 interface Batch {
   tokens: tf.Tensor2D;
+  low?: tf.Tensor2D;
   targets: Int32Array;
   mask: Uint8Array;
   text: tf.Tensor3D;
@@ -68,14 +77,17 @@ interface Batch {
 /** B (image, caption) pairs: masked token grids, targets, masks, text (some dropped). */
 function makeBatch(
   d: TokenData,
-  grid: string,
+  grids: { grid: string; lowGrid?: string; lowresNoise?: number },
   c: TransformerConfig,
   b: number,
   rng: Rng,
   dropout: number,
   pairs?: Int32Array,
 ): Batch {
+  const { grid } = grids;
   const n = sequenceLength(c);
+  const nLow = c.lowres ? c.lowres.grid[0] * c.lowres.grid[1] : 0;
+  const low = new Int32Array(b * nLow);
   const { maxTokens: T, dim: D } = d.manifest.textEncoder;
   const targets = new Int32Array(b * n);
   const text = new Float32Array(b * T * D);
@@ -85,6 +97,12 @@ function makeBatch(
     const img = d.pairImage[pair];
     const txt = d.pairText[pair];
     targets.set(d.tokens[grid].subarray(img * n, (img + 1) * n), i * n);
+    if (c.lowres && grids.lowGrid) {
+      low.set(d.tokens[grids.lowGrid].subarray(img * nLow, (img + 1) * nLow), i * nLow);
+      const corrupt = (grids.lowresNoise ?? 0) * rng.uniform();
+      for (let j = i * nLow; j < (i + 1) * nLow; j++)
+        if (rng.uniform() < corrupt) low[j] = rng.int(c.lowres.codebookSize);
+    }
     if (rng.uniform() >= dropout) {
       text.set(d.text.subarray(txt * T * D, (txt + 1) * T * D), i * T * D);
       lengths[i] = d.textLength[txt];
@@ -93,6 +111,7 @@ function makeBatch(
   const mask = sampleTrainingMasks(b, n, rng);
   return {
     tokens: tf.tensor2d(applyMask(targets, mask, maskTokenId(c)), [b, n], 'int32'),
+    low: c.lowres ? tf.tensor2d(low, [b, nLow], 'int32') : undefined,
     targets,
     mask,
     text: tf.tensor3d(text, [b, T, D]),
@@ -108,6 +127,7 @@ export function evaluateBase(
   grid: string,
   pairs = 256,
   batch = 32,
+  lowGrid?: string,
 ): { loss: number; accuracy: number } {
   const rng = new Rng(1234);
   const chosen = Int32Array.from({ length: Math.min(pairs, d.pairImage.length) }, (_, i) => i);
@@ -116,20 +136,29 @@ export function evaluateBase(
   let masked = 0;
   for (let i = 0; i < chosen.length; i += batch) {
     const part = chosen.subarray(i, i + batch);
-    const b = makeBatch(d, grid, c, part.length, rng, 0, part);
+    const b = makeBatch(d, { grid, lowGrid }, c, part.length, rng, 0, part);
     tf.tidy(() => {
-      const r = maskedCrossEntropy(forward(params, c, b.tokens, b.text, b.lengths), b.targets, b.mask, 0);
+      const r = maskedCrossEntropy(forward(params, c, b.tokens, b.text, b.lengths, b.low), b.targets, b.mask, 0);
       const m = b.mask.reduce((a, v) => a + v, 0);
       loss += r.loss.dataSync()[0] * m;
       correct += r.accuracy * m;
       masked += m;
     });
-    tf.dispose([b.tokens, b.text]);
+    tf.dispose([b.tokens, b.text, ...(b.low ? [b.low] : [])]);
   }
   return { loss: loss / masked, accuracy: correct / masked };
 }
 
 function checkData(o: BaseTrainOptions, d: TokenData, name: string): void {
+  if (o.config.lowres) {
+    const low = o.lowGrid ? d.grids[o.lowGrid] : undefined;
+    if (!o.lowGrid || !low)
+      throw new MuseError(`${name} has no "${o.lowGrid ?? '(none given)'}" low-res token grid for the super-res model`);
+    if (low.join() !== o.config.lowres.grid.join())
+      throw new MuseError(
+        `${name}: low-res grid ${low.join('×')} but the model expects ${o.config.lowres.grid.join('×')}`,
+      );
+  }
   const grid = d.grids[o.grid];
   if (!grid) throw new MuseError(`${name} has no "${o.grid}" token grid (it has ${Object.keys(d.grids).join(', ')})`);
   if (grid.join() !== o.config.grid.join())
@@ -161,8 +190,10 @@ export async function trainBase(
   checkData(o, o.data, 'the training cache');
   if (o.validation) checkData(o, o.validation, 'the validation cache');
   mkdirSync(o.out, { recursive: true });
-  const weightsFile = join(o.out, 'base.safetensors');
-  const emaFile = join(o.out, 'base-ema.safetensors');
+  const stage = o.config.lowres ? 'superres' : 'base';
+  const kind = o.config.lowres ? 'muse-superres' : 'muse-base';
+  const weightsFile = join(o.out, `${stage}.safetensors`);
+  const emaFile = join(o.out, `${stage}-ema.safetensors`);
   const stateFile = join(o.out, 'state.safetensors');
   let rng = new Rng(o.seed);
   let params: Params;
@@ -192,9 +223,14 @@ export async function trainBase(
 
   const save = async () => {
     await saveTransformer(weightsFile, params, o.config, {
+      kind,
       extra: { step: String(step), textEncoder: o.data.manifest.textEncoder.id },
     });
-    if (ema) await saveTransformer(emaFile, ema, o.config, { extra: { step: String(step), ema: String(o.ema) } });
+    if (ema)
+      await saveTransformer(emaFile, ema, o.config, {
+        kind,
+        extra: { step: String(step), ema: String(o.ema), textEncoder: o.data.manifest.textEncoder.id },
+      });
     await saveSafetensors(stateFile, momentsToTensors('opt', opt, params), {
       metadata: {
         step: String(step),
@@ -211,23 +247,23 @@ export async function trainBase(
           { name: 'train (masked tokens)', points: history.train.map((h) => [h.step, h.loss]) },
           { name: 'validation', points: history.eval.map((h) => [h.step, h.loss]), smooth: 0, color: '#d62728' },
         ],
-        { title: 'base transformer: masked-token cross-entropy', xLabel: 'step', yLabel: 'loss', smooth: 0.9 },
+        { title: `${stage} transformer: masked-token cross-entropy`, xLabel: 'step', yLabel: 'loss', smooth: 0.9 },
       ),
     );
   };
 
   const sigint = interruptHandler();
   const outOfTime = deadline(o.minutes);
-  const progress = o.quiet ? undefined : new Progress({ total: o.steps, label: 'base', unit: 'step', startAt: step });
+  const progress = o.quiet ? undefined : new Progress({ total: o.steps, label: stage, unit: 'step', startAt: step });
   let stoppedEarly = false;
   try {
     while (step < o.steps) {
       const lr = learningRate({ peak: o.lr, warmup: o.warmup, total: o.steps }, step);
-      const b = makeBatch(o.data, o.grid, o.config, o.batch, rng, o.textDropout);
+      const b = makeBatch(o.data, o, o.config, o.batch, rng, o.textDropout);
       let accuracy = 0;
       const { value, grads } = namedGrads(() => {
         const r = maskedCrossEntropy(
-          forward(params, o.config, b.tokens, b.text, b.lengths),
+          forward(params, o.config, b.tokens, b.text, b.lengths, b.low),
           b.targets,
           b.mask,
           o.labelSmoothing,
@@ -238,7 +274,14 @@ export async function trainBase(
       const clipped = clipByGlobalNorm(grads, 1);
       opt.apply(params, clipped.grads, lr);
       const loss = value.dataSync()[0];
-      tf.dispose([value, b.tokens, b.text, ...Object.values(grads), ...Object.values(clipped.grads)]);
+      tf.dispose([
+        value,
+        b.tokens,
+        b.text,
+        ...(b.low ? [b.low] : []),
+        ...Object.values(grads),
+        ...Object.values(clipped.grads),
+      ]);
       if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}: lower --lr`);
       if (ema) {
         for (const [k, v] of Object.entries(ema))
@@ -250,7 +293,7 @@ export async function trainBase(
       progress?.tick(1, { loss, acc: accuracy, lr });
       const last = step === o.steps;
       if (o.validation && o.evalEvery > 0 && (step % o.evalEvery === 0 || last)) {
-        const e = { step, ...evaluateBase(ema ?? params, o.config, o.validation, o.grid) };
+        const e = { step, ...evaluateBase(ema ?? params, o.config, o.validation, o.grid, 256, 32, o.lowGrid) };
         history.eval.push(e);
         if (!o.quiet)
           console.error(

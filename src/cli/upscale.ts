@@ -1,0 +1,42 @@
+// `muse upscale`: the super-res stage on a user's own image of the base size (e.g. 32 → 64 px).
+import { parseArgs } from 'node:util';
+import { MuseError } from '../util/errors.js';
+import {
+  decodingArgs,
+  decodingHelp,
+  decodingOptions,
+  openPipeline,
+  readInputImage,
+  withProgress,
+  writeResult,
+} from './decoding-options.js';
+
+export const upscaleHelp = `Usage: muse upscale IMAGE "PROMPT" [options]
+
+  Tokenizes IMAGE at the base size (resized if it differs) and decodes the super-res stage's grid
+  conditioned on those tokens and the prompt: e.g. 32 px → 64 px with the emoji model.
+
+${decodingHelp}`;
+
+export async function upscaleCommand(args: string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(upscaleHelp);
+    return 0;
+  }
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: decodingArgs });
+  if (positionals.length !== 2) throw new MuseError('usage: muse upscale IMAGE "PROMPT" (see --help)');
+  const o = decodingOptions(values);
+  const muse = await openPipeline(values);
+  if (!muse.superres) throw new MuseError(`${muse.folder} has no super-res stage to upscale with`);
+  const image = await readInputImage(positionals[0], [muse.imageSize], 'image');
+  const run = withProgress(values, o, 'upscaling');
+  const r = await muse.upscale(image, positionals[1], run.options);
+  await run.finish();
+  await writeResult(
+    values,
+    r,
+    r.images.map(() => positionals[1]),
+  );
+  muse.dispose();
+  return 0;
+}

@@ -1,0 +1,79 @@
+// One masked-transformer stage of the pipeline (base, or super-res conditioned on low-res tokens):
+// decodes token grids for a batch of prompts with guidance, text (and low-res) context computed once.
+import type { GuidanceSchedule } from '../decoding/guidance.js';
+import { type GuidedTransformer, guidedTransformer, type PromptBatch } from '../decoding/guided-transformer.js';
+import { type DecodeOptions, parallelDecode } from '../decoding/parallel-decode.js';
+import { decodingSteps } from '../decoding/schedule.js';
+import { maskTokenId, sequenceLength, type TransformerConfig } from '../transformer/config.js';
+import type { Params } from '../transformer/model.js';
+
+export interface StageGuidance {
+  scale: number;
+  schedule: GuidanceSchedule;
+  negative?: PromptBatch;
+}
+
+export class Stage {
+  constructor(
+    readonly name: 'base' | 'superres',
+    readonly params: Params,
+    readonly config: TransformerConfig,
+  ) {}
+
+  get grid(): [number, number] {
+    return this.config.grid;
+  }
+
+  get tokens(): number {
+    return sequenceLength(this.config);
+  }
+
+  get maskId(): number {
+    return maskTokenId(this.config);
+  }
+
+  /** A fully masked start for `batch` grids. */
+  blank(batch: number): Int32Array {
+    return new Int32Array(batch * this.tokens).fill(this.maskId);
+  }
+
+  /** The logits function of this stage for a batch of prompts; dispose it after. */
+  model(text: PromptBatch, guidance: StageGuidance, lowTokens?: Int32Array): GuidedTransformer {
+    return guidedTransformer(this.params, this.config, text, { ...guidance, lowTokens });
+  }
+
+  /**
+   * Decodes every masked token of `start` ([batch, N]); fewer steps than asked when fewer tokens are
+   * masked (the note says so).
+   */
+  async decode(
+    start: Int32Array,
+    text: PromptBatch,
+    guidance: StageGuidance,
+    o: Omit<DecodeOptions, 'onStep'> & { onStep?: DecodeOptions['onStep'] },
+    lowTokens?: Int32Array,
+  ): Promise<{ tokens: Int32Array; steps: number; note?: string }> {
+    const batch = text.lengths.length;
+    const n = this.tokens;
+    let fewest = n;
+    for (let b = 0; b < batch; b++)
+      fewest = Math.min(fewest, start.subarray(b * n, (b + 1) * n).filter((t) => t === this.maskId).length);
+    if (fewest === 0) return { tokens: Int32Array.from(start), steps: 0 };
+    const { steps, note } = decodingSteps(o.steps, fewest);
+    const model = this.model(text, guidance, lowTokens);
+    try {
+      const tokens = await parallelDecode(
+        model.logits,
+        { tokens: start, batch, codebookSize: this.config.codebookSize, maskId: this.maskId },
+        { ...o, steps },
+      );
+      return { tokens, steps, note: note && `${this.name}: ${note}` };
+    } finally {
+      model.dispose();
+    }
+  }
+
+  dispose(): void {
+    for (const v of Object.values(this.params)) v.dispose();
+  }
+}

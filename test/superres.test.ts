@@ -1,0 +1,148 @@
+// The super-resolution transformer (Muse §2.4): low-res tokens → self-attention encoder → prepended to
+// the text in the cross-attention context of the masked high-res transformer. Model contracts, and
+// the trainer on a two-grid cache (learns; low-res noise option; refuses caches without the grids).
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import { encodeCache } from '../src/data/cache.js';
+import { type Sample, SkipReport } from '../src/data/sample.js';
+import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
+import { Rng } from '../src/tensor/random.js';
+import { namedGrads } from '../src/train/grads.js';
+import { loadTransformer } from '../src/transformer/checkpoint.js';
+import { transformerConfig } from '../src/transformer/config.js';
+import { forward, initTransformer, precomputeContext } from '../src/transformer/model.js';
+import { loadTokenData, type TokenData } from '../src/transformer/token-data.js';
+import { type BaseTrainOptions, trainBase } from '../src/transformer/trainer.js';
+import { MuseError } from '../src/util/errors.js';
+import { hashTextEncoder, seededPatchTokenizer } from './helpers/seeded-codecs.js';
+
+const config = transformerConfig('superres-tiny', {
+  codebookSize: 16,
+  grid: [8, 8],
+  textDim: 8,
+  textTokens: 6,
+  lowres: { codebookSize: 16, grid: [4, 4] },
+});
+let data: TokenData;
+
+async function* samples(n: number): AsyncGenerator<Sample> {
+  const rng = new Rng(5);
+  const words = ['red', 'green', 'blue', 'yellow'];
+  for (let i = 0; i < n; i++) {
+    // Blocky images, so the 16 px and 32 px grids are related (what super-res learns).
+    const data = new Uint8Array(32 * 32 * 3);
+    const colours = Array.from({ length: 16 }, () => [rng.int(256), rng.int(256), rng.int(256)]);
+    for (let y = 0; y < 32; y++)
+      for (let x = 0; x < 32; x++) data.set(colours[(y >> 3) * 4 + (x >> 3)], (y * 32 + x) * 3);
+    yield { key: `s${i}`, image: { width: 32, height: 32, data }, captions: [`a ${words[i % 4]} thing`] };
+  }
+}
+
+before(async () => {
+  await initBackend();
+  const out = mkdtempSync(join(tmpdir(), 'muse-sr-'));
+  const tokenizer = seededPatchTokenizer(4, 16, 1);
+  await encodeCache(samples(12), {
+    out,
+    grids: [
+      { name: 'base', size: 16, tokenizer },
+      { name: 'superres', size: 32, tokenizer },
+    ],
+    textEncoder: hashTextEncoder(8, 6),
+    shardSize: 8,
+    skip: new SkipReport(),
+    quiet: true,
+  });
+  data = await loadTokenData(out);
+});
+after(() => shutdownBackend());
+
+test('super-res: low-res tokens reach the logits; precomputed context = inline; every weight gets a gradient', () => {
+  const p = initTransformer(config, new Rng(1));
+  const rng = new Rng(2);
+  const tokens = tf.tensor2d(
+    Int32Array.from({ length: 2 * 64 }, () => rng.int(17)),
+    [2, 64],
+    'int32',
+  );
+  const lowA = tf.tensor2d(
+    Int32Array.from({ length: 2 * 16 }, () => rng.int(16)),
+    [2, 16],
+    'int32',
+  );
+  const lowB = tf.tensor2d(
+    Int32Array.from({ length: 2 * 16 }, () => rng.int(16)),
+    [2, 16],
+    'int32',
+  );
+  const text = tf.tensor3d(rng.normals(2 * 6 * 8), [2, 6, 8]);
+  const lengths = Int32Array.from([3, 0]);
+  const a = forward(p, config, tokens, text, lengths, lowA);
+  const b = forward(p, config, tokens, text, lengths, lowB);
+  assert.deepEqual(a.shape, [2, 64, 16]);
+  assert.ok(tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] > 1e-4, 'low-res tokens must change the prediction');
+  const ctx = precomputeContext(p, config, text, lengths, lowA);
+  assert.equal(ctx.bias.shape[3], 16 + 1 + 6);
+  const viaContext = forward(p, config, tokens, ctx);
+  assert.ok(tf.max(tf.abs(tf.sub(a, viaContext))).dataSync()[0] < 1e-5);
+  const { grads, value } = namedGrads(() => tf.sum(tf.square(forward(p, config, tokens, text, lengths, lowA))), p);
+  for (const name of Object.keys(p)) {
+    if (name === 'tok_emb' || name === 'lowres.tok_emb') continue; // only the rows used get gradient
+    assert.ok(tf.max(tf.abs(grads[name])).dataSync()[0] > 0, `${name} has no gradient`);
+  }
+  assert.ok(tf.max(tf.abs(grads['lowres.tok_emb'])).dataSync()[0] > 0);
+  assert.throws(() => forward(p, config, tokens, text, lengths), /needs the low-res tokens/);
+  assert.throws(
+    () => transformerConfig('small', { codebookSize: 16, grid: [8, 8], lowres: { codebookSize: 16, grid: [4, 4] } }),
+    MuseError,
+  );
+  assert.throws(() => transformerConfig('superres-tiny', { codebookSize: 16, grid: [8, 8] }), MuseError);
+  tf.dispose([tokens, lowA, lowB, text, a, b, viaContext, value, ...ctx.keys, ...ctx.values, ctx.bias]);
+  tf.dispose([...Object.values(grads), ...Object.values(p)]);
+});
+
+function options(out: string, extra: Partial<BaseTrainOptions> = {}): BaseTrainOptions {
+  return {
+    out,
+    config,
+    data,
+    validation: data,
+    grid: 'superres',
+    lowGrid: 'base',
+    steps: 60,
+    batch: 8,
+    lr: 3e-3,
+    warmup: 5,
+    weightDecay: 0.045,
+    labelSmoothing: 0,
+    textDropout: 0.1,
+    ema: 0,
+    seed: 0,
+    evalEvery: 30,
+    checkpointEvery: 0,
+    resume: false,
+    quiet: true,
+    ...extra,
+  };
+}
+
+test('super-res trainer: validation loss falls, weights saved as a muse-superres file; low-res noise trains too', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'muse-sr-run-'));
+  const r = await trainBase(options(out));
+  assert.equal(r.history.eval.length, 2);
+  assert.ok(r.history.eval[1].loss < r.history.eval[0].loss, JSON.stringify(r.history.eval));
+  const first = r.history.train[0].loss;
+  assert.ok(r.history.eval[1].loss < first - 0.5, `loss ${first} → ${r.history.eval[1].loss}`);
+  const saved = await loadTransformer(join(out, 'superres.safetensors'));
+  assert.equal(saved.metadata.kind, 'muse-superres');
+  assert.deepEqual(saved.config.lowres, config.lowres);
+  const noisy = await trainBase(
+    options(mkdtempSync(join(tmpdir(), 'muse-sr-noise-')), { steps: 10, lowresNoise: 0.3 }),
+  );
+  assert.ok(Number.isFinite(noisy.history.eval[0].loss));
+  await assert.rejects(trainBase(options(out, { lowGrid: 'nothing' })), /low-res token grid/);
+});
