@@ -5,6 +5,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFile
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import sharp from 'sharp';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
 import { encodeSafetensors, metadataWithConfig } from '../src/tensor/safetensors.js';
@@ -193,4 +194,13 @@ test('Ctrl-C during training saves a checkpoint and exits cleanly', async () => 
   assert.match(err, /interrupted: saving a checkpoint/);
   assert.match(out, /stopped at step \d+/);
   assert.ok(existsSync(join(run, 'tokenizer.safetensors')) && existsSync(join(run, 'state.safetensors')));
+});
+
+test("the README's main job: `muse generate` with the shipped model writes an image", async () => {
+  const out = join(mkdtempSync(join(tmpdir(), 'muse-main-')), 'apple.png');
+  const r = muse('generate', 'a red apple', '-o', out);
+  assert.equal(r.code, 0, r.err);
+  const meta = await sharp(readFileSync(out)).metadata();
+  assert.ok(meta.width === 32 || meta.width === 64, `a ${meta.width} px image`);
+  assert.match(r.out, /apple\.png: 1 image/);
 });

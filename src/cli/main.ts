@@ -5,6 +5,7 @@ import { dataCommand } from './data.js';
 import { doctorCommand } from './doctor.js';
 import { editCommand } from './edit.js';
 import { userMessage } from './errors.js';
+import { evalCommand } from './eval.js';
 import { generateCommand } from './generate.js';
 import { inpaintCommand } from './inpaint.js';
 import { inspectCommand } from './inspect.js';
@@ -21,6 +22,7 @@ const verbs: Record<string, { run: (args: string[]) => Promise<number>; summary:
   upscale: { run: upscaleCommand, summary: 'super-resolve your own base-size image (e.g. 32 → 64 px)' },
   data: { run: dataCommand, summary: 'build emoji/shapes datasets, preview any dataset' },
   doctor: { run: doctorCommand, summary: 'backend, threads, native path, versions, a checked matmul' },
+  eval: { run: evalCommand, summary: 'measure a model folder on held-out data (super-res vs bicubic, ...)' },
   inspect: { run: (a) => inspectCommand(a), summary: 'metadata and tensors of a .safetensors file' },
   train: { run: trainCommand, summary: 'train the base or super-res transformer from a token cache' },
   tokenizer: { run: tokenizerCommand, summary: 'train the VQ tokenizer; encode, decode, reconstruct, evaluate' },
