@@ -250,7 +250,7 @@ test('two stages: generate at the super-res size by default, the base size on re
   await assert.rejects(museSr.upscale({ width: 32, height: 32, data: new Uint8Array(32 * 32 * 3) }, 'x'), /16×16/);
 });
 
-test('two-scale inpainting: high-res tokens and pixels outside the mask are kept', async () => {
+test('two-scale inpainting and outpainting: high-res tokens and pixels of the original are kept', async () => {
   const rng = new Rng(9);
   const image: RgbImage = { width: 32, height: 32, data: Uint8Array.from({ length: 32 * 32 * 3 }, () => rng.int(256)) };
   const mask: PixelMask = { width: 32, height: 32, data: new Uint8Array(32 * 32) };
@@ -262,6 +262,13 @@ test('two-scale inpainting: high-res tokens and pixels outside the mask are kept
   for (let i = 0; i < 64; i++) if (!tm[i]) assert.equal(r.tokens[i], known[i]);
   for (let p = 0; p < 32 * 32; p++)
     if (!mask.data[p]) for (let c = 0; c < 3; c++) assert.equal(r.images[0].data[3 * p + c], image.data[3 * p + c]);
+  const out = await museSr.outpaint(image, { left: 0, right: 12, top: 8, bottom: 0 }, 'sun', { seed: 2 });
+  assert.deepEqual(out.grid, [10, 12], 'high-res canvas: 8 + 2 rows, 8 + 4 columns (12 px rounded up to 16)');
+  assert.match(out.notes.join(), /right: 12 px rounded up to 16 px/);
+  for (let y = 0; y < 8; y++) for (let x = 0; x < 8; x++) assert.equal(out.tokens[(y + 2) * 12 + x], known[y * 8 + x]);
+  assert.equal(out.images[0].width, 48);
+  for (let y = 0; y < 32; y++)
+    for (let x = 0; x < 32 * 3; x++) assert.equal(out.images[0].data[(y + 8) * 48 * 3 + x], image.data[y * 32 * 3 + x]);
   const edited = await museSr.edit(image, 'sun', { iterations: 2, seed: 1 });
   assert.equal(edited.images[0].width, 32);
 });

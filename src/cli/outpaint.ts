@@ -16,7 +16,8 @@ export const outpaintHelp = `Usage: muse outpaint IMAGE "PROMPT" [--left PX] [--
 
   Extends the canvas by the given pixels on each side (rounded up to whole tokens) and generates the
   new area window by window at the model's grid size, each window seeing its known neighbours. The
-  original pixels are kept.
+  original pixels are kept. An image of the super-res size (e.g. 64 px) is outpainted at both
+  scales: low-res first, then high-res windows conditioned on the low-res tokens under them.
 
 ${decodingHelp}`;
 
@@ -44,7 +45,7 @@ export async function outpaintCommand(args: string[]): Promise<number> {
     throw new MuseError('say how far to extend: --left, --right, --top and/or --bottom in pixels');
   const o = decodingOptions(values);
   const muse = await openPipeline(values);
-  const image = await readInputImage(positionals[0], [muse.imageSize], 'image');
+  const image = await readInputImage(positionals[0], muse.sizes, 'image');
   const run = withProgress(values, o, 'outpainting');
   const r = await muse.outpaint(image, extension, positionals[1], run.options);
   await run.finish();

@@ -125,6 +125,7 @@ export async function outpaintCanvas(
     index: number,
     count: number,
     place: (window: Int32Array) => TokenCanvas,
+    at: { row: number; col: number },
   ) => Promise<Int32Array>,
 ): Promise<TokenCanvas> {
   const out: TokenCanvas = { ...canvas, tokens: Int32Array.from(canvas.tokens) };
@@ -140,7 +141,7 @@ export async function outpaintCanvas(
       writeWindow(copy, row, col, grid, win);
       return copy;
     };
-    const after = await decodeWindow(before, i, windows.length, place);
+    const after = await decodeWindow(before, i, windows.length, place, { row, col });
     for (let j = 0; j < before.length; j++) {
       if (before[j] !== maskId && after[j] !== before[j]) throw new Error('outpaint: a known token changed');
     }

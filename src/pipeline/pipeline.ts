@@ -9,9 +9,14 @@ import type { RgbImage } from '../data/image.js';
 import { maskFreeEdit } from '../decoding/edit.js';
 import type { GuidanceSchedule } from '../decoding/guidance.js';
 import type { PromptBatch } from '../decoding/guided-transformer.js';
-import { type Extension, extendCanvas, outpaintCanvas } from '../decoding/outpaint.js';
-import { parallelDecode } from '../decoding/parallel-decode.js';
-import { decodingSteps } from '../decoding/schedule.js';
+import {
+  type Extension,
+  extendCanvas,
+  outpaintCanvas,
+  type TokenCanvas,
+  validateExtension,
+  windowTokens,
+} from '../decoding/outpaint.js';
 import { Rng } from '../tensor/random.js';
 import type { TextEncoder } from '../text/encoder.js';
 import { USE_LITE_ID, UseLiteEncoder } from '../text/use-lite.js';
@@ -207,60 +212,113 @@ export class MusePipeline {
   }
 
   /**
-   * Extends an image of the base size by the given pixels on each side (rounded up to whole tokens),
-   * generating window by window; the original pixels are kept.
+   * Extends an image by the given pixels on each side, generating window by window at the model's grid
+   * size; the original pixels are kept. An image of the super-res size is outpainted at both scales:
+   * the low-res canvas first, then the high-res canvas window by window, each window conditioned on
+   * the low-res tokens under it. Sides are rounded up to whole tokens of both scales.
    */
   async outpaint(image: RgbImage, pixels: Extension, prompt: string, o: DecodingOptions = {}): Promise<PipelineResult> {
-    this.checkImage(image, [this.imageSize]);
-    const f = this.tokenizer.downsample;
+    this.checkImage(image, this.sizes);
+    const twoScale = image.width !== this.imageSize;
+    const ratio = twoScale ? image.width / this.imageSize : 1;
+    const unit = this.tokenizer.downsample * ratio;
     const ext = { top: 0, bottom: 0, left: 0, right: 0 };
     const r = await this.request(prompt, o, false, 0);
     for (const side of ['top', 'bottom', 'left', 'right'] as const) {
       const px = pixels[side];
       if (!Number.isInteger(px) || px < 0)
         throw new MuseError(`outpaint: ${side} must be a whole number of pixels ≥ 0, got ${px}`);
-      ext[side] = Math.ceil(px / f);
-      if (px % f) r.notes.push(`${side}: ${px} px rounded up to ${ext[side] * f} px (whole ${f}-px tokens)`);
+      ext[side] = Math.ceil(px / unit);
+      if (px % unit) r.notes.push(`${side}: ${px} px rounded up to ${ext[side] * unit} px (whole ${unit}-px tokens)`);
     }
+    validateExtension(ext);
     const B = r.prompts.length;
-    const [h, w] = this.grid;
-    const known = this.repeat(await this.tokenizer.encode([image]), B);
-    const canvas = extendCanvas(known, B, h, w, ext, this.base.maskId);
-    const model = this.base.model(r.text, r.guidance);
+    const lowImage = twoScale ? downsampleImage(image, this.imageSize) : image;
+    const lowKnown = this.repeat(await this.tokenizer.encode([lowImage]), B);
+    const lowCanvas = await this.outpaintStage(
+      this.base,
+      extendCanvas(lowKnown, B, ...this.grid, ext, this.base.maskId),
+      ext,
+      r,
+      o,
+    );
+    let done = lowCanvas;
+    if (twoScale) {
+      const sr = this.superres as Stage;
+      const hiExt = {
+        top: ext.top * ratio,
+        bottom: ext.bottom * ratio,
+        left: ext.left * ratio,
+        right: ext.right * ratio,
+      };
+      const hiKnown = this.repeat(await this.tokenizer.encode([image]), B);
+      done = await this.outpaintStage(
+        sr,
+        extendCanvas(hiKnown, B, ...sr.grid, hiExt, sr.maskId),
+        hiExt,
+        r,
+        o,
+        lowCanvas,
+        ratio,
+      );
+    }
+    const images = this.tokenizer
+      .decode(done.tokens, done.height, done.width)
+      .map((img) => pasteImage(img, image, ext.left * unit, ext.top * unit));
+    return { images, tokens: done.tokens, grid: [done.height, done.width], notes: r.notes };
+  }
+
+  /** Fills a stage's canvas window by window; super-res windows are conditioned on the low canvas. */
+  private async outpaintStage(
+    stage: Stage,
+    canvas: TokenCanvas,
+    ext: Extension,
+    r: Request,
+    o: DecodingOptions,
+    lowCanvas?: TokenCanvas,
+    ratio = 1,
+  ): Promise<TokenCanvas> {
     const d = this.sampling(o);
+    const steps = stage.name === 'base' ? d.steps : d.superresSteps;
+    const B = r.prompts.length;
+    const shared = lowCanvas ? undefined : stage.model(r.text, r.guidance);
     try {
-      const done = await outpaintCanvas(
+      return await outpaintCanvas(
         canvas,
-        this.grid,
+        stage.grid,
         { row: ext.top, col: ext.left },
-        this.base.maskId,
-        (win, index, count, place) => {
-          const { steps } = decodingSteps(d.steps, win.subarray(0, h * w).filter((t) => t === this.base.maskId).length);
-          return parallelDecode(
-            model.logits,
-            { tokens: win, batch: B, codebookSize: this.base.config.codebookSize, maskId: this.base.maskId },
-            {
+        stage.maskId,
+        async (win, index, count, place, at) => {
+          const model =
+            shared ??
+            stage.model(
+              r.text,
+              r.guidance,
+              windowTokens(lowCanvas as TokenCanvas, at.row / ratio, at.col / ratio, this.grid),
+            );
+          try {
+            const out = await stage.decodeWith(model, win, B, {
               ...d,
               steps,
               rng: r.rng,
               onStep: o.onStep
                 ? (s, _, t) => {
                     const c = place(t);
-                    return o.onStep?.(index * d.steps + s, count * d.steps, () =>
-                      this.tokensToImages(c.tokens, c.height, c.width, this.base.maskId),
+                    return o.onStep?.(index * steps + s, count * steps, () =>
+                      this.tokensToImages(c.tokens, c.height, c.width, stage.maskId),
                     );
                   }
                 : undefined,
-            },
-          );
+            });
+            if (out.note && !r.notes.includes(out.note)) r.notes.push(out.note);
+            return out.tokens;
+          } finally {
+            if (!shared) model.dispose();
+          }
         },
       );
-      const images = this.tokenizer
-        .decode(done.tokens, done.height, done.width)
-        .map((img) => pasteImage(img, image, ext.left * f, ext.top * f));
-      return { images, tokens: done.tokens, grid: [done.height, done.width], notes: r.notes };
     } finally {
-      model.dispose();
+      shared?.dispose();
     }
   }
 

@@ -50,27 +50,36 @@ export class Stage {
     start: Int32Array,
     text: PromptBatch,
     guidance: StageGuidance,
-    o: Omit<DecodeOptions, 'onStep'> & { onStep?: DecodeOptions['onStep'] },
+    o: DecodeOptions,
     lowTokens?: Int32Array,
   ): Promise<{ tokens: Int32Array; steps: number; note?: string }> {
-    const batch = text.lengths.length;
+    const model = this.model(text, guidance, lowTokens);
+    try {
+      return await this.decodeWith(model, start, text.lengths.length, o);
+    } finally {
+      model.dispose();
+    }
+  }
+
+  /** decode() with a model already set up (one text context for many windows). */
+  async decodeWith(
+    model: GuidedTransformer,
+    start: Int32Array,
+    batch: number,
+    o: DecodeOptions,
+  ): Promise<{ tokens: Int32Array; steps: number; note?: string }> {
     const n = this.tokens;
     let fewest = n;
     for (let b = 0; b < batch; b++)
       fewest = Math.min(fewest, start.subarray(b * n, (b + 1) * n).filter((t) => t === this.maskId).length);
     if (fewest === 0) return { tokens: Int32Array.from(start), steps: 0 };
     const { steps, note } = decodingSteps(o.steps, fewest);
-    const model = this.model(text, guidance, lowTokens);
-    try {
-      const tokens = await parallelDecode(
-        model.logits,
-        { tokens: start, batch, codebookSize: this.config.codebookSize, maskId: this.maskId },
-        { ...o, steps },
-      );
-      return { tokens, steps, note: note && `${this.name}: ${note}` };
-    } finally {
-      model.dispose();
-    }
+    const tokens = await parallelDecode(
+      model.logits,
+      { tokens: start, batch, codebookSize: this.config.codebookSize, maskId: this.maskId },
+      { ...o, steps },
+    );
+    return { tokens, steps, note: note && `${this.name}: ${note}` };
   }
 
   dispose(): void {
