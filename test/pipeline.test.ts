@@ -12,6 +12,7 @@ import { after, before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { decodeImage, encodePng, type RgbImage } from '../src/data/image.js';
 import { guidedTransformer } from '../src/decoding/guided-transformer.js';
+import { assemblePipeline } from '../src/pipeline/assemble.js';
 import {
   distanceInsideMask,
   featherComposite,
@@ -22,6 +23,7 @@ import {
 import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
+import { loadSafetensors } from '../src/tensor/safetensors.js';
 import { USE_LITE_ID } from '../src/text/use-lite.js';
 import { saveTokenizer } from '../src/tokenizer/checkpoint.js';
 import { tokenizerPreset } from '../src/tokenizer/config.js';
@@ -271,6 +273,34 @@ test('two-scale inpainting and outpainting: high-res tokens and pixels of the or
     for (let x = 0; x < 32 * 3; x++) assert.equal(out.images[0].data[(y + 8) * 48 * 3 + x], image.data[y * 32 * 3 + x]);
   const edited = await museSr.edit(image, 'sun', { iterations: 2, seed: 1 });
   assert.equal(edited.images[0].width, 32);
+});
+
+test('assemble: a model folder in F16 from training files, loadable as a pipeline', async () => {
+  const out = join(dir, 'assembled');
+  const file = await assemblePipeline({
+    tokenizer: join(folder, 'tokenizer.safetensors'),
+    base: join(folder, 'base.safetensors'),
+    superres: join(srFolder, 'superres.safetensors'),
+    out,
+    defaults: { steps: 5 },
+    notes: { data: 'test split' },
+    textEncoder: USE_LITE_ID,
+  });
+  assert.equal(file.imageSize, SIZE);
+  assert.equal(file.superresSize, 2 * SIZE);
+  assert.equal(file.defaultSize, 2 * SIZE);
+  assert.equal(file.defaults.steps, 5);
+  const { tensors, metadata } = await loadSafetensors(join(out, 'base.safetensors'));
+  assert.equal(Object.values(tensors)[0].dtype, 'F16');
+  assert.equal(metadata.data, 'test split');
+  const m = await MusePipeline.load(out);
+  const r = await m.generate('a red apple', { seed: 1 });
+  assert.equal(r.images[0].width, 2 * SIZE);
+  m.dispose();
+  await assert.rejects(
+    assemblePipeline({ tokenizer: join(dir, 'none'), base: join(folder, 'base.safetensors'), out }),
+    /no such file/,
+  );
 });
 
 function cli(...args: string[]) {

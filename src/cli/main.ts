@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `muse` command: one file per verb; this file only dispatches.
 import { shutdownBackend } from '../tensor/backend.js';
+import { assembleCommand } from './assemble.js';
 import { dataCommand } from './data.js';
 import { doctorCommand } from './doctor.js';
 import { editCommand } from './edit.js';
@@ -20,6 +21,7 @@ const verbs: Record<string, { run: (args: string[]) => Promise<number>; summary:
   outpaint: { run: outpaintCommand, summary: 'extend an image on any side' },
   edit: { run: editCommand, summary: 'mask-free editing: move an image toward a new prompt' },
   upscale: { run: upscaleCommand, summary: 'super-resolve your own base-size image (e.g. 32 → 64 px)' },
+  assemble: { run: assembleCommand, summary: 'a model folder (pipeline.json + F16 files) from training runs' },
   data: { run: dataCommand, summary: 'build emoji/shapes datasets, preview any dataset' },
   doctor: { run: doctorCommand, summary: 'backend, threads, native path, versions, a checked matmul' },
   eval: { run: evalCommand, summary: 'measure a model folder on held-out data (super-res vs bicubic, ...)' },

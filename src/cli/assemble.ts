@@ -1,0 +1,62 @@
+// `muse assemble`: a model folder (pipeline.json + F16 safetensors) from training runs.
+import { parseArgs } from 'node:util';
+import { assemblePipeline } from '../pipeline/assemble.js';
+import { initBackend } from '../tensor/backend.js';
+import { MuseError } from '../util/errors.js';
+import { numberOption } from './options.js';
+
+export const assembleHelp = `Usage: muse assemble --tokenizer FILE --base FILE [--superres FILE] --out DIR
+    [--steps 12] [--superres-steps 8] [--guidance 3] [--text-encoder ID] [--note key=value ...]
+
+  Re-saves each component in F16 with its training metadata (and the last validation figures of the
+  run folder it comes from), and writes DIR/pipeline.json for \`muse generate --model DIR\`.`;
+
+export async function assembleCommand(args: string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(assembleHelp);
+    return 0;
+  }
+  const { values } = parseArgs({
+    args,
+    options: {
+      tokenizer: { type: 'string' },
+      base: { type: 'string' },
+      superres: { type: 'string' },
+      out: { type: 'string' },
+      steps: { type: 'string' },
+      'superres-steps': { type: 'string' },
+      guidance: { type: 'string' },
+      note: { type: 'string', multiple: true },
+      'text-encoder': { type: 'string' },
+    },
+  });
+  if (!values.tokenizer || !values.base || !values.out)
+    throw new MuseError('--tokenizer, --base and --out are required (see --help)');
+  const notes: Record<string, string> = {};
+  for (const n of values.note ?? []) {
+    const i = n.indexOf('=');
+    if (i < 1) throw new MuseError(`--note must be key=value, got "${n}"`);
+    notes[n.slice(0, i)] = n.slice(i + 1);
+  }
+  await initBackend();
+  const defaults = {
+    ...(values.steps ? { steps: numberOption(values.steps, 'steps', 12, { min: 1, integer: true }) } : {}),
+    ...(values['superres-steps']
+      ? { superresSteps: numberOption(values['superres-steps'], 'superres-steps', 8, { min: 1, integer: true }) }
+      : {}),
+    ...(values.guidance ? { guidance: numberOption(values.guidance, 'guidance', 3, { max: 100 }) } : {}),
+  };
+  const file = await assemblePipeline({
+    tokenizer: values.tokenizer,
+    base: values.base,
+    superres: values.superres,
+    out: values.out,
+    defaults,
+    notes,
+    textEncoder: values['text-encoder'],
+  });
+  console.log(
+    `${values.out}: ${file.imageSize} px${file.superres ? ` → ${file.superresSize} px` : ''} pipeline (text encoder ${file.textEncoder})`,
+  );
+  return 0;
+}

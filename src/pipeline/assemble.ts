@@ -1,0 +1,101 @@
+// A model folder from training runs: every component re-saved in F16 (with its training metadata and
+// last validation figures) and a pipeline.json with decoding defaults (diffusers-style layout).
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { loadTokenizer, saveTokenizer } from '../tokenizer/checkpoint.js';
+import { downsampleFactor } from '../tokenizer/config.js';
+import { loadTransformer, saveTransformer } from '../transformer/checkpoint.js';
+import { MuseError } from '../util/errors.js';
+import { DECODING_DEFAULTS, type DecodingDefaults, type PipelineFile } from './pipeline-file.js';
+
+export interface AssembleOptions {
+  tokenizer: string;
+  base: string;
+  superres?: string;
+  out: string;
+  defaults?: Partial<DecodingDefaults>;
+  /** The text encoder's id, when the base file does not record it. */
+  textEncoder?: string;
+  /** Free-form facts recorded in every component (data split, machine, ...). */
+  notes?: Record<string, string>;
+}
+
+/** The last validation entry of the run folder next to a weights file (history.json), if any. */
+function lastValidation(weights: string): string | undefined {
+  const file = join(dirname(weights), 'history.json');
+  if (!existsSync(file)) return undefined;
+  const h = JSON.parse(readFileSync(file, 'utf8')) as { eval?: Array<Record<string, number>> };
+  const e = h.eval?.at(-1);
+  return e ? JSON.stringify(e) : undefined;
+}
+
+export async function assemblePipeline(o: AssembleOptions): Promise<PipelineFile> {
+  for (const f of [o.tokenizer, o.base, o.superres]) if (f && !existsSync(f)) throw new MuseError(`no such file: ${f}`);
+  mkdirSync(o.out, { recursive: true });
+  const notes = o.notes ?? {};
+  const tok = await loadTokenizer(o.tokenizer);
+  const f = downsampleFactor(tok.config);
+  await saveTokenizer(join(o.out, 'tokenizer.safetensors'), tok.params, tok.config, {
+    dtype: 'F16',
+    extra: { ...stripFormat(tok.metadata), ...notes, source: o.tokenizer },
+  });
+  const base = await loadTransformer(o.base);
+  if (base.config.codebookSize !== tok.config.codebookSize)
+    throw new MuseError(
+      `${o.base}: ${base.config.codebookSize} codes, but the tokenizer has ${tok.config.codebookSize}`,
+    );
+  const textEncoder = base.metadata.textEncoder ?? o.textEncoder;
+  if (!textEncoder)
+    throw new MuseError(`${o.base} does not say which text encoder it was trained with: pass its id (--text-encoder)`);
+  if (o.textEncoder && textEncoder !== o.textEncoder)
+    throw new MuseError(`${o.base} was trained with the text encoder ${textEncoder}, not ${o.textEncoder}`);
+  const baseValidation = lastValidation(o.base);
+  await saveTransformer(join(o.out, 'base.safetensors'), base.params, base.config, {
+    dtype: 'F16',
+    kind: 'muse-base',
+    extra: {
+      ...stripFormat(base.metadata),
+      ...notes,
+      textEncoder,
+      source: o.base,
+      ...(baseValidation ? { validation: baseValidation } : {}),
+    },
+  });
+  const file: PipelineFile = {
+    format: 'muse-ts-pipeline',
+    version: 1,
+    tokenizer: 'tokenizer.safetensors',
+    base: 'base.safetensors',
+    textEncoder,
+    imageSize: base.config.grid[0] * f,
+    defaults: { ...DECODING_DEFAULTS, ...o.defaults },
+  };
+  if (o.superres) {
+    const sr = await loadTransformer(o.superres);
+    if (!sr.config.lowres) throw new MuseError(`${o.superres} is not a super-res model`);
+    const srValidation = lastValidation(o.superres);
+    await saveTransformer(join(o.out, 'superres.safetensors'), sr.params, sr.config, {
+      dtype: 'F16',
+      kind: 'muse-superres',
+      extra: {
+        ...stripFormat(sr.metadata),
+        ...notes,
+        source: o.superres,
+        ...(srValidation ? { validation: srValidation } : {}),
+      },
+    });
+    file.superres = 'superres.safetensors';
+    file.superresSize = sr.config.grid[0] * f;
+    file.defaultSize = file.superresSize;
+  }
+  const tmp = join(o.out, 'pipeline.json.tmp');
+  writeFileSync(tmp, `${JSON.stringify(file, null, 2)}\n`);
+  renameSync(tmp, join(o.out, 'pipeline.json'));
+  return file;
+}
+
+/** Metadata without the keys the writer sets itself. */
+function stripFormat(m: Record<string, string>): Record<string, string> {
+  const { format: _f, format_version: _v, config: _c, kind: _k, ...rest } = m;
+  return rest;
+}
