@@ -36,7 +36,7 @@ export interface SuperresExample {
 
 export async function evaluateSuperres(
   muse: MusePipeline,
-  samples: AsyncIterable<Sample>,
+  samples: Iterable<Sample> | AsyncIterable<Sample>,
   o: { count: number; seed?: number; onImage?: (done: number) => void; examples?: number },
 ): Promise<{ scores: SuperresScores; examples: SuperresExample[] }> {
   if (!muse.superres) throw new MuseError(`${muse.folder} has no super-res stage`);
