@@ -128,6 +128,7 @@ export function evaluateBase(
   pairs = 256,
   batch = 32,
   lowGrid?: string,
+  lowresNoise = 0,
 ): { loss: number; accuracy: number } {
   const rng = new Rng(1234);
   const chosen = Int32Array.from({ length: Math.min(pairs, d.pairImage.length) }, (_, i) => i);
@@ -136,7 +137,7 @@ export function evaluateBase(
   let masked = 0;
   for (let i = 0; i < chosen.length; i += batch) {
     const part = chosen.subarray(i, i + batch);
-    const b = makeBatch(d, { grid, lowGrid }, c, part.length, rng, 0, part);
+    const b = makeBatch(d, { grid, lowGrid, lowresNoise }, c, part.length, rng, 0, part);
     tf.tidy(() => {
       const r = maskedCrossEntropy(forward(params, c, b.tokens, b.text, b.lengths, b.low), b.targets, b.mask, 0);
       const m = b.mask.reduce((a, v) => a + v, 0);
