@@ -146,19 +146,28 @@ if (!only || only === 'base') {
 }
 
 if (!only || only === 'generate') {
-  // Seconds per image of the shipped emoji pipeline (text → 32 px image, the model's default steps
-  // and guidance: one batched forward of 2B grids per step), batch 1 and 8.
+  // Seconds per image of the shipped emoji pipeline at each size it makes (32 px: base stage; 64 px:
+  // base + super-res), default steps and guidance (one batched forward of 2B grids per step).
   const muse = await MusePipeline.load(join(packageRoot(), 'models', 'emoji'));
-  for (const batch of [1, 8]) {
-    const prompts = Array.from({ length: batch }, (_, i) => ['red apple', 'a smiling face', 'dog face', 'sun'][i % 4]);
-    const runs: number[] = [];
-    for (let i = 0; i < (batch === 1 ? 6 : 4); i++) {
-      const t0 = performance.now();
-      await muse.generate(prompts, { seed: i });
-      runs.push((performance.now() - t0) / 1000);
+  for (const size of muse.sizes) {
+    for (const batch of [1, 8]) {
+      const prompts = Array.from(
+        { length: batch },
+        (_, i) => ['red apple', 'a smiling face', 'dog face', 'sun'][i % 4],
+      );
+      const runs: number[] = [];
+      for (let i = 0; i < (batch === 1 ? 6 : 4); i++) {
+        const t0 = performance.now();
+        await muse.generate(prompts, { seed: i, size });
+        runs.push((performance.now() - t0) / 1000);
+      }
+      const s = runs.slice(1).sort((a, b) => a - b)[Math.floor((runs.length - 1) / 2)];
+      const stages =
+        size === muse.imageSize
+          ? `${muse.defaults.steps} steps`
+          : `${muse.defaults.steps} + ${muse.defaults.superresSteps} steps`;
+      add(`generate emoji ${size} px, ${stages}, batch ${batch} (per image)`, s / batch);
     }
-    const s = runs.slice(1).sort((a, b) => a - b)[Math.floor((runs.length - 1) / 2)];
-    add(`generate emoji 32 px, ${muse.defaults.steps} steps, batch ${batch} (per image)`, s / batch);
   }
   muse.dispose();
 }
