@@ -2,7 +2,8 @@
 // low-res tokens come from the base model, not the data. Two runs from the same seed, one with
 // --lowres-noise 0 and one with the given fraction, then the held-out masked-token loss with clean
 // low-res tokens and with up to 20% / 40% of them replaced by random codes (standing in for the base
-// model's mistakes). Usage: node --import tsx bench/superres-noise.ts SR_TRAIN_CACHE SR_VAL_CACHE [steps] [noise]
+// model's mistakes). Usage: node --import tsx bench/superres-noise.ts SR_TRAIN_CACHE SR_VAL_CACHE [steps] [noises]
+// (noises: comma-separated training fractions, default 0,0.1; one per process runs the arms in parallel).
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +13,7 @@ import { transformerConfig } from '../src/transformer/config.js';
 import { loadTokenData } from '../src/transformer/token-data.js';
 import { evaluateBase, trainBase } from '../src/transformer/trainer.js';
 
-const [trainDir, valDir, stepsArg = '400', noiseArg = '0.1'] = process.argv.slice(2);
+const [trainDir, valDir, stepsArg = '400', noiseArg = '0,0.1'] = process.argv.slice(2);
 await initBackend();
 const data = await loadTokenData(trainDir);
 const validation = await loadTokenData(valDir);
@@ -27,7 +28,7 @@ const config = transformerConfig('superres-small', {
   lowres: { codebookSize: low.codebookSize, grid: low.grid },
 });
 const rows: string[] = [];
-for (const noise of [0, Number(noiseArg)]) {
+for (const noise of noiseArg.split(',').map(Number)) {
   const out = mkdtempSync(join(tmpdir(), `sr-noise-${noise}-`));
   const t0 = performance.now();
   await trainBase({
