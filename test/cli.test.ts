@@ -141,59 +141,61 @@ test('the installed `muse` bin is built and executable (the README runs it with 
   assert.match(r.stdout, /Usage: muse/);
 });
 
-test('Ctrl-C during training saves a checkpoint and exits cleanly', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'muse-cli-'));
-  assert.equal(
-    muse('data', 'build', 'shapes', '--size', '16', '--train', '12', '--heldout', '2', '--out', join(dir, 'shapes'))
-      .code,
-    0,
-  );
-  const run = join(dir, 'run');
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'src/cli/main.ts',
-      'tokenizer',
-      'train',
-      '--data',
-      join(dir, 'shapes', 'train'),
-      '--out',
-      run,
-      '--config',
-      'tiny',
-      '--crop',
-      '16',
-      '--batch',
-      '2',
-      '--steps',
-      '100000',
-      '--sample-every',
-      '0',
-      '--eval-every',
-      '0',
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d) => {
-    out += d;
-  });
-  const started = new Promise<void>((resolve) =>
-    child.stderr.on('data', (d) => {
-      err += d;
-      if (/tokenizer \d+\/100000/.test(err)) resolve();
-    }),
-  );
-  await started;
-  child.kill('SIGINT');
-  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
-  assert.equal(code, 0, err);
-  assert.match(err, /interrupted: saving a checkpoint/);
-  assert.match(out, /stopped at step \d+/);
-  assert.ok(existsSync(join(run, 'tokenizer.safetensors')) && existsSync(join(run, 'state.safetensors')));
+test('Ctrl-C (SIGINT) or SIGTERM during training saves a checkpoint and exits cleanly', async () => {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    const dir = mkdtempSync(join(tmpdir(), 'muse-cli-'));
+    assert.equal(
+      muse('data', 'build', 'shapes', '--size', '16', '--train', '12', '--heldout', '2', '--out', join(dir, 'shapes'))
+        .code,
+      0,
+    );
+    const run = join(dir, 'run');
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'src/cli/main.ts',
+        'tokenizer',
+        'train',
+        '--data',
+        join(dir, 'shapes', 'train'),
+        '--out',
+        run,
+        '--config',
+        'tiny',
+        '--crop',
+        '16',
+        '--batch',
+        '2',
+        '--steps',
+        '100000',
+        '--sample-every',
+        '0',
+        '--eval-every',
+        '0',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    const started = new Promise<void>((resolve) =>
+      child.stderr.on('data', (d) => {
+        err += d;
+        if (/tokenizer \d+\/100000/.test(err)) resolve();
+      }),
+    );
+    await started;
+    child.kill(signal);
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    assert.equal(code, 0, err);
+    assert.match(err, new RegExp(`${signal}: saving a checkpoint`));
+    assert.match(out, /stopped at step \d+/);
+    assert.ok(existsSync(join(run, 'tokenizer.safetensors')) && existsSync(join(run, 'state.safetensors')));
+  }
 });
 
 test("the README's main job: `muse generate` with the shipped model writes an image", async () => {

@@ -11,10 +11,11 @@ import { encodeCache } from '../src/data/cache.js';
 import { type Sample, SkipReport } from '../src/data/sample.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
+import { loadSafetensors, saveSafetensors } from '../src/tensor/safetensors.js';
 import { namedGrads } from '../src/train/grads.js';
 import { loadTransformer } from '../src/transformer/checkpoint.js';
 import { transformerConfig } from '../src/transformer/config.js';
-import { forward, initTransformer, precomputeContext } from '../src/transformer/model.js';
+import { contextTensors, forward, initTransformer, lowresIndex, precomputeContext } from '../src/transformer/model.js';
 import { loadTokenData, type TokenData } from '../src/transformer/token-data.js';
 import { type BaseTrainOptions, trainBase } from '../src/transformer/trainer.js';
 import { MuseError } from '../src/util/errors.js';
@@ -101,8 +102,35 @@ test('super-res: low-res tokens reach the logits; precomputed context = inline; 
     MuseError,
   );
   assert.throws(() => transformerConfig('superres-tiny', { codebookSize: 16, grid: [8, 8] }), MuseError);
-  tf.dispose([tokens, lowA, lowB, text, a, b, viaContext, value, ...ctx.keys, ...ctx.values, ctx.bias]);
+  tf.dispose([tokens, lowA, lowB, text, a, b, viaContext, value, ...contextTensors(ctx)]);
   tf.dispose([...Object.values(grads), ...Object.values(p)]);
+});
+
+test('each high-res position reads the low-res token it lies under (lowres.to_input starts at zero)', () => {
+  const idx = Array.from(lowresIndex(config));
+  assert.equal(idx.length, 64);
+  for (let y = 0; y < 8; y++) for (let x = 0; x < 8; x++) assert.equal(idx[y * 8 + x], (y >> 1) * 4 + (x >> 1));
+  const p = initTransformer(config, new Rng(1));
+  assert.equal(tf.max(tf.abs(p['lowres.to_input.w'])).dataSync()[0], 0);
+  // With the projection set, changing one low-res token changes the input of exactly its 2×2 block.
+  p['lowres.to_input.w'].assign(tf.eye(config.width));
+  const text = tf.tensor3d(new Float32Array(6 * 8), [1, 6, 8]);
+  const lowA = tf.tensor2d(new Int32Array(16).fill(3), [1, 16], 'int32');
+  const lowB = tf.tensor2d(
+    Int32Array.from({ length: 16 }, (_, i) => (i === 5 ? 7 : 3)),
+    [1, 16],
+    'int32',
+  );
+  const a = precomputeContext(p, config, text, Int32Array.of(0), lowA);
+  const b = precomputeContext(p, config, text, Int32Array.of(0), lowB);
+  assert.ok(a.input && b.input);
+  const diff = tf.sum(tf.abs(tf.sub(a.input, b.input)), -1).dataSync();
+  // Low-res token 5 is (row 1, col 1), self-attention spreads the change to every position a bit;
+  // the directly aligned 2×2 block changes most.
+  const block = [2 * 8 + 2, 2 * 8 + 3, 3 * 8 + 2, 3 * 8 + 3];
+  const others = Array.from(diff).filter((_, i) => !block.includes(i));
+  for (const i of block) assert.ok(diff[i] > Math.max(...others), `position ${i}`);
+  tf.dispose([text, lowA, lowB, ...contextTensors(a), ...contextTensors(b), ...Object.values(p)]);
 });
 
 function options(out: string, extra: Partial<BaseTrainOptions> = {}): BaseTrainOptions {
@@ -145,4 +173,13 @@ test('super-res trainer: validation loss falls, weights saved as a muse-superres
   );
   assert.ok(Number.isFinite(noisy.history.eval[0].loss));
   await assert.rejects(trainBase(options(out, { lowGrid: 'nothing' })), /low-res token grid/);
+  // A checkpoint from before lowres.to_input existed warm-starts with it at zero.
+  const { tensors, metadata } = await loadSafetensors(join(out, 'superres.safetensors'));
+  delete tensors['lowres.to_input.w'];
+  delete tensors['lowres.to_input.b'];
+  const old = join(out, 'old.safetensors');
+  await saveSafetensors(old, tensors, { metadata });
+  await assert.rejects(loadTransformer(old), /lowres\.to_input\.w" is missing/);
+  const warm = await trainBase(options(mkdtempSync(join(tmpdir(), 'muse-sr-warm-')), { steps: 2, init: old }));
+  assert.equal(warm.step, 2);
 });

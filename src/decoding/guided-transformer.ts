@@ -3,7 +3,7 @@
 // and the text side of cross-attention is computed once here, not once per step.
 import * as tf from '@tensorflow/tfjs-core';
 import { sequenceLength, type TransformerConfig } from '../transformer/config.js';
-import { forward, type Params, precomputeContext, type TextContext } from '../transformer/model.js';
+import { contextTensors, forward, type Params, precomputeContext, type TextContext } from '../transformer/model.js';
 import { MuseError } from '../util/errors.js';
 import { type GuidanceSchedule, guidanceScale, guideLogits } from './guidance.js';
 import type { LogitsFn } from './parallel-decode.js';
@@ -96,6 +96,6 @@ export function guidedTransformer(
   return {
     logits,
     passes: guided ? 2 : 1,
-    dispose: () => tf.dispose([...context.keys, ...context.values, context.bias]),
+    dispose: () => tf.dispose(contextTensors(context)),
   };
 }

@@ -29,22 +29,41 @@ export function momentsFromTensors(prefix: string, tensors: Record<string, Named
   return { step, m, v };
 }
 
-/** Ctrl-C handling for training loops: the first sets interrupted() (the loop saves, then ends); a second exits at once. */
+/**
+ * Ctrl-C (SIGINT) and SIGTERM (kill, job schedulers, container stops) for training loops: the first
+ * sets interrupted() (the loop saves, then ends); a second exits at once. (A job started in the
+ * background by a non-interactive shell ignores SIGINT; send it SIGTERM.)
+ */
 export function interruptHandler(): { interrupted: () => boolean; dispose: () => void } {
   let stop = false;
-  const onSigint = () => {
-    if (stop) process.exit(130);
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stop) process.exit(signal === 'SIGINT' ? 130 : 143);
     stop = true;
-    console.error('\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit without saving)');
+    console.error(`\n${signal}: saving a checkpoint after this step (send it again to quit without saving)`);
   };
-  process.on('SIGINT', onSigint);
-  return { interrupted: () => stop, dispose: () => process.off('SIGINT', onSigint) };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    interrupted: () => stop,
+    dispose: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
 }
 
 /** A time budget in minutes from now (undefined: none); the returned function says when it is spent. */
 export function deadline(minutes: number | undefined): () => boolean {
   const start = performance.now();
   return () => minutes !== undefined && (performance.now() - start) / 60000 >= minutes;
+}
+
+/**
+ * Lets pending signal handlers run. A training step is synchronous work, so without this a Ctrl-C
+ * would only be seen at the next checkpoint's file write (measured: ~4 minutes late at 250 steps).
+ */
+export function yieldToEvents(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** After each step: save at checkpoints, at the end, on Ctrl-C and when out of time; stop on the last two. */

@@ -19,18 +19,28 @@ export async function saveTransformer(
   });
 }
 
+/**
+ * Tensors added to the architecture after some checkpoints were written, all zero at initialisation,
+ * so an older file continues training (`--init`) exactly as if they had been there from the start.
+ */
+export const ZERO_INIT_ADDITIONS = /^lowres\.to_input\./;
+
 export async function loadTransformer(
   path: string,
+  options: { allowZeroInitAdditions?: boolean } = {},
 ): Promise<{ config: TransformerConfig; params: Params; metadata: Record<string, string> }> {
   const { tensors, metadata } = await loadSafetensors(path);
   if (metadata.kind !== undefined && !metadata.kind.startsWith('muse-base') && metadata.kind !== 'muse-superres') {
     throw new MuseError(`${path}: a ${metadata.kind} file, not a transformer`);
   }
   const config = validateTransformerConfig(configFromMetadata<TransformerConfig>(metadata, path));
-  const params = paramsFromTensors(
-    path,
-    tensors,
-    expectedShapes(() => initTransformer(config, new Rng(0))),
-  );
+  const shapes = expectedShapes(() => initTransformer(config, new Rng(0)));
+  if (options.allowZeroInitAdditions) {
+    for (const [name, shape] of Object.entries(shapes)) {
+      if (!tensors[name] && ZERO_INIT_ADDITIONS.test(name))
+        tensors[name] = { dtype: 'F32', shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) };
+    }
+  }
+  const params = paramsFromTensors(path, tensors, shapes);
   return { config, params, metadata };
 }

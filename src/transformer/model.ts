@@ -13,6 +13,10 @@
 // Super-res stage (§2.4, config.lowres): the low-res tokens go through their own stack of pre-norm
 // self-attention + MLP blocks (lowres.*), and the result is prepended to the context:
 //   context = [LN(lowres(tokens_lo)) ; text.null ; text.proj(text)]   [B, N_lo + 1 + T, D]
+// and, beyond the paper, each high-res position also gets the encoded low-res token it lies under,
+// through a projection that starts at zero (lowres.to_input): x += W·lowres(tokens_lo)[under(i)].
+// Measured on emoji: with cross-attention alone the model had to learn the spatial correspondence
+// and super-res stayed far below bicubic upsampling after 3,000 steps (see models/emoji/TRAINING.md).
 //
 // A prompt of length 0 (the unconditional branch of classifier-free guidance) attends only to the
 // NULL token. The cross-attention keys and values depend on the text alone, so decoding computes them
@@ -38,6 +42,13 @@ export interface TextContext {
   values: tf.Tensor4D[];
   /** Additive key mask [B, 1, 1, 1 + T]: 0 where a key is visible, MASKED_SCORE where hidden. */
   bias: tf.Tensor4D;
+  /** Super-res only: the low-res term added to every high-res position's input [B, N, D]. */
+  input?: tf.Tensor3D;
+}
+
+/** Every tensor of a context, for tf.dispose. */
+export function contextTensors(ctx: TextContext): tf.Tensor[] {
+  return [...ctx.keys, ...ctx.values, ctx.bias, ...(ctx.input ? [ctx.input] : [])];
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -100,6 +111,8 @@ export function initTransformer(c: TransformerConfig, rng: Rng): Params {
       linear(`${b}.mlp.fc2`, c.mlp, D, lowResidual);
     }
     norm('lowres.ln_f');
+    set('lowres.to_input.w', [D, D], new Float32Array(D * D));
+    set('lowres.to_input.b', [D], new Float32Array(D));
   }
   return p;
 }
@@ -199,6 +212,18 @@ export function encodeLowres(p: Params, c: TransformerConfig, lowTokens: tf.Tens
   });
 }
 
+/** For each high-res grid position, the index of the low-res position it lies under (nearest). */
+export function lowresIndex(c: TransformerConfig): Int32Array {
+  const lr = c.lowres;
+  if (!lr) throw new MuseError('this model has no low-res conditioning');
+  const [h, w] = c.grid;
+  const [hl, wl] = lr.grid;
+  return Int32Array.from(
+    { length: h * w },
+    (_, i) => Math.floor((Math.floor(i / w) * hl) / h) * wl + Math.floor(((i % w) * wl) / w),
+  );
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Text context
 
@@ -250,7 +275,8 @@ export function precomputeContext(
     // ∞, where 0·x is not 0) cannot reach the output.
     const clean = tf.where(tf.tensor3d(visible, [B, T, 1], 'bool'), text, tf.zerosLike(text));
     const nul = tf.broadcastTo(tf.reshape(p['text.null'], [1, 1, c.width]), [B, 1, c.width]);
-    const parts: tf.Tensor[] = lowTokens ? [encodeLowres(p, c, lowTokens), nul] : [nul];
+    const low = lowTokens ? encodeLowres(p, c, lowTokens) : undefined;
+    const parts: tf.Tensor[] = low ? [low, nul] : [nul];
     if (T > 0) parts.push(linear(p, 'text.proj', clean));
     const context = parts.length > 1 ? tf.concat(parts, 1) : nul;
     const keys: tf.Tensor4D[] = [];
@@ -260,7 +286,10 @@ export function precomputeContext(
       keys.push(splitHeads(k, c.heads));
       values.push(splitHeads(v, c.heads));
     }
-    return { keys, values, bias: tf.tensor4d(bias, [B, 1, 1, S]) };
+    const input = low
+      ? (tf.gather(linear(p, 'lowres.to_input', low), tf.tensor1d(lowresIndex(c), 'int32'), 1) as tf.Tensor3D)
+      : undefined;
+    return { keys, values, bias: tf.tensor4d(bias, [B, 1, 1, S]), ...(input ? { input } : {}) };
   });
 }
 
@@ -309,6 +338,7 @@ export function forward(
         `text context is for ${ctx.bias.shape[0]} prompts and ${ctx.keys.length} layers; tokens are ${B} grids, the model has ${c.layers} layers`,
       );
     let x = tf.add(tf.gather(p.tok_emb, tokens), p.pos_emb) as tf.Tensor3D;
+    if (ctx.input) x = tf.add(x, ctx.input);
     for (let l = 0; l < c.layers; l++) x = block(p, c, l, x, ctx);
     return linear(p, 'head', norm(p, 'ln_f', x)) as tf.Tensor3D;
   });

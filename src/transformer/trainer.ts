@@ -13,7 +13,14 @@ import { Rng, type RngState } from '../tensor/random.js';
 import { loadSafetensors, saveSafetensors } from '../tensor/safetensors.js';
 import { AdamW, clipByGlobalNorm } from '../train/adamw.js';
 import { namedGrads } from '../train/grads.js';
-import { deadline, endOfStep, interruptHandler, momentsFromTensors, momentsToTensors } from '../train/run-state.js';
+import {
+  deadline,
+  endOfStep,
+  interruptHandler,
+  momentsFromTensors,
+  momentsToTensors,
+  yieldToEvents,
+} from '../train/run-state.js';
 import { learningRate } from '../train/schedule.js';
 import { MuseError } from '../util/errors.js';
 import { lineChartPng } from '../util/plot.js';
@@ -179,7 +186,7 @@ function checkData(o: BaseTrainOptions, d: TokenData, name: string): void {
 
 async function loadInitWeights(path: string, config: TransformerConfig): Promise<Params> {
   if (!existsSync(path)) throw new MuseError(`--init ${path}: no such file`);
-  const loaded = await loadTransformer(path);
+  const loaded = await loadTransformer(path, { allowZeroInitAdditions: true });
   if (JSON.stringify(loaded.config) !== JSON.stringify(config))
     throw new MuseError(`--init ${path}: its model config differs from this run's (${JSON.stringify(loaded.config)})`);
   return loaded.params;
@@ -301,6 +308,7 @@ export async function trainBase(
             `\nstep ${step}: validation loss ${e.loss.toFixed(3)}, masked-token accuracy ${(100 * e.accuracy).toFixed(1)}%`,
           );
       }
+      await yieldToEvents();
       const end = endOfStep(step, last, o.checkpointEvery, sigint.interrupted(), outOfTime());
       if (end.save) await save();
       if (end.stop) {
