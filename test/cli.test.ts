@@ -30,7 +30,20 @@ test('muse --help lists the verbs; no verb is a usage error', () => {
 });
 
 test('every verb has --help', () => {
-  for (const verb of ['doctor', 'inspect', 'data', 'tokenizer']) {
+  for (const verb of [
+    'doctor',
+    'inspect',
+    'data',
+    'tokenizer',
+    'train',
+    'generate',
+    'inpaint',
+    'outpaint',
+    'edit',
+    'upscale',
+    'eval',
+    'assemble',
+  ]) {
     const r = muse(verb, '--help');
     assert.equal(r.code, 0, `${verb} --help exited ${r.code}: ${r.err}`);
     assert.match(r.out, new RegExp(`muse ${verb}`));
