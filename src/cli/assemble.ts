@@ -6,7 +6,8 @@ import { MuseError } from '../util/errors.js';
 import { numberOption } from './options.js';
 
 export const assembleHelp = `Usage: muse assemble --tokenizer FILE --base FILE [--superres FILE] --out DIR
-    [--steps 12] [--superres-steps 8] [--guidance 3] [--text-encoder ID] [--note key=value ...]
+    [--steps 12] [--superres-steps 8] [--guidance 3] [--default-size PX] [--text-encoder ID]
+    [--note key=value ...]
 
   Re-saves each component in F16 with its training metadata (and the last validation figures of the
   run folder it comes from), and writes DIR/pipeline.json for \`muse generate --model DIR\`.`;
@@ -28,6 +29,7 @@ export async function assembleCommand(args: string[]): Promise<number> {
       guidance: { type: 'string' },
       note: { type: 'string', multiple: true },
       'text-encoder': { type: 'string' },
+      'default-size': { type: 'string' },
     },
   });
   if (!values.tokenizer || !values.base || !values.out)
@@ -54,6 +56,10 @@ export async function assembleCommand(args: string[]): Promise<number> {
     defaults,
     notes,
     textEncoder: values['text-encoder'],
+    defaultSize:
+      values['default-size'] === undefined
+        ? undefined
+        : numberOption(values['default-size'], 'default-size', 0, { min: 1, integer: true }),
   });
   console.log(
     `${values.out}: ${file.imageSize} px${file.superres ? ` → ${file.superresSize} px` : ''} pipeline (text encoder ${file.textEncoder})`,

@@ -14,6 +14,8 @@ export interface AssembleOptions {
   superres?: string;
   out: string;
   defaults?: Partial<DecodingDefaults>;
+  /** What `generate` makes unless told (default: the largest size). */
+  defaultSize?: number;
   /** The text encoder's id, when the base file does not record it. */
   textEncoder?: string;
   /** Free-form facts recorded in every component (data split, machine, ...). */
@@ -87,6 +89,12 @@ export async function assemblePipeline(o: AssembleOptions): Promise<PipelineFile
     file.superres = 'superres.safetensors';
     file.superresSize = sr.config.grid[0] * f;
     file.defaultSize = file.superresSize;
+  }
+  if (o.defaultSize !== undefined) {
+    const sizes = [file.imageSize, ...(file.superresSize ? [file.superresSize] : [])];
+    if (!sizes.includes(o.defaultSize))
+      throw new MuseError(`default size ${o.defaultSize}: choose ${sizes.join(' or ')}`);
+    file.defaultSize = o.defaultSize;
   }
   const tmp = join(o.out, 'pipeline.json.tmp');
   writeFileSync(tmp, `${JSON.stringify(file, null, 2)}\n`);
