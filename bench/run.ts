@@ -3,7 +3,7 @@
 //   matmul 1024³ in all four transpose combinations; batched 64×(256×64 @ 64×256);
 //   conv2d 3×3 [4,64,64,128]→128 forward and forward+backward; the reference training step;
 //   the default base transformer's training samples/s; seconds per generated image (batch 1 and 8).
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -175,9 +175,12 @@ if (!only || only === 'generate') {
 const date = new Date().toISOString().slice(0, 10);
 mkdirSync('bench/results', { recursive: true });
 const file = `bench/results/${date}-${info.backend}-${info.kernels.native ? 'native' : 'wasm'}.json`;
+// A partial run (`npm run bench generate`) updates its own rows and keeps the day's others.
+const earlier: Row[] = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as { rows: Row[] }).rows : [];
+const merged = [...earlier.filter((r) => !rows.some((x) => x.name === r.name)), ...rows];
 writeFileSync(
   file,
-  `${JSON.stringify({ date, cpu: cpus()[0]?.model, cores: cpus().length, node: process.versions.node, ...info, rows }, null, 2)}\n`,
+  `${JSON.stringify({ date, cpu: cpus()[0]?.model, cores: cpus().length, node: process.versions.node, ...info, rows: merged }, null, 2)}\n`,
 );
 console.log(`wrote ${file}`);
 shutdownBackend();
