@@ -15,14 +15,7 @@ import { loadSafetensors, saveSafetensors } from '../tensor/safetensors.js';
 import { scoped } from '../tensor/scope.js';
 import { AdamW, clipByGlobalNorm } from '../train/adamw.js';
 import { namedGrads } from '../train/grads.js';
-import {
-  deadline,
-  endOfStep,
-  interruptHandler,
-  momentsFromTensors,
-  momentsToTensors,
-  yieldToEvents,
-} from '../train/run-state.js';
+import { deadline, endOfStep, interruptHandler, momentsFromTensors, momentsToTensors } from '../train/run-state.js';
 import { learningRate } from '../train/schedule.js';
 import { MuseError } from '../util/errors.js';
 import { lineChartPng } from '../util/plot.js';
@@ -322,8 +315,7 @@ export async function trainTokenizer(
       if (o.sampleEvery > 0 && (step % o.sampleEvery === 0 || last) && o.validation.length) {
         await writeSamples(o, params, step, history);
       }
-      await yieldToEvents();
-      const end = endOfStep(step, last, o.checkpointEvery, sigint.interrupted(), outOfTime());
+      const end = endOfStep(step, last, o.checkpointEvery, await sigint.interrupted(), outOfTime());
       if (end.save) await save();
       if (end.stop) {
         stoppedEarly = !last;

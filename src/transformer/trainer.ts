@@ -13,14 +13,7 @@ import { Rng, type RngState } from '../tensor/random.js';
 import { loadSafetensors, saveSafetensors } from '../tensor/safetensors.js';
 import { AdamW, clipByGlobalNorm } from '../train/adamw.js';
 import { namedGrads } from '../train/grads.js';
-import {
-  deadline,
-  endOfStep,
-  interruptHandler,
-  momentsFromTensors,
-  momentsToTensors,
-  yieldToEvents,
-} from '../train/run-state.js';
+import { deadline, endOfStep, interruptHandler, momentsFromTensors, momentsToTensors } from '../train/run-state.js';
 import { learningRate } from '../train/schedule.js';
 import { MuseError } from '../util/errors.js';
 import { lineChartPng } from '../util/plot.js';
@@ -308,8 +301,7 @@ export async function trainBase(
             `\nstep ${step}: validation loss ${e.loss.toFixed(3)}, masked-token accuracy ${(100 * e.accuracy).toFixed(1)}%`,
           );
       }
-      await yieldToEvents();
-      const end = endOfStep(step, last, o.checkpointEvery, sigint.interrupted(), outOfTime());
+      const end = endOfStep(step, last, o.checkpointEvery, await sigint.interrupted(), outOfTime());
       if (end.save) await save();
       if (end.stop) {
         stoppedEarly = !last;
