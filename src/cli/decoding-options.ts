@@ -94,7 +94,7 @@ export function decodingOptions(values: Values): DecodingOptions {
 }
 
 /** Adds a progress line per step and, with --frames, the frame writer; call finish() after. */
-export function withProgress(values: Values, o: DecodingOptions, label: string) {
+function withProgress(values: Values, o: DecodingOptions, label: string) {
   const frames = values.frames ? new FrameWriter(values.frames) : undefined;
   let progress: Progress | undefined;
   const onStep = async (step: number, steps: number, images: () => RgbImage[]) => {
@@ -137,7 +137,7 @@ function enlarge(img: RgbImage, s: number): RgbImage {
 }
 
 /** Writes one PNG, or a captioned grid when there are several images; prints notes and the path. */
-export async function writeResult(values: Values, r: PipelineResult, captions: string[]): Promise<void> {
+async function writeResult(values: Values, r: PipelineResult, captions: string[]): Promise<void> {
   const out = values.out ?? 'out.png';
   const scale = numberOption(values.scale, 'scale', 1, { min: 1, max: 64, integer: true });
   for (const note of r.notes) console.error(`note: ${note}`);
@@ -152,4 +152,27 @@ export async function writeResult(values: Values, r: PipelineResult, captions: s
   console.log(
     `${out}: ${r.images.length} image${r.images.length > 1 ? 's' : ''} of ${r.images[0].width}×${r.images[0].height}`,
   );
+}
+
+/**
+ * Runs one pipeline call with a progress line (and --frames), writes its result and releases the
+ * model. `caption` labels every image, or each in turn when it is a list.
+ */
+export async function runAndWrite(
+  values: Values,
+  muse: MusePipeline,
+  o: DecodingOptions,
+  label: string,
+  caption: string | string[],
+  call: (options: DecodingOptions) => Promise<PipelineResult>,
+): Promise<number> {
+  const run = withProgress(values, o, label);
+  try {
+    const r = await call(run.options);
+    await run.finish();
+    await writeResult(values, r, typeof caption === 'string' ? r.images.map(() => caption) : caption);
+  } finally {
+    muse.dispose();
+  }
+  return 0;
 }

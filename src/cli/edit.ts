@@ -7,8 +7,7 @@ import {
   decodingOptions,
   openPipeline,
   readInputImage,
-  withProgress,
-  writeResult,
+  runAndWrite,
 } from './decoding-options.js';
 import { numberOption } from './options.js';
 
@@ -36,14 +35,7 @@ export async function editCommand(args: string[]): Promise<number> {
   const fraction = numberOption(values.fraction, 'fraction', 0.08, { min: 1e-6, max: 1 });
   const muse = await openPipeline(values);
   const image = await readInputImage(positionals[0], muse.sizes, 'image');
-  const run = withProgress(values, o, 'editing');
-  const r = await muse.edit(image, positionals[1], { ...run.options, iterations, fraction });
-  await run.finish();
-  await writeResult(
-    values,
-    r,
-    r.images.map(() => positionals[1]),
+  return runAndWrite(values, muse, o, 'editing', positionals[1], (options) =>
+    muse.edit(image, positionals[1], { ...options, iterations, fraction }),
   );
-  muse.dispose();
-  return 0;
 }

@@ -10,11 +10,9 @@ import { evaluateShapes } from '../eval/shapes-eval.js';
 import type { Tally } from '../eval/shapes-score.js';
 import { spreadSamples } from '../eval/spread.js';
 import { evaluateSuperres } from '../eval/superres-eval.js';
-import { MusePipeline } from '../pipeline/pipeline.js';
-import { initBackend } from '../tensor/backend.js';
 import { MuseError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
-import { defaultModelFolder } from './decoding-options.js';
+import { openPipeline } from './decoding-options.js';
 import { numberOption } from './options.js';
 
 export const evalHelp = `Usage: muse eval superres --data DATASET --out DIR [--model DIR] [--count 256] [--seed 0]
@@ -45,8 +43,7 @@ async function superres(args: string[]): Promise<number> {
   if (!values.data) throw new MuseError('--data DATASET is required (images of the super-res size)');
   if (!values.out) throw new MuseError('--out DIR is required');
   const count = numberOption(values.count, 'count', 256, { min: 1, integer: true });
-  await initBackend();
-  const muse = await MusePipeline.load(values.model ?? defaultModelFolder());
+  const muse = await openPipeline(values);
   if (!muse.superres) throw new MuseError(`${muse.folder} has no super-res stage`);
   const samples = await spreadSamples(openDataset(values.data, { size: muse.sizes[1], skip: new SkipReport() }), count);
   const progress = new Progress({ total: samples.length, label: 'eval superres', unit: 'img' });
@@ -102,8 +99,7 @@ async function shapes(args: string[]): Promise<number> {
   if (!values.out) throw new MuseError('--out DIR is required');
   const count = numberOption(values.count, 'count', 300, { min: 1, integer: true });
   const seed = numberOption(values.seed, 'seed', 0, { integer: true });
-  await initBackend();
-  const muse = await MusePipeline.load(values.model ?? defaultModelFolder());
+  const muse = await openPipeline(values);
   const results: Record<string, Awaited<ReturnType<typeof evaluateShapes>>> = {};
   for (const [name, path] of [
     ['in-distribution', values.train],

@@ -1,14 +1,7 @@
 // `muse generate`: text to image with the shipped (or any) model folder.
 import { parseArgs } from 'node:util';
 import { MuseError } from '../util/errors.js';
-import {
-  decodingArgs,
-  decodingHelp,
-  decodingOptions,
-  openPipeline,
-  withProgress,
-  writeResult,
-} from './decoding-options.js';
+import { decodingArgs, decodingHelp, decodingOptions, openPipeline, runAndWrite } from './decoding-options.js';
 
 export const generateHelp = `Usage: muse generate "PROMPT" ["PROMPT" ...] [options]
 
@@ -26,14 +19,12 @@ export async function generateCommand(args: string[]): Promise<number> {
   if (positionals.length === 0) throw new MuseError('give a prompt: muse generate "a red apple" -o apple.png');
   const o = decodingOptions(values);
   const muse = await openPipeline(values);
-  const run = withProgress(values, o, 'decoding');
-  const r = await muse.generate(positionals, run.options);
-  await run.finish();
-  await writeResult(
+  return runAndWrite(
     values,
-    r,
+    muse,
+    o,
+    'decoding',
     positionals.flatMap((p) => Array.from({ length: o.n ?? 1 }, () => p)),
+    (options) => muse.generate(positionals, options),
   );
-  muse.dispose();
-  return 0;
 }

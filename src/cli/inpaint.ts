@@ -10,8 +10,7 @@ import {
   decodingOptions,
   openPipeline,
   readInputImage,
-  withProgress,
-  writeResult,
+  runAndWrite,
 } from './decoding-options.js';
 import { numberOption } from './options.js';
 
@@ -47,14 +46,7 @@ export async function inpaintCommand(args: string[]): Promise<number> {
     );
     mask = resizeMask(mask, image.width, image.height);
   }
-  const run = withProgress(values, o, 'inpainting');
-  const r = await muse.inpaint(image, mask, prompt, { ...run.options, feather });
-  await run.finish();
-  await writeResult(
-    values,
-    r,
-    r.images.map(() => prompt),
+  return runAndWrite(values, muse, o, 'inpainting', prompt, (options) =>
+    muse.inpaint(image, mask, prompt, { ...options, feather }),
   );
-  muse.dispose();
-  return 0;
 }

@@ -7,8 +7,7 @@ import {
   decodingOptions,
   openPipeline,
   readInputImage,
-  withProgress,
-  writeResult,
+  runAndWrite,
 } from './decoding-options.js';
 import { numberOption } from './options.js';
 
@@ -46,14 +45,7 @@ export async function outpaintCommand(args: string[]): Promise<number> {
   const o = decodingOptions(values);
   const muse = await openPipeline(values);
   const image = await readInputImage(positionals[0], muse.sizes, 'image');
-  const run = withProgress(values, o, 'outpainting');
-  const r = await muse.outpaint(image, extension, positionals[1], run.options);
-  await run.finish();
-  await writeResult(
-    values,
-    r,
-    r.images.map(() => positionals[1]),
+  return runAndWrite(values, muse, o, 'outpainting', positionals[1], (options) =>
+    muse.outpaint(image, extension, positionals[1], options),
   );
-  muse.dispose();
-  return 0;
 }

@@ -7,8 +7,7 @@ import {
   decodingOptions,
   openPipeline,
   readInputImage,
-  withProgress,
-  writeResult,
+  runAndWrite,
 } from './decoding-options.js';
 
 export const upscaleHelp = `Usage: muse upscale IMAGE "PROMPT" [options]
@@ -29,14 +28,7 @@ export async function upscaleCommand(args: string[]): Promise<number> {
   const muse = await openPipeline(values);
   if (!muse.superres) throw new MuseError(`${muse.folder} has no super-res stage to upscale with`);
   const image = await readInputImage(positionals[0], [muse.imageSize], 'image');
-  const run = withProgress(values, o, 'upscaling');
-  const r = await muse.upscale(image, positionals[1], run.options);
-  await run.finish();
-  await writeResult(
-    values,
-    r,
-    r.images.map(() => positionals[1]),
+  return runAndWrite(values, muse, o, 'upscaling', positionals[1], (options) =>
+    muse.upscale(image, positionals[1], options),
   );
-  muse.dispose();
-  return 0;
 }
