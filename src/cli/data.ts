@@ -13,7 +13,7 @@ import { initBackend } from '../tensor/backend.js';
 import { UseLiteEncoder } from '../text/use-lite.js';
 import { VqTokenizer } from '../tokenizer/tokenizer.js';
 import { MuseError } from '../util/errors.js';
-import { numberOption } from './options.js';
+import { numberOption, subcommandHelp } from './options.js';
 
 export const dataHelp = `Usage: muse data <build|preview|encode> ...
 
@@ -185,11 +185,9 @@ async function encode(args: string[]): Promise<number> {
 }
 
 export async function dataCommand(args: string[]): Promise<number> {
+  const help = subcommandHelp(args, dataHelp);
+  if (help !== undefined) return help;
   const [sub, ...rest] = args;
-  if (!sub || sub === '--help' || sub === '-h' || rest.includes('--help') || rest.includes('-h')) {
-    console.log(dataHelp);
-    return sub ? 0 : 2;
-  }
   if (sub === 'build') return build(rest);
   if (sub === 'preview') return preview(rest);
   if (sub === 'encode') return encode(rest);

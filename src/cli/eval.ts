@@ -13,7 +13,7 @@ import { evaluateSuperres } from '../eval/superres-eval.js';
 import { MuseError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
 import { openPipeline } from './decoding-options.js';
-import { numberOption } from './options.js';
+import { numberOption, subcommandHelp } from './options.js';
 
 export const evalHelp = `Usage: muse eval superres --data DATASET --out DIR [--model DIR] [--count 256] [--seed 0]
        muse eval shapes --train DATASET --heldout DATASET --out DIR [--model DIR] [--count 300] [--seed 0]
@@ -161,11 +161,9 @@ async function shapes(args: string[]): Promise<number> {
 }
 
 export async function evalCommand(args: string[]): Promise<number> {
+  const help = subcommandHelp(args, evalHelp);
+  if (help !== undefined) return help;
   const [sub, ...rest] = args;
-  if (!sub || sub === '--help' || sub === '-h' || rest.includes('--help') || rest.includes('-h')) {
-    console.log(evalHelp);
-    return sub ? 0 : 2;
-  }
   if (sub === 'superres') return superres(rest);
   if (sub === 'shapes') return shapes(rest);
   throw new MuseError(`unknown evaluation "${sub}": choose superres or shapes`);

@@ -15,3 +15,14 @@ export function numberOption(
   }
   return n;
 }
+
+/**
+ * Help for a verb with sub-commands: prints it and gives the exit code (0 when asked for, 2 when the
+ * sub-command is missing), or undefined when there is a sub-command to run.
+ */
+export function subcommandHelp(args: string[], help: string): number | undefined {
+  const [sub, ...rest] = args;
+  if (sub && sub !== '--help' && sub !== '-h' && !rest.includes('--help') && !rest.includes('-h')) return undefined;
+  console.log(help);
+  return sub ? 0 : 2;
+}

@@ -12,7 +12,7 @@ import { type TokenizerConfig, tokenizerPreset, validateTokenizerConfig } from '
 import { VqTokenizer } from '../tokenizer/tokenizer.js';
 import { evaluateReconstruction, trainTokenizer } from '../tokenizer/trainer.js';
 import { MuseError } from '../util/errors.js';
-import { numberOption } from './options.js';
+import { numberOption, subcommandHelp } from './options.js';
 
 export const tokenizerHelp = `Usage: muse tokenizer <train|encode|decode|reconstruct|eval> ...
 
@@ -247,11 +247,9 @@ async function evaluate(args: string[]): Promise<number> {
 }
 
 export async function tokenizerCommand(args: string[]): Promise<number> {
+  const help = subcommandHelp(args, tokenizerHelp);
+  if (help !== undefined) return help;
   const [sub, ...rest] = args;
-  if (!sub || sub === '--help' || sub === '-h' || rest.includes('--help') || rest.includes('-h')) {
-    console.log(tokenizerHelp);
-    return sub ? 0 : 2;
-  }
   const verbs: Record<string, (a: string[]) => Promise<number>> = {
     train,
     encode,

@@ -6,7 +6,7 @@ import { TRANSFORMER_PRESETS, transformerConfig } from '../transformer/config.js
 import { loadTokenData } from '../transformer/token-data.js';
 import { trainBase } from '../transformer/trainer.js';
 import { MuseError } from '../util/errors.js';
-import { numberOption } from './options.js';
+import { numberOption, subcommandHelp } from './options.js';
 
 export const trainHelp = `Usage: muse train base|superres --data CACHE --out RUN [--val CACHE] [--config PRESET]
     [--steps 20000] [--batch 32] [--lr 3e-4] [--warmup 500] [--weight-decay 0.045]
@@ -110,11 +110,9 @@ async function train(stage: 'base' | 'superres', args: string[]): Promise<number
 }
 
 export async function trainCommand(args: string[]): Promise<number> {
+  const help = subcommandHelp(args, trainHelp);
+  if (help !== undefined) return help;
   const [sub, ...rest] = args;
-  if (!sub || sub === '--help' || sub === '-h' || rest.includes('--help') || rest.includes('-h')) {
-    console.log(trainHelp);
-    return sub ? 0 : 2;
-  }
   if (sub === 'base' || sub === 'superres') return train(sub, rest);
   throw new MuseError(`unknown model to train "${sub}": choose base or superres`);
 }
