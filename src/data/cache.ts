@@ -12,12 +12,11 @@
 // interrupted run resumes after the last complete shard.
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import sharp from 'sharp';
 import { loadSafetensors, type NamedTensor, saveSafetensors } from '../tensor/safetensors.js';
 import type { TextEncoder } from '../text/encoder.js';
 import { MuseError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
-import type { RgbImage } from './image.js';
+import { type RgbImage, resizeRgb } from './image.js';
 import type { Sample, SkipReport } from './sample.js';
 
 /** Maps images to token grids. Implemented by the VQ tokenizer. */
@@ -66,15 +65,6 @@ export interface EncodeOptions {
   quiet?: boolean;
   /** Expected number of samples, for the progress bar's ETA. */
   total?: number;
-}
-
-async function resized(img: RgbImage, size: number): Promise<RgbImage> {
-  if (img.width === size && img.height === size) return img;
-  const { data, info } = await sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })
-    .resize(size, size, { fit: 'cover', kernel: 'lanczos3' })
-    .raw()
-    .toBuffer({ resolveWithObject: true });
-  return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
 }
 
 function manifestFor(options: EncodeOptions): CacheManifest {
@@ -228,7 +218,7 @@ export async function encodeCache(samples: AsyncIterable<Sample>, options: Encod
       batch.push({
         key: s.key,
         captions,
-        images: await Promise.all(options.grids.map((g) => resized(s.image, g.size))),
+        images: await Promise.all(options.grids.map((g) => resizeRgb(s.image, g.size))),
       });
     }
     progress?.tick();

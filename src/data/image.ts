@@ -64,6 +64,20 @@ export async function renderSvg(svg: string, size: number, name = 'svg'): Promis
   }
 }
 
+/** A decoded image resized to size×size (centre crop of non-square ones); the same image if it already is. */
+export async function resizeRgb(
+  img: RgbImage,
+  size: number,
+  kernel: 'lanczos3' | 'cubic' = 'lanczos3',
+): Promise<RgbImage> {
+  if (img.width === size && img.height === size) return img;
+  const { data, info } = await sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })
+    .resize(size, size, { fit: 'cover', kernel })
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+}
+
 /** PNG bytes of an image. */
 export async function encodePng(img: RgbImage): Promise<Buffer> {
   return sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })

@@ -4,8 +4,7 @@
 //   reconstruction: the real image → tokens at the super-res size → decoded (the tokenizer's ceiling)
 // each against the real image (PSNR, SSIM). Super-res is decoded twice: the pipeline's sampling and
 // greedy (temperature 0, no confidence noise), since PSNR rewards the most likely image.
-import sharp from 'sharp';
-import type { RgbImage } from '../data/image.js';
+import { type RgbImage, resizeRgb } from '../data/image.js';
 import type { Sample } from '../data/sample.js';
 import type { MusePipeline } from '../pipeline/pipeline.js';
 import { MuseError } from '../util/errors.js';
@@ -17,14 +16,6 @@ export interface SuperresScores {
   superres: { psnr: number; ssim: number };
   superresGreedy: { psnr: number; ssim: number };
   reconstruction: { psnr: number; ssim: number };
-}
-
-async function resize(img: RgbImage, size: number, kernel: 'lanczos3' | 'cubic'): Promise<RgbImage> {
-  const { data, info } = await sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })
-    .resize(size, size, { kernel, fit: 'fill' })
-    .raw()
-    .toBuffer({ resolveWithObject: true });
-  return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
 }
 
 export interface SuperresExample {
@@ -55,9 +46,9 @@ export async function evaluateSuperres(
     if (s.image.width !== high || s.image.height !== high)
       throw new MuseError(`${s.key}: ${s.image.width}×${s.image.height}, expected ${high}×${high} images`);
     const real = s.image;
-    const small = await resize(real, low, 'lanczos3');
+    const small = await resizeRgb(real, low);
     const lowRecon = muse.tokenizer.decode(await muse.tokenizer.encode([small]), low / f, low / f)[0];
-    const bicubic = await resize(lowRecon, high, 'cubic');
+    const bicubic = await resizeRgb(lowRecon, high, 'cubic');
     const caption = s.captions[0] ?? '';
     const seed = (o.seed ?? 0) + pairs.bicubic.length;
     const sr = (await muse.upscale(small, caption, { seed })).images[0];
