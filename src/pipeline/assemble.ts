@@ -51,18 +51,7 @@ export async function assemblePipeline(o: AssembleOptions): Promise<PipelineFile
     throw new MuseError(`${o.base} does not say which text encoder it was trained with: pass its id (--text-encoder)`);
   if (o.textEncoder && textEncoder !== o.textEncoder)
     throw new MuseError(`${o.base} was trained with the text encoder ${textEncoder}, not ${o.textEncoder}`);
-  const baseValidation = lastValidation(o.base);
-  await saveTransformer(join(o.out, 'base.safetensors'), base.params, base.config, {
-    dtype: 'F16',
-    kind: 'muse-base',
-    extra: {
-      ...stripFormat(base.metadata),
-      ...notes,
-      textEncoder,
-      source: o.base,
-      ...(baseValidation ? { validation: baseValidation } : {}),
-    },
-  });
+  await saveStage(join(o.out, 'base.safetensors'), base, 'muse-base', o.base, { ...notes, textEncoder });
   const file: PipelineFile = {
     format: 'muse-ts-pipeline',
     version: 1,
@@ -75,17 +64,7 @@ export async function assemblePipeline(o: AssembleOptions): Promise<PipelineFile
   if (o.superres) {
     const sr = await loadTransformer(o.superres);
     if (!sr.config.lowres) throw new MuseError(`${o.superres} is not a super-res model`);
-    const srValidation = lastValidation(o.superres);
-    await saveTransformer(join(o.out, 'superres.safetensors'), sr.params, sr.config, {
-      dtype: 'F16',
-      kind: 'muse-superres',
-      extra: {
-        ...stripFormat(sr.metadata),
-        ...notes,
-        source: o.superres,
-        ...(srValidation ? { validation: srValidation } : {}),
-      },
-    });
+    await saveStage(join(o.out, 'superres.safetensors'), sr, 'muse-superres', o.superres, notes);
     file.superres = 'superres.safetensors';
     file.superresSize = sr.config.grid[0] * f;
     file.defaultSize = file.superresSize;
@@ -100,6 +79,22 @@ export async function assemblePipeline(o: AssembleOptions): Promise<PipelineFile
   writeFileSync(tmp, `${JSON.stringify(file, null, 2)}\n`);
   renameSync(tmp, join(o.out, 'pipeline.json'));
   return file;
+}
+
+/** A transformer in F16 with its training metadata, `extra`, its source and last validation figures. */
+async function saveStage(
+  path: string,
+  loaded: Awaited<ReturnType<typeof loadTransformer>>,
+  kind: string,
+  source: string,
+  extra: Record<string, string>,
+): Promise<void> {
+  const validation = lastValidation(source);
+  await saveTransformer(path, loaded.params, loaded.config, {
+    dtype: 'F16',
+    kind,
+    extra: { ...stripFormat(loaded.metadata), ...extra, source, ...(validation ? { validation } : {}) },
+  });
 }
 
 /** Metadata without the keys the writer sets itself. */
