@@ -34,6 +34,13 @@ export interface GuidedTransformer {
   dispose(): void;
 }
 
+function concat<A extends Float32Array | Int32Array>(a: A, b: A): A {
+  const out = new (a.constructor as new (n: number) => A)(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
 function emptyPrompts(batch: number, tokens: number, dim: number): PromptBatch {
   return { embeddings: new Float32Array(batch * tokens * dim), lengths: new Int32Array(batch) };
 }
@@ -54,24 +61,16 @@ export function guidedTransformer(
   if (uncond.lengths.length !== B || uncond.embeddings.length !== prompts.embeddings.length)
     throw new MuseError(`the negative prompts must match the ${B} prompts in number and shape`);
   const rows = guided ? 2 * B : B;
-  const text = new Float32Array(rows * T * D);
-  const lengths = new Int32Array(rows);
-  text.set(prompts.embeddings);
-  lengths.set(prompts.lengths);
-  if (guided) {
-    text.set(uncond.embeddings, B * T * D);
-    lengths.set(uncond.lengths, B);
-  }
-  const textTensor = tf.tensor3d(text, [rows, T, D]);
+  // Rows 0..B−1 condition on the prompts; with guidance, rows B..2B−1 on the empty/negative prompts.
+  const both = <A extends Float32Array | Int32Array>(cond: A, other: A): A => (guided ? concat(cond, other) : cond);
+  const lengths = both(prompts.lengths, uncond.lengths);
+  const textTensor = tf.tensor3d(both(prompts.embeddings, uncond.embeddings), [rows, T, D]);
   let lowTensor: tf.Tensor2D | undefined;
   if (config.lowres) {
     const nLow = config.lowres.grid[0] * config.lowres.grid[1];
     if (!guidance.lowTokens || guidance.lowTokens.length !== B * nLow)
       throw new MuseError(`a super-res model needs ${B} low-res grids of ${nLow} tokens`);
-    const low = new Int32Array(rows * nLow);
-    low.set(guidance.lowTokens);
-    if (guided) low.set(guidance.lowTokens, B * nLow);
-    lowTensor = tf.tensor2d(low, [rows, nLow], 'int32');
+    lowTensor = tf.tensor2d(both(guidance.lowTokens, guidance.lowTokens), [rows, nLow], 'int32');
   }
   const context: TextContext = precomputeContext(params, config, textTensor, lengths, lowTensor);
   tf.dispose([textTensor, ...(lowTensor ? [lowTensor] : [])]);
@@ -82,10 +81,7 @@ export function guidedTransformer(
       throw new MuseError(
         `decoding ${batch} grids of ${tokens.length / batch} tokens with a model set up for ${B} of ${n}`,
       );
-    const input = new Int32Array(rows * n);
-    input.set(tokens);
-    if (guided) input.set(tokens, B * n);
-    const tokenTensor = tf.tensor2d(input, [rows, n], 'int32');
+    const tokenTensor = tf.tensor2d(both(tokens, tokens), [rows, n], 'int32');
     const out = forward(params, config, tokenTensor, context);
     const values = (await out.data()) as Float32Array;
     tf.dispose([tokenTensor, out]);
