@@ -279,7 +279,7 @@ export class MusePipeline {
     ratio = 1,
   ): Promise<TokenCanvas> {
     const d = this.sampling(o);
-    const steps = stage.name === 'base' ? d.steps : d.superresSteps;
+    const steps = stage === this.base ? d.steps : d.superresSteps;
     const B = r.prompts.length;
     const shared = lowCanvas ? undefined : stage.model(r.text, r.guidance);
     try {
@@ -470,7 +470,7 @@ export class MusePipeline {
     lowTokens?: Int32Array,
   ): Promise<Int32Array> {
     const d = this.sampling(o);
-    const steps = stage.name === 'base' ? d.steps : d.superresSteps;
+    const steps = stage === this.base ? d.steps : d.superresSteps;
     const [h, w] = stage.grid;
     const decoded = await stage.decode(
       start,
