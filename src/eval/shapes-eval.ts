@@ -6,7 +6,7 @@ import type { RgbImage } from '../data/image.js';
 import type { Sample } from '../data/sample.js';
 import type { ShapeSpec } from '../data/shapes.js';
 import type { DecodingOptions, MusePipeline } from '../pipeline/pipeline.js';
-import { type ShapesReport, scoreMany, scoreShapes } from './shapes-score.js';
+import { type ShapesReport, scoreShapes, tallyScores } from './shapes-score.js';
 
 export interface ShapesItem {
   caption: string;
@@ -34,5 +34,5 @@ export async function evaluateShapes(
     });
     o.onBatch?.(items.length);
   }
-  return { report: scoreMany(items), items };
+  return { report: tallyScores(items), items };
 }

@@ -262,10 +262,15 @@ const tally = (correct: number, total: number): Tally => ({
 
 /** Scores many images and aggregates accuracy per category (the spec's kind). */
 export function scoreMany(items: Iterable<{ image: RgbImage; spec: ShapeSpec }>): ShapesReport {
+  return tallyScores(Array.from(items, ({ image, spec }) => ({ spec, ok: scoreShapes(image, spec).ok })));
+}
+
+/** Accuracy per category (the spec's kind) of claims already judged. */
+export function tallyScores(items: Iterable<{ spec: ShapeSpec; ok: boolean }>): ShapesReport {
   const counts = Object.fromEntries(CATEGORIES.map((c) => [c, [0, 0]])) as Record<ShapeCategory, [number, number]>;
-  for (const { image, spec } of items) {
+  for (const { spec, ok } of items) {
     const c = counts[spec.kind];
-    if (scoreShapes(image, spec).ok) c[0]++;
+    if (ok) c[0]++;
     c[1]++;
   }
   const byCategory = Object.fromEntries(CATEGORIES.map((c) => [c, tally(...counts[c])])) as Record<
