@@ -25,13 +25,12 @@ import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
 import { loadSafetensors } from '../src/tensor/safetensors.js';
 import { USE_LITE_ID } from '../src/text/use-lite.js';
-import { saveTokenizer } from '../src/tokenizer/checkpoint.js';
 import { tokenizerPreset } from '../src/tokenizer/config.js';
-import { initTokenizer } from '../src/tokenizer/model.js';
 import { saveTransformer } from '../src/transformer/checkpoint.js';
 import { maskTokenId, transformerConfig } from '../src/transformer/config.js';
 import { forward, initTransformer } from '../src/transformer/model.js';
 import { MuseError } from '../src/util/errors.js';
+import { writeTinyPipeline } from './helpers/tiny-pipeline.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muse-pipeline-'));
 const folder = join(dir, 'model');
@@ -47,26 +46,8 @@ function pixels(seed: number): RgbImage {
 
 before(async () => {
   await initBackend();
-  mkdirSync(folder, { recursive: true });
+  await writeTinyPipeline(folder, SIZE);
   const tc = tokenizerPreset('tiny');
-  await saveTokenizer(join(folder, 'tokenizer.safetensors'), initTokenizer(tc, new Rng(1)), tc);
-  const bc = transformerConfig('tiny', { codebookSize: tc.codebookSize, grid: [4, 4] });
-  // Larger random weights than the init, so the tiny model's logits differ between prompts and seeds.
-  const params = initTransformer(bc, new Rng(2));
-  for (const v of Object.values(params)) if (v.rank === 2) v.assign(tf.mul(v, 20));
-  await saveTransformer(join(folder, 'base.safetensors'), params, bc);
-  writeFileSync(
-    join(folder, 'pipeline.json'),
-    JSON.stringify({
-      format: 'muse-ts-pipeline',
-      version: 1,
-      tokenizer: 'tokenizer.safetensors',
-      base: 'base.safetensors',
-      textEncoder: USE_LITE_ID,
-      imageSize: SIZE,
-      defaults: { steps: 6, guidance: 2 },
-    }),
-  );
   muse = await MusePipeline.load(folder);
   // The same folder plus a super-res stage: 16 px (4×4 tokens) → 32 px (8×8 tokens).
   mkdirSync(srFolder);

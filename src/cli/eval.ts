@@ -1,13 +1,16 @@
 // `muse eval`: measurements of a model folder on held-out data, written as JSON, Markdown and PNG.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { openDataset } from '../data/dataset.js';
 import { imageGrid } from '../data/grid.js';
-import { SkipReport } from '../data/sample.js';
+import { type Sample, SkipReport } from '../data/sample.js';
 import { CATEGORIES } from '../data/shapes.js';
+import { classifyImages, EMOJI_SAMPLE_PROMPTS, fidLike, generateForSamples, sampleLabels } from '../eval/emoji-eval.js';
+import { FeatureClassifier } from '../eval/feature-classifier.js';
+import { FrozenFeatures } from '../eval/frozen-features.js';
 import { evaluateShapes } from '../eval/shapes-eval.js';
-import type { Tally } from '../eval/shapes-score.js';
+import type { ShapesReport, Tally } from '../eval/shapes-score.js';
 import { spreadSamples } from '../eval/spread.js';
 import { evaluateSuperres } from '../eval/superres-eval.js';
 import { MuseError } from '../util/errors.js';
@@ -15,7 +18,9 @@ import { Progress } from '../util/progress.js';
 import { openPipeline } from './decoding-options.js';
 import { numberOption, subcommandHelp } from './options.js';
 
-export const evalHelp = `Usage: muse eval superres --data DATASET --out DIR [--model DIR] [--count 256] [--seed 0]
+export const evalHelp = `Usage: muse eval emoji --train DATASET --heldout DATASET --out DIR [--model DIR]
+           [--classifier FILE] [--count 500] [--prompts FILE] [--seed 0]
+       muse eval superres --data DATASET --out DIR [--model DIR] [--count 256] [--seed 0]
        muse eval shapes --train DATASET --heldout DATASET --out DIR [--model DIR] [--count 300] [--seed 0]
 
   superres: on images of the super-res size (e.g. data/emoji64/test_emoji), PSNR and SSIM against
@@ -27,7 +32,17 @@ export const evalHelp = `Usage: muse eval superres --data DATASET --out DIR [--m
   shapes: GenEval-style accuracy per category (single, two, counting, colors, position, attribute)
   of images generated from captions of the shapes dataset, judged from their pixels alone, for
   in-distribution captions (--train) and held-out compositions (--heldout). Writes shapes.json,
-  shapes.md and shapes.png (held-out samples marked ✓/✗) to DIR.`;
+  shapes.md and shapes.png (held-out samples marked ✓/✗) to DIR.
+
+  emoji: (1) prompt accuracy: one image per caption of --train (e.g. data/emoji32/train), named by
+  the classifier (\`muse train classifier\`; default MODEL/classifier.safetensors), top-1 and top-5
+  against the emoji the caption names, beside the classifier's own accuracy on real images it never
+  saw (the ceiling, stored in its file). (2) FID-like: Fréchet distance of nsfwjs InceptionV3
+  features between images generated from the captions of --heldout (e.g. data/emoji32/test_emoji)
+  and the real held-out images, and between the tokenizer's reconstructions and the real images
+  (the floor); NOT comparable to published FID (fine-tuned weights, tiny images upsampled to 299 px).
+  --count images for each. Writes emoji.json, emoji.md and samples.png (a fixed prompt list, one
+  per line in --prompts) to DIR.`;
 
 async function superres(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -122,28 +137,25 @@ async function shapes(args: string[]): Promise<number> {
     progress.finish();
   }
   mkdirSync(values.out, { recursive: true });
-  const reports = Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.report]));
+  const reports = Object.fromEntries(
+    Object.entries(results).map(([k, v]) => [k, { generated: v.report, tokenizerCeiling: v.ceiling }]),
+  );
   writeFileSync(join(values.out, 'shapes.json'), `${JSON.stringify({ model: muse.folder, ...reports }, null, 2)}\n`);
   const pct = (t: Tally) => (t.total ? `${(100 * t.accuracy).toFixed(1)}% (${t.correct}/${t.total})` : '–');
+  const columns = Object.entries(results).flatMap(([name, r]) => [
+    { name, report: r.report },
+    { name: `${name}, real images through the tokenizer (ceiling)`, report: r.ceiling },
+  ]);
+  const row = (label: string, cell: (r: ShapesReport) => string) =>
+    `| ${label} | ${columns.map((c) => cell(c.report)).join(' | ')} |`;
   const lines = [
     `Shapes: accuracy of generated images judged from their pixels (${muse.folder}).`,
     '',
-    `| category | ${Object.keys(results).join(' | ')} |`,
-    `|---|${Object.keys(results)
-      .map(() => '---')
-      .join('|')}|`,
-    ...CATEGORIES.map(
-      (c) =>
-        `| ${c} | ${Object.values(results)
-          .map((r) => pct(r.report.byCategory[c]))
-          .join(' | ')} |`,
-    ),
-    `| **overall** | ${Object.values(results)
-      .map((r) => pct(r.report.overall))
-      .join(' | ')} |`,
-    `| category mean (GenEval) | ${Object.values(results)
-      .map((r) => `${(100 * r.report.categoryMean).toFixed(1)}%`)
-      .join(' | ')} |`,
+    `| category | ${columns.map((c) => c.name).join(' | ')} |`,
+    `|---|${columns.map(() => '---').join('|')}|`,
+    ...CATEGORIES.map((c) => row(c, (r) => pct(r.byCategory[c]))),
+    row('**overall**', (r) => pct(r.overall)),
+    row('category mean (GenEval)', (r) => `${(100 * r.categoryMean).toFixed(1)}%`),
     '',
   ].join('\n');
   writeFileSync(join(values.out, 'shapes.md'), lines);
@@ -160,11 +172,121 @@ async function shapes(args: string[]): Promise<number> {
   return 0;
 }
 
+async function emoji(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      train: { type: 'string' },
+      heldout: { type: 'string' },
+      out: { type: 'string' },
+      model: { type: 'string' },
+      classifier: { type: 'string' },
+      count: { type: 'string' },
+      prompts: { type: 'string' },
+      seed: { type: 'string' },
+    },
+  });
+  if (!values.train || !values.heldout) throw new MuseError('--train and --heldout datasets are required');
+  if (!values.out) throw new MuseError('--out DIR is required');
+  const count = numberOption(values.count, 'count', 500, { min: 2, integer: true });
+  const seed = numberOption(values.seed, 'seed', 0, { integer: true });
+  const prompts = values.prompts ? readPromptList(values.prompts) : EMOJI_SAMPLE_PROMPTS;
+  const muse = await openPipeline(values);
+  const classifierPath = values.classifier ?? join(muse.folder, 'classifier.safetensors');
+  const classifier = await FeatureClassifier.load(classifierPath);
+  const read = (path: string) =>
+    spreadSamples(openDataset(path, { size: muse.imageSize, skip: new SkipReport() }), count);
+  const trainSamples = await read(values.train);
+  const heldoutSamples = await read(values.heldout);
+  const generate = async (samples: Sample[], label: string) => {
+    const progress = new Progress({ total: samples.length, label, unit: 'img' });
+    let last = 0;
+    const images = await generateForSamples(muse, samples, {
+      seed,
+      onImages: (done) => {
+        progress.tick(done - last);
+        last = done;
+      },
+    });
+    progress.finish();
+    return images;
+  };
+  const trainImages = await generate(trainSamples, 'generate (training captions)');
+  const mobilenet = await FrozenFeatures.load(classifier.net);
+  const accuracy = classifyImages(
+    trainImages,
+    sampleLabels(trainSamples, classifier.info.label),
+    classifier,
+    mobilenet,
+  );
+  mobilenet.dispose();
+  const heldoutImages = await generate(heldoutSamples, 'generate (held-out captions)');
+  console.log(`InceptionV3 features of ${3 * heldoutSamples.length} images…`);
+  const inception = await FrozenFeatures.load('inception_v3');
+  const fid = await fidLike(muse, heldoutSamples, heldoutImages, inception);
+  inception.dispose();
+  const ceiling = {
+    top1: Number(classifier.info.valTop1),
+    top5: Number(classifier.info.valTop5),
+    data: classifier.info.val,
+  };
+  const report = {
+    model: muse.folder,
+    size: muse.imageSize,
+    seed,
+    promptAccuracy: { data: values.train, ...accuracy, classifier: classifierPath, ceiling },
+    fidLike: { data: values.heldout, ...fid, ratio: fid.generated / fid.reconstruction },
+  };
+  mkdirSync(values.out, { recursive: true });
+  writeFileSync(join(values.out, 'emoji.json'), `${JSON.stringify(report, null, 2)}\n`);
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const table = [
+    `Emoji model ${muse.folder} at ${muse.imageSize} px (seed ${seed}, the model's decoding defaults).`,
+    '',
+    '| measure | generated | reference | ratio |',
+    '|---|---|---|---|',
+    `| prompt accuracy top-1 (${accuracy.images} training captions) | ${pct(accuracy.top1)} | ${pct(ceiling.top1)} (classifier on real ${ceiling.data}) | ${(accuracy.top1 / ceiling.top1).toFixed(2)} |`,
+    `| prompt accuracy top-5 | ${pct(accuracy.top5)} | ${pct(ceiling.top5)} | ${(accuracy.top5 / ceiling.top5).toFixed(2)} |`,
+    `| FID-like (${fid.images} held-out captions; lower is better) | ${fid.generated.toFixed(1)} | ${fid.reconstruction.toFixed(1)} (tokenizer reconstructions) | ${report.fidLike.ratio.toFixed(2)} |`,
+    '',
+    'FID-like: nsfwjs InceptionV3 features (fine-tuned weights), not comparable to published FID.',
+    '',
+  ].join('\n');
+  writeFileSync(join(values.out, 'emoji.md'), table);
+  const { images } = await muse.generate(prompts, { n: 1, seed, size: muse.imageSize });
+  writeFileSync(
+    join(values.out, 'samples.png'),
+    await imageGrid(
+      images.map((image, i) => ({ image, caption: prompts[i] })),
+      { columns: 8, cell: 96, captionHeight: 40 },
+    ),
+  );
+  console.log(table);
+  muse.dispose();
+  return 0;
+}
+
+function readPromptList(path: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    throw new MuseError(`cannot read the prompt list ${path}`);
+  }
+  const prompts = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  if (prompts.length === 0) throw new MuseError(`${path} has no prompts (one per line)`);
+  return prompts;
+}
+
 export async function evalCommand(args: string[]): Promise<number> {
   const help = subcommandHelp(args, evalHelp);
   if (help !== undefined) return help;
   const [sub, ...rest] = args;
   if (sub === 'superres') return superres(rest);
   if (sub === 'shapes') return shapes(rest);
-  throw new MuseError(`unknown evaluation "${sub}": choose superres or shapes`);
+  if (sub === 'emoji') return emoji(rest);
+  throw new MuseError(`unknown evaluation "${sub}": choose emoji, shapes or superres`);
 }

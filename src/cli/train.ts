@@ -7,8 +7,9 @@ import { loadTokenData } from '../transformer/token-data.js';
 import { trainBase } from '../transformer/trainer.js';
 import { MuseError } from '../util/errors.js';
 import { numberOption, subcommandHelp } from './options.js';
+import { trainClassifier, trainClassifierHelp } from './train-classifier.js';
 
-export const trainHelp = `Usage: muse train base|superres --data CACHE --out RUN [--val CACHE] [--config PRESET]
+export const trainHelp = `Usage: muse train base|superres|classifier --data CACHE --out RUN [--val CACHE] [--config PRESET]
     [--steps 20000] [--batch 32] [--lr 3e-4] [--warmup 500] [--weight-decay 0.045]
     [--label-smoothing 0.1] [--text-dropout 0.1] [--ema 0.999] [--seed 0] [--eval-every 500]
     [--checkpoint-every 500] [--minutes M] [--resume] [--init WEIGHTS] [--lowres-noise 0]
@@ -25,7 +26,9 @@ export const trainHelp = `Usage: muse train base|superres --data CACHE --out RUN
   tokens with random codes (default 0), for robustness to the base model's mistakes. Files are
   superres.safetensors, superres-ema.safetensors, ...
   --init starts a new run (fresh optimizer and schedule) from the weights of a base.safetensors
-  with the same config, e.g. to continue a shipped model.`;
+  with the same config, e.g. to continue a shipped model.
+
+${trainClassifierHelp}`;
 
 async function train(stage: 'base' | 'superres', args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -114,5 +117,6 @@ export async function trainCommand(args: string[]): Promise<number> {
   if (help !== undefined) return help;
   const [sub, ...rest] = args;
   if (sub === 'base' || sub === 'superres') return train(sub, rest);
-  throw new MuseError(`unknown model to train "${sub}": choose base or superres`);
+  if (sub === 'classifier') return trainClassifier(rest);
+  throw new MuseError(`unknown model to train "${sub}": choose base, superres or classifier`);
 }

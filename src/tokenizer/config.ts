@@ -28,6 +28,16 @@ export const TOKENIZER_PRESETS: Record<string, TokenizerConfig> = {
     codebookSize: 1024,
     groups: 16,
   },
+  // Flat-colour data such as the shapes set: a quarter of small's width and 256 codes (~0.6M parameters).
+  compact: {
+    channels: 32,
+    channelMult: [1, 2, 2],
+    resBlocks: 1,
+    latentDim: 32,
+    codeDim: 8,
+    codebookSize: 256,
+    groups: 8,
+  },
   // For tests: trains in seconds.
   tiny: { channels: 16, channelMult: [1, 2, 2], resBlocks: 1, latentDim: 16, codeDim: 8, codebookSize: 64, groups: 4 },
   // f = 8 (three downsamplings), e.g. 64 px → 8×8.

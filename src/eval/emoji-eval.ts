@@ -1,0 +1,116 @@
+// The emoji model's two generation scores (issue 8):
+// - prompt accuracy: images generated from training-set captions, named by a classifier trained on
+//   real emoji (feature-classifier.ts); top-1 / top-5 against the emoji the caption names;
+// - FID-like: the Fréchet distance between InceptionV3 features of images generated from held-out
+//   captions and of the real held-out images, beside the same distance for the tokenizer's
+//   reconstructions of those images (the floor a generator using this tokenizer can reach).
+import type { RgbImage } from '../data/image.js';
+import type { Sample } from '../data/sample.js';
+import type { DecodingOptions, MusePipeline } from '../pipeline/pipeline.js';
+import { MuseError } from '../util/errors.js';
+import { type FeatureClassifier, topK } from './feature-classifier.js';
+import { frechetDistance } from './frechet.js';
+import type { FrozenFeatures } from './frozen-features.js';
+
+export interface EvalOptions extends DecodingOptions {
+  batch?: number;
+  /** Meta field holding a sample's class (default "code", the emoji code point). */
+  labelKey?: string;
+  onImages?: (done: number) => void;
+}
+
+export interface PromptAccuracy {
+  images: number;
+  top1: number;
+  top5: number;
+}
+
+export interface FidLike {
+  images: number;
+  /** Generated from held-out captions vs the real held-out images. */
+  generated: number;
+  /** Tokenizer reconstructions of the real images vs the real images. */
+  reconstruction: number;
+}
+
+/** One image per sample, generated from its first caption, in batches (seed + sample index). */
+export async function generateForSamples(muse: MusePipeline, samples: Sample[], o: EvalOptions): Promise<RgbImage[]> {
+  const batch = o.batch ?? 16;
+  const images: RgbImage[] = [];
+  for (let i = 0; i < samples.length; i += batch) {
+    const captions = samples.slice(i, i + batch).map((s) => s.captions[0] ?? '');
+    const out = await muse.generate(captions, { ...o, n: 1, size: muse.imageSize, seed: (o.seed ?? 0) + i });
+    images.push(...out.images);
+    o.onImages?.(images.length);
+  }
+  return images;
+}
+
+export function sampleLabels(samples: Sample[], key = 'code'): string[] {
+  return samples.map((s) => {
+    const label = s.meta?.[key];
+    if (typeof label !== 'string') throw new MuseError(`${s.key}: no "${key}" label in its metadata`);
+    return label;
+  });
+}
+
+export function classifyImages(
+  images: RgbImage[],
+  labels: string[],
+  classifier: FeatureClassifier,
+  features: FrozenFeatures,
+): PromptAccuracy {
+  if (features.net !== classifier.net) {
+    throw new MuseError(`the classifier was trained on ${classifier.net} features, not ${features.net}`);
+  }
+  const ranks = classifier.ranks(features.features(images), labels);
+  return { images: images.length, top1: topK(ranks, 1), top5: topK(ranks, 5) };
+}
+
+export async function fidLike(
+  muse: MusePipeline,
+  samples: Sample[],
+  generated: RgbImage[],
+  inception: FrozenFeatures,
+): Promise<FidLike> {
+  if (generated.length !== samples.length) throw new MuseError('one generated image per held-out sample is needed');
+  if (samples.length < 2) throw new MuseError('the FID-like score needs at least 2 images');
+  const size = muse.imageSize;
+  const real = samples.map((s) => {
+    if (s.image.width !== size || s.image.height !== size)
+      throw new MuseError(`${s.key}: ${s.image.width}×${s.image.height}, expected ${size}×${size}`);
+    return s.image;
+  });
+  const grid = size / muse.tokenizer.downsample;
+  const recon: RgbImage[] = [];
+  for (let i = 0; i < real.length; i += 32) {
+    const part = real.slice(i, i + 32);
+    recon.push(...muse.tokenizer.decode(await muse.tokenizer.encode(part), grid, grid));
+  }
+  const realF = inception.features(real);
+  return {
+    images: real.length,
+    generated: frechetDistance(inception.features(generated), realF),
+    reconstruction: frechetDistance(inception.features(recon), realF),
+  };
+}
+
+/** The fixed prompts of the evaluation's sample grid (the README's picture). */
+export const EMOJI_SAMPLE_PROMPTS = [
+  'a red apple',
+  'thumbs up',
+  'a red heart',
+  'a smiling face with sunglasses',
+  'a cat face',
+  'a dog face',
+  'a rocket',
+  'a slice of pizza',
+  'a sunflower',
+  'a birthday cake',
+  'a snowman',
+  'a ghost',
+  'a police car',
+  'a grinning face',
+  'a crying face',
+  'a star',
+];

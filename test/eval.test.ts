@@ -1,0 +1,249 @@
+// Evaluation pieces of issue 8: frozen nsfwjs features (checked against the tfjs cpu backend), the
+// feature classifier behind prompt accuracy (hand-made clusters, ranks by hand, save/load), and
+// `muse train classifier` + `muse eval emoji` end to end on a tiny model folder.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import { buildShapesDataset } from '../src/data/build-shapes.js';
+import { encodePng, type RgbImage } from '../src/data/image.js';
+import { FeatureClassifier, topK } from '../src/eval/feature-classifier.js';
+import type { FeatureSet } from '../src/eval/frechet.js';
+import { FrozenFeatures } from '../src/eval/frozen-features.js';
+import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
+import { Rng } from '../src/tensor/random.js';
+import { MuseError } from '../src/util/errors.js';
+import { relativeError } from './helpers/compare.js';
+import { writeTinyPipeline } from './helpers/tiny-pipeline.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'muse-eval-'));
+
+function picture(seed: number, size = 16): RgbImage {
+  const rng = new Rng(seed);
+  // Smooth-ish colour blocks, closer to real images than noise.
+  const block = Array.from({ length: 16 }, () => [rng.int(256), rng.int(256), rng.int(256)]);
+  const data = new Uint8Array(size * size * 3);
+  for (let y = 0; y < size; y++)
+    for (let x = 0; x < size; x++)
+      data.set(block[Math.floor((y * 4) / size) * 4 + Math.floor((x * 4) / size)], (y * size + x) * 3);
+  return { width: size, height: size, data };
+}
+
+before(async () => {
+  await initBackend();
+});
+
+after(() => shutdownBackend());
+
+test('frozen features: MobileNetV2 on the default backend matches the tfjs cpu backend; InceptionV3 is 2,048-d, batch-independent', async () => {
+  const mobilenet = await FrozenFeatures.load('mobilenet_v2');
+  const images = [picture(1), picture(2, 24)];
+  const fast = mobilenet.features(images);
+  assert.equal(fast.d, 1280);
+  const backend = tf.getBackend();
+  tf.setBackend('cpu');
+  let reference: FeatureSet;
+  try {
+    reference = mobilenet.features(images);
+  } finally {
+    tf.setBackend(backend);
+  }
+  assert.ok(
+    relativeError(fast.data, reference.data) < 1e-3,
+    `relative error ${relativeError(fast.data, reference.data)}`,
+  );
+  mobilenet.dispose();
+
+  const inception = await FrozenFeatures.load('inception_v3');
+  const both = inception.features([picture(3), picture(4)], 2);
+  const alone = inception.features([picture(4)]);
+  assert.equal(both.d, 2048);
+  assert.ok(relativeError(both.data.subarray(2048), alone.data) < 1e-4);
+  // Pooled ReLU outputs: non-negative, finite, and different for different images.
+  assert.ok(both.data.every((v) => Number.isFinite(v) && v >= 0));
+  assert.ok(relativeError(both.data.subarray(0, 2048), both.data.subarray(2048)) > 0.05);
+  inception.dispose();
+  await assert.rejects(FrozenFeatures.load('resnet' as never), MuseError);
+});
+
+function clusters(perClass: number, seed: number): { f: FeatureSet; labels: string[] } {
+  const rng = new Rng(seed);
+  const centres = [
+    [4, 0, 0, 1],
+    [0, 4, 0, 1],
+    [0, 0, 4, 1],
+  ];
+  const labels: string[] = [];
+  const data = new Float32Array(3 * perClass * 4);
+  for (let c = 0; c < 3; c++)
+    for (let i = 0; i < perClass; i++) {
+      const row = labels.length;
+      for (let k = 0; k < 4; k++) data[row * 4 + k] = centres[c][k] + rng.normal();
+      labels.push(['apple', 'bee', 'cat'][c]);
+    }
+  return { f: { n: labels.length, d: 4, data }, labels };
+}
+
+test('feature classifier: learns separable clusters, ranks targets, misses unknown labels, saves and loads', async () => {
+  const train = clusters(40, 1);
+  const c = FeatureClassifier.train('mobilenet_v2', train.f, train.labels, { epochs: 40, batch: 32 });
+  assert.deepEqual(c.labels, ['apple', 'bee', 'cat']);
+  const test = clusters(20, 2);
+  const ranks = c.ranks(test.f, test.labels);
+  assert.ok(topK(ranks, 1) > 0.95, `top-1 ${topK(ranks, 1)}`);
+  assert.equal(topK(ranks, 3), 1);
+  // Ranks by hand from the logits of one row.
+  const one: FeatureSet = { n: 1, d: 4, data: Float32Array.from([0, 0, 4, 1]) };
+  const logits = c.logits(one);
+  const order = [0, 1, 2].sort((a, b) => logits[b] - logits[a]);
+  assert.deepEqual(
+    c.ranks({ n: 3, d: 4, data: Float32Array.from([...one.data, ...one.data, ...one.data]) }, ['apple', 'bee', 'cat']),
+    [order.indexOf(0), order.indexOf(1), order.indexOf(2)],
+  );
+  assert.deepEqual(c.ranks(one, ['dog']), [Number.POSITIVE_INFINITY]);
+  assert.equal(topK([0, 3, Number.POSITIVE_INFINITY, 4], 4), 0.5);
+
+  const path = join(dir, 'clf.safetensors');
+  await c.save(path, { valTop1: '0.5' });
+  const back = await FeatureClassifier.load(path);
+  assert.equal(back.info.valTop1, '0.5');
+  assert.deepEqual(back.ranks(test.f, test.labels), ranks); // F16 weights: same ranking on these clusters
+  assert.throws(() => back.logits({ n: 1, d: 3, data: new Float32Array(3) }), /4-d features/);
+  assert.throws(() => FeatureClassifier.train('mobilenet_v2', train.f, train.labels.slice(1)), MuseError);
+});
+
+function cli(...args: string[]) {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+    encoding: 'utf8',
+    timeout: 300_000,
+  });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+async function writeEmojiLikeDataset(folder: string, items: { code: string; caption: string; seed: number }[]) {
+  mkdirSync(folder, { recursive: true });
+  writeFileSync(join(folder, 'dataset.json'), JSON.stringify({ name: 'test', size: 16 }));
+  for (const [i, it] of items.entries()) {
+    writeFileSync(join(folder, `img-${i}.png`), await encodePng(picture(it.seed)));
+    writeFileSync(join(folder, `img-${i}.json`), JSON.stringify({ caption: it.caption, code: it.code }));
+  }
+}
+
+test('muse train classifier, then muse eval emoji: JSON, Markdown and sample grid in one folder', async () => {
+  const model = join(dir, 'model');
+  await writeTinyPipeline(model, 16);
+  const classes = ['1f34e', '1f41d', '1f431'];
+  const names = ['a red apple', 'a bee', 'a cat face'];
+  const item = (c: number, seed: number) => ({ code: classes[c], caption: names[c], seed });
+  await writeEmojiLikeDataset(
+    join(dir, 'train'),
+    [0, 1, 2, 0, 1, 2].map((c, i) => item(c, 10 + c + 3 * (i >> 2))),
+  );
+  await writeEmojiLikeDataset(
+    join(dir, 'pairs'),
+    [0, 1, 2].map((c) => item(c, 10 + c)),
+  );
+  await writeEmojiLikeDataset(
+    join(dir, 'heldout'),
+    [0, 1, 2, 0].map((c, i) => item(c, 40 + i)),
+  );
+  const classifier = join(dir, 'classifier.safetensors');
+  const t = cli(
+    'train',
+    'classifier',
+    '--data',
+    join(dir, 'train'),
+    '--val',
+    join(dir, 'pairs'),
+    '--size',
+    '16',
+    '--out',
+    classifier,
+    '--epochs',
+    '20',
+  );
+  assert.equal(t.code, 0, t.err);
+  assert.match(t.out, /3 classes from 6 images/);
+  assert.ok(existsSync(classifier));
+
+  const prompts = join(dir, 'prompts.txt');
+  writeFileSync(prompts, 'a red apple\n\na bee\n');
+  const out = join(dir, 'eval');
+  const r = cli(
+    'eval',
+    'emoji',
+    '--model',
+    model,
+    '--classifier',
+    classifier,
+    '--train',
+    join(dir, 'train'),
+    '--heldout',
+    join(dir, 'heldout'),
+    '--count',
+    '4',
+    '--prompts',
+    prompts,
+    '--out',
+    out,
+  );
+  assert.equal(r.code, 0, r.err);
+  const report = JSON.parse(readFileSync(join(out, 'emoji.json'), 'utf8'));
+  assert.equal(report.promptAccuracy.images, 4);
+  assert.ok(report.promptAccuracy.top5 >= report.promptAccuracy.top1);
+  assert.equal(report.promptAccuracy.top5, 1); // 3 classes: every target is within the top 5
+  assert.equal(report.fidLike.images, 4);
+  assert.ok(report.fidLike.generated > 0 && report.fidLike.reconstruction > 0);
+  assert.match(readFileSync(join(out, 'emoji.md'), 'utf8'), /FID-like/);
+  assert.ok(existsSync(join(out, 'samples.png')));
+
+  const bad = cli(
+    'eval',
+    'emoji',
+    '--model',
+    model,
+    '--classifier',
+    join(dir, 'none.safetensors'),
+    '--train',
+    join(dir, 'train'),
+    '--heldout',
+    join(dir, 'heldout'),
+    '--out',
+    out,
+  );
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.err, /none\.safetensors/);
+});
+
+test('muse eval shapes: generated and tokenizer-ceiling accuracy per category, JSON/Markdown/PNG', async () => {
+  const model = join(dir, 'model-shapes');
+  await writeTinyPipeline(model, 16);
+  const data = join(dir, 'shapes');
+  await buildShapesDataset({ size: 16, out: data, train: 12, heldout: 12, seed: 3, quiet: true });
+  const out = join(dir, 'eval');
+  const r = cli(
+    'eval',
+    'shapes',
+    '--model',
+    model,
+    '--train',
+    join(data, 'train'),
+    '--heldout',
+    join(data, 'heldout'),
+    '--count',
+    '6',
+    '--out',
+    out,
+  );
+  assert.equal(r.code, 0, r.err);
+  const report = JSON.parse(readFileSync(join(out, 'shapes.json'), 'utf8'));
+  for (const split of ['in-distribution', 'held-out']) {
+    assert.equal(report[split].generated.overall.total, 6);
+    assert.equal(report[split].tokenizerCeiling.overall.total, 6);
+  }
+  assert.match(readFileSync(join(out, 'shapes.md'), 'utf8'), /ceiling/);
+  assert.ok(existsSync(join(out, 'shapes.png')));
+});
