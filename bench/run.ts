@@ -2,11 +2,13 @@
 // and writes bench/results/<date>-<path>.json. Run with MUSE_NATIVE=0 for the pure-wasm path.
 //   matmul 1024³ in all four transpose combinations; batched 64×(256×64 @ 64×256);
 //   conv2d 3×3 [4,64,64,128]→128 forward and forward+backward; the reference training step;
-//   the default base transformer's training samples/s; seconds per generated image (batch 1 and 8).
+//   the default base transformer's training samples/s; seconds per generated image (batch 1 and 8);
+//   seconds per image of the evaluation's feature networks. `npm run bench NAME` runs one part.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { FrozenFeatures } from '../src/eval/frozen-features.js';
 import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
@@ -170,6 +172,19 @@ if (!only || only === 'generate') {
     }
   }
   muse.dispose();
+}
+
+if (!only || only === 'features') {
+  // The evaluation's frozen feature networks (nsfwjs): seconds per 32 px image, batches of 16.
+  const images = Array.from({ length: 16 }, (_, i) => {
+    const rng = new Rng(i);
+    return { width: 32, height: 32, data: Uint8Array.from({ length: 32 * 32 * 3 }, () => rng.int(256)) };
+  });
+  for (const net of ['inception_v3', 'mobilenet_v2'] as const) {
+    const f = await FrozenFeatures.load(net);
+    add(`${net} features, batch 16 (per image)`, time(() => f.features(images, 16), 3) / 16);
+    f.dispose();
+  }
 }
 
 const date = new Date().toISOString().slice(0, 10);
