@@ -187,12 +187,16 @@ test('muse train classifier, then muse eval emoji: JSON, Markdown and sample gri
     '4',
     '--prompts',
     prompts,
+    '--guidance',
+    '0.5',
     '--out',
     out,
   );
   assert.equal(r.code, 0, r.err);
   const report = JSON.parse(readFileSync(join(out, 'emoji.json'), 'utf8'));
   assert.equal(report.promptAccuracy.images, 4);
+  assert.equal(report.decoding.guidance, 0.5);
+  assert.equal(report.decoding.steps, 6); // the model's default
   assert.ok(report.promptAccuracy.top5 >= report.promptAccuracy.top1);
   assert.equal(report.promptAccuracy.top5, 1); // 3 classes: every target is within the top 5
   assert.equal(report.fidLike.images, 4);

@@ -33,11 +33,8 @@ export const decodingHelp = `  --model DIR          model folder with pipeline.j
   --scale S             enlarge the saved images S× (nearest neighbour; default 1)
   --frames DIR          write every decoding step as PNG and an animated decoding.gif`;
 
-export const decodingArgs = {
-  model: { type: 'string' },
-  out: { type: 'string', short: 'o' },
-  n: { type: 'string', short: 'n' },
-  size: { type: 'string' },
+/** How tokens are drawn (also taken by `muse eval`, which measures a model under them). */
+export const samplingArgs = {
   'superres-steps': { type: 'string' },
   negative: { type: 'string' },
   steps: { type: 'string' },
@@ -47,6 +44,14 @@ export const decodingArgs = {
   'top-k': { type: 'string' },
   'choice-temperature': { type: 'string' },
   schedule: { type: 'string' },
+} as const satisfies ParseArgsConfig['options'];
+
+export const decodingArgs = {
+  ...samplingArgs,
+  model: { type: 'string' },
+  out: { type: 'string', short: 'o' },
+  n: { type: 'string', short: 'n' },
+  size: { type: 'string' },
   seed: { type: 'string' },
   scale: { type: 'string' },
   frames: { type: 'string' },

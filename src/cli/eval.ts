@@ -15,13 +15,14 @@ import { spreadSamples } from '../eval/spread.js';
 import { evaluateSuperres } from '../eval/superres-eval.js';
 import { MuseError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
-import { openPipeline } from './decoding-options.js';
+import { decodingOptions, openPipeline, samplingArgs } from './decoding-options.js';
 import { numberOption, subcommandHelp } from './options.js';
 
 export const evalHelp = `Usage: muse eval emoji --train DATASET --heldout DATASET --out DIR [--model DIR]
-           [--classifier FILE] [--count 500] [--prompts FILE] [--seed 0]
+           [--classifier FILE] [--count 500] [--prompts FILE] [--seed 0] [decoding options]
        muse eval superres --data DATASET --out DIR [--model DIR] [--count 256] [--seed 0]
        muse eval shapes --train DATASET --heldout DATASET --out DIR [--model DIR] [--count 300] [--seed 0]
+           [decoding options]
 
   superres: on images of the super-res size (e.g. data/emoji64/test_emoji), PSNR and SSIM against
   the real image of (a) bicubic upsampling of the base-size token reconstruction, (b) the super-res
@@ -42,7 +43,10 @@ export const evalHelp = `Usage: muse eval emoji --train DATASET --heldout DATASE
   and the real held-out images, and between the tokenizer's reconstructions and the real images
   (the floor); NOT comparable to published FID (fine-tuned weights, tiny images upsampled to 299 px).
   --count images for each. Writes emoji.json, emoji.md and samples.png (a fixed prompt list, one
-  per line in --prompts) to DIR.`;
+  per line in --prompts) to DIR.
+
+  Decoding options (emoji and shapes; default: the model's pipeline.json): --steps, --guidance,
+  --guidance-schedule, --temperature, --top-k, --choice-temperature, --schedule, --negative.`;
 
 async function superres(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -102,6 +106,7 @@ async function shapes(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
+      ...samplingArgs,
       train: { type: 'string' },
       heldout: { type: 'string' },
       out: { type: 'string' },
@@ -112,6 +117,7 @@ async function shapes(args: string[]): Promise<number> {
   });
   if (!values.train || !values.heldout) throw new MuseError('--train and --heldout datasets are required');
   if (!values.out) throw new MuseError('--out DIR is required');
+  const decoding = decodingOptions(values);
   const count = numberOption(values.count, 'count', 300, { min: 1, integer: true });
   const seed = numberOption(values.seed, 'seed', 0, { integer: true });
   const muse = await openPipeline(values);
@@ -128,6 +134,7 @@ async function shapes(args: string[]): Promise<number> {
     const progress = new Progress({ total: samples.length, label: `eval shapes ${name}`, unit: 'img' });
     let last = 0;
     results[name] = await evaluateShapes(muse, samples, {
+      ...decoding,
       seed,
       onBatch: (done) => {
         progress.tick(done - last);
@@ -176,6 +183,7 @@ async function emoji(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
+      ...samplingArgs,
       train: { type: 'string' },
       heldout: { type: 'string' },
       out: { type: 'string' },
@@ -188,6 +196,7 @@ async function emoji(args: string[]): Promise<number> {
   });
   if (!values.train || !values.heldout) throw new MuseError('--train and --heldout datasets are required');
   if (!values.out) throw new MuseError('--out DIR is required');
+  const decoding = decodingOptions(values);
   const count = numberOption(values.count, 'count', 500, { min: 2, integer: true });
   const seed = numberOption(values.seed, 'seed', 0, { integer: true });
   const prompts = values.prompts ? readPromptList(values.prompts) : EMOJI_SAMPLE_PROMPTS;
@@ -202,6 +211,7 @@ async function emoji(args: string[]): Promise<number> {
     const progress = new Progress({ total: samples.length, label, unit: 'img' });
     let last = 0;
     const images = await generateForSamples(muse, samples, {
+      ...decoding,
       seed,
       onImages: (done) => {
         progress.tick(done - last);
@@ -234,6 +244,7 @@ async function emoji(args: string[]): Promise<number> {
     model: muse.folder,
     size: muse.imageSize,
     seed,
+    decoding: { ...muse.defaults, ...definedOnly(decoding) },
     promptAccuracy: { data: values.train, ...accuracy, classifier: classifierPath, ceiling },
     fidLike: { data: values.heldout, ...fid, ratio: fid.generated / fid.reconstruction },
   };
@@ -241,7 +252,7 @@ async function emoji(args: string[]): Promise<number> {
   writeFileSync(join(values.out, 'emoji.json'), `${JSON.stringify(report, null, 2)}\n`);
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   const table = [
-    `Emoji model ${muse.folder} at ${muse.imageSize} px (seed ${seed}, the model's decoding defaults).`,
+    `Emoji model ${muse.folder} at ${muse.imageSize} px, seed ${seed}, decoding ${JSON.stringify(report.decoding)}.`,
     '',
     '| measure | generated | reference | ratio |',
     '|---|---|---|---|',
@@ -253,7 +264,7 @@ async function emoji(args: string[]): Promise<number> {
     '',
   ].join('\n');
   writeFileSync(join(values.out, 'emoji.md'), table);
-  const { images } = await muse.generate(prompts, { n: 1, seed, size: muse.imageSize });
+  const { images } = await muse.generate(prompts, { ...decoding, n: 1, seed, size: muse.imageSize });
   writeFileSync(
     join(values.out, 'samples.png'),
     await imageGrid(
@@ -264,6 +275,10 @@ async function emoji(args: string[]): Promise<number> {
   console.log(table);
   muse.dispose();
   return 0;
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 function readPromptList(path: string): string[] {
