@@ -81,18 +81,22 @@ export async function fidLike(
       throw new MuseError(`${s.key}: ${s.image.width}×${s.image.height}, expected ${size}×${size}`);
     return s.image;
   });
-  const grid = size / muse.tokenizer.downsample;
-  const recon: RgbImage[] = [];
-  for (let i = 0; i < real.length; i += 32) {
-    const part = real.slice(i, i + 32);
-    recon.push(...muse.tokenizer.decode(await muse.tokenizer.encode(part), grid, grid));
-  }
   const realF = inception.features(real);
   return {
     images: real.length,
     generated: frechetDistance(inception.features(generated), realF),
-    reconstruction: frechetDistance(inception.features(recon), realF),
+    reconstruction: frechetDistance(inception.features(await reconstruct(muse, real)), realF),
   };
+}
+
+/** Images of the model's base size through its tokenizer (encode, decode). */
+export async function reconstruct(muse: MusePipeline, images: RgbImage[]): Promise<RgbImage[]> {
+  const grid = muse.imageSize / muse.tokenizer.downsample;
+  const out: RgbImage[] = [];
+  for (let i = 0; i < images.length; i += 32) {
+    out.push(...muse.tokenizer.decode(await muse.tokenizer.encode(images.slice(i, i + 32)), grid, grid));
+  }
+  return out;
 }
 
 /** The fixed prompts of the evaluation's sample grid (the README's picture). */
