@@ -98,7 +98,7 @@ function trainEmoji() {
     'model folder',
     ...['assemble', '--tokenizer', tokenizer, '--base', `${runs}/base/base-ema.safetensors`],
     ...['--superres', `${runs}/superres/superres-ema.safetensors`, '--out', `${runs}/model`],
-    ...['--note', 'data=emoji train split (muse data build emoji)'],
+    ...['--guidance', '1', '--default-size', '32', '--note', 'data=emoji train split (muse data build emoji)'],
   );
   muse(
     'emoji classifier (muse eval emoji)',

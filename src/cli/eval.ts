@@ -1,6 +1,6 @@
 // `muse eval`: measurements of a model folder on held-out data, written as JSON, Markdown and PNG.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { openDataset } from '../data/dataset.js';
 import { imageGrid } from '../data/grid.js';
@@ -75,7 +75,7 @@ async function superres(args: string[]): Promise<number> {
   mkdirSync(values.out, { recursive: true });
   writeFileSync(
     join(values.out, 'superres.json'),
-    `${JSON.stringify({ data: values.data, model: muse.folder, ...scores }, null, 2)}\n`,
+    `${JSON.stringify({ data: values.data, model: shownPath(muse.folder), ...scores }, null, 2)}\n`,
   );
   const row = (name: string, s: { psnr: number; ssim: number }) =>
     `| ${name} | ${s.psnr.toFixed(2)} dB | ${s.ssim.toFixed(3)} |`;
@@ -147,7 +147,7 @@ async function shapes(args: string[]): Promise<number> {
   const reports = Object.fromEntries(
     Object.entries(results).map(([k, v]) => [k, { generated: v.report, tokenizerCeiling: v.ceiling }]),
   );
-  writeFileSync(join(values.out, 'shapes.json'), `${JSON.stringify({ model: muse.folder, ...reports }, null, 2)}\n`);
+  writeFileSync(join(values.out, 'shapes.json'), `${JSON.stringify({ model: shownPath(muse.folder), ...reports }, null, 2)}\n`);
   const pct = (t: Tally) => (t.total ? `${(100 * t.accuracy).toFixed(1)}% (${t.correct}/${t.total})` : '–');
   const columns = Object.entries(results).flatMap(([name, r]) => [
     { name, report: r.report },
@@ -156,7 +156,7 @@ async function shapes(args: string[]): Promise<number> {
   const row = (label: string, cell: (r: ShapesReport) => string) =>
     `| ${label} | ${columns.map((c) => cell(c.report)).join(' | ')} |`;
   const lines = [
-    `Shapes: accuracy of generated images judged from their pixels (${muse.folder}).`,
+    `Shapes: accuracy of generated images judged from their pixels (${shownPath(muse.folder)}).`,
     '',
     `| category | ${columns.map((c) => c.name).join(' | ')} |`,
     `|---|${columns.map(() => '---').join('|')}|`,
@@ -241,24 +241,24 @@ async function emoji(args: string[]): Promise<number> {
     data: classifier.info.val,
   };
   const report = {
-    model: muse.folder,
+    model: shownPath(muse.folder),
     size: muse.imageSize,
     seed,
     decoding: { ...muse.defaults, ...definedOnly(decoding) },
-    promptAccuracy: { data: values.train, ...accuracy, classifier: classifierPath, ceiling },
+    promptAccuracy: { data: values.train, ...accuracy, classifier: shownPath(classifierPath), ceiling },
     fidLike: { data: values.heldout, ...fid, ratio: fid.generated / fid.reconstruction },
   };
   mkdirSync(values.out, { recursive: true });
   writeFileSync(join(values.out, 'emoji.json'), `${JSON.stringify(report, null, 2)}\n`);
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   const table = [
-    `Emoji model ${muse.folder} at ${muse.imageSize} px, seed ${seed}, decoding ${JSON.stringify(report.decoding)}.`,
+    `Emoji model ${report.model} at ${muse.imageSize} px, seed ${seed}, decoding ${JSON.stringify(report.decoding)}.`,
     '',
     '| measure | generated | reference | ratio |',
     '|---|---|---|---|',
     `| prompt accuracy top-1 (${accuracy.images} training captions) | ${pct(accuracy.top1)} | ${pct(ceiling.top1)} (classifier on real ${ceiling.data}) | ${(accuracy.top1 / ceiling.top1).toFixed(2)} |`,
     `| prompt accuracy top-5 | ${pct(accuracy.top5)} | ${pct(ceiling.top5)} | ${(accuracy.top5 / ceiling.top5).toFixed(2)} |`,
-    `| FID-like (${fid.images} held-out captions; lower is better) | ${fid.generated.toFixed(1)} | ${fid.reconstruction.toFixed(1)} (tokenizer reconstructions) | ${report.fidLike.ratio.toFixed(2)} |`,
+    `| FID-like (${fid.images} held-out captions; lower is better) | ${fid.generated.toFixed(3)} | ${fid.reconstruction.toFixed(3)} (tokenizer reconstructions) | ${report.fidLike.ratio.toFixed(2)} |`,
     '',
     'FID-like: nsfwjs InceptionV3 features (fine-tuned weights), not comparable to published FID.',
     '',
@@ -275,6 +275,11 @@ async function emoji(args: string[]): Promise<number> {
   console.log(table);
   muse.dispose();
   return 0;
+}
+
+/** A path as the reports show it: relative to the working folder (no machine-specific prefix). */
+function shownPath(path: string): string {
+  return relative(process.cwd(), path) || '.';
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {
