@@ -147,7 +147,10 @@ async function shapes(args: string[]): Promise<number> {
   const reports = Object.fromEntries(
     Object.entries(results).map(([k, v]) => [k, { generated: v.report, tokenizerCeiling: v.ceiling }]),
   );
-  writeFileSync(join(values.out, 'shapes.json'), `${JSON.stringify({ model: shownPath(muse.folder), ...reports }, null, 2)}\n`);
+  writeFileSync(
+    join(values.out, 'shapes.json'),
+    `${JSON.stringify({ model: shownPath(muse.folder), ...reports }, null, 2)}\n`,
+  );
   const pct = (t: Tally) => (t.total ? `${(100 * t.accuracy).toFixed(1)}% (${t.correct}/${t.total})` : '–');
   const columns = Object.entries(results).flatMap(([name, r]) => [
     { name, report: r.report },
