@@ -292,6 +292,34 @@ function cli(...args: string[]) {
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
+test('muse assemble: the decoding options given become the model defaults', () => {
+  const out = join(dir, 'assembled-cli');
+  const r = cli(
+    'assemble',
+    ...['--tokenizer', join(folder, 'tokenizer.safetensors'), '--base', join(folder, 'base.safetensors')],
+    ...[
+      '--out',
+      out,
+      '--text-encoder',
+      USE_LITE_ID,
+      '--guidance',
+      '1.5',
+      '--temperature',
+      '0.5',
+      '--schedule',
+      'linear',
+    ],
+  );
+  assert.equal(r.code, 0, r.err);
+  const file = JSON.parse(readFileSync(join(out, 'pipeline.json'), 'utf8'));
+  assert.equal(file.defaults.guidance, 1.5);
+  assert.equal(file.defaults.temperature, 0.5);
+  assert.equal(file.defaults.schedule, 'linear');
+  assert.equal(file.defaults.steps, 12); // untouched defaults stay
+  const bad = cli('assemble', '--tokenizer', 'a', '--base', 'b', '--out', out, '--negative', 'blurry');
+  assert.match(bad.err, /per-run option/);
+});
+
 test('muse generate, inpaint, outpaint and edit on a model folder, with --frames', async () => {
   const out = join(dir, 'cli');
   mkdirSync(out);

@@ -3,14 +3,17 @@ import { parseArgs } from 'node:util';
 import { assemblePipeline } from '../pipeline/assemble.js';
 import { initBackend } from '../tensor/backend.js';
 import { MuseError } from '../util/errors.js';
+import { decodingOptions, samplingArgs } from './decoding-options.js';
 import { numberOption } from './options.js';
 
 export const assembleHelp = `Usage: muse assemble --tokenizer FILE --base FILE [--superres FILE] --out DIR
-    [--steps 12] [--superres-steps 8] [--guidance 3] [--default-size PX] [--text-encoder ID]
+    [--steps 12] [--superres-steps 8] [--guidance 3] [--guidance-schedule linear] [--temperature 1]
+    [--top-k 0] [--choice-temperature 4.5] [--schedule cosine] [--default-size PX] [--text-encoder ID]
     [--note key=value ...]
 
   Re-saves each component in F16 with its training metadata (and the last validation figures of the
-  run folder it comes from), and writes DIR/pipeline.json for \`muse generate --model DIR\`.`;
+  run folder it comes from), and writes DIR/pipeline.json for \`muse generate --model DIR\`; the
+  decoding options given become the model's defaults.`;
 
 export async function assembleCommand(args: string[]): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) {
@@ -24,9 +27,7 @@ export async function assembleCommand(args: string[]): Promise<number> {
       base: { type: 'string' },
       superres: { type: 'string' },
       out: { type: 'string' },
-      steps: { type: 'string' },
-      'superres-steps': { type: 'string' },
-      guidance: { type: 'string' },
+      ...samplingArgs,
       note: { type: 'string', multiple: true },
       'text-encoder': { type: 'string' },
       'default-size': { type: 'string' },
@@ -41,13 +42,9 @@ export async function assembleCommand(args: string[]): Promise<number> {
     notes[n.slice(0, i)] = n.slice(i + 1);
   }
   await initBackend();
-  const defaults = {
-    ...(values.steps ? { steps: numberOption(values.steps, 'steps', 12, { min: 1, integer: true }) } : {}),
-    ...(values['superres-steps']
-      ? { superresSteps: numberOption(values['superres-steps'], 'superres-steps', 8, { min: 1, integer: true }) }
-      : {}),
-    ...(values.guidance ? { guidance: numberOption(values.guidance, 'guidance', 3, { max: 100 }) } : {}),
-  };
+  if (values.negative !== undefined) throw new MuseError('--negative is a per-run option, not a model default');
+  const { n: _n, size: _size, negative: _negative, seed: _seed, ...decoding } = decodingOptions(values);
+  const defaults = Object.fromEntries(Object.entries(decoding).filter(([, v]) => v !== undefined));
   const file = await assemblePipeline({
     tokenizer: values.tokenizer,
     base: values.base,
