@@ -73,6 +73,7 @@ export class FeatureClassifier {
         rows.forEach((r, i) => {
           xb.set(x.subarray(r * d, (r + 1) * d), i * d);
         });
+        // Gradients of these two only: a loaded feature network's weights are trainable variables too.
         const { value, grads } = tf.variableGrads(() => {
           const logits = tf.add(tf.matMul(tf.tensor2d(xb, [rows.length, d]), params.weight), params.bias);
           const target = tf.oneHot(
@@ -83,7 +84,7 @@ export class FeatureClassifier {
             classes.length,
           );
           return tf.losses.softmaxCrossEntropy(target, logits, undefined, smoothing) as tf.Scalar;
-        });
+        }, [params.weight, params.bias]);
         // Cosine decay to zero over the whole run.
         const progress = (epoch * stepsPerEpoch + s) / (epochs * stepsPerEpoch);
         const byParam = { weight: grads[params.weight.name], bias: grads[params.bias.name] };
