@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openDataset } from '../src/data/dataset.js';
 import { SkipReport } from '../src/data/sample.js';
-import { classifyImages, generateForSamples, reconstruct, sampleLabels } from '../src/eval/emoji-eval.js';
+import { classifyImages, generateForSamples, sampleLabels } from '../src/eval/emoji-eval.js';
 import { FeatureClassifier } from '../src/eval/feature-classifier.js';
 import { frechetDistance } from '../src/eval/frechet.js';
 import { FrozenFeatures } from '../src/eval/frozen-features.js';
@@ -37,7 +37,7 @@ const mobilenet = await FrozenFeatures.load(classifier.net);
 const inception = await FrozenFeatures.load('inception_v3');
 const realImages = heldoutSamples.map((s) => s.image);
 const real = inception.features(realImages);
-const floor = frechetDistance(inception.features(await reconstruct(muse, realImages)), real);
+const floor = frechetDistance(inception.features(await muse.tokenizer.reconstruct(realImages)), real);
 console.log(
   `${heldoutSamples.length} held-out / ${trainSamples.length} training captions; classifier ceiling top-1 ${classifier.info.valTop1}, top-5 ${classifier.info.valTop5}`,
 );

@@ -160,6 +160,10 @@ test('a tiny tokenizer overfits 8 images to high PSNR within seconds', async () 
   assert.equal(tokens.length, 2 * 4 * 4);
   const back = tok.decode(tokens, 4, 4);
   assert.deepEqual([back[0].width, back[0].height], [16, 16]);
+  // reconstruct = encode + decode, whatever the chunk size it works in.
+  const whole = await tok.reconstruct(images);
+  assert.deepEqual(await tok.reconstruct(images, 3), whole);
+  assert.deepEqual(whole.slice(0, 2), back);
   tok.dispose();
 });
 

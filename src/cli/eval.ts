@@ -132,14 +132,10 @@ async function shapes(args: string[]): Promise<number> {
       (s) => s.meta?.spec !== undefined,
     );
     const progress = new Progress({ total: samples.length, label: `eval shapes ${name}`, unit: 'img' });
-    let last = 0;
     results[name] = await evaluateShapes(muse, samples, {
       ...decoding,
       seed,
-      onBatch: (done) => {
-        progress.tick(done - last);
-        last = done;
-      },
+      onBatch: (done) => progress.to(done),
     });
     progress.finish();
   }
@@ -212,14 +208,10 @@ async function emoji(args: string[]): Promise<number> {
   const heldoutSamples = await read(values.heldout);
   const generate = async (samples: Sample[], label: string) => {
     const progress = new Progress({ total: samples.length, label, unit: 'img' });
-    let last = 0;
     const images = await generateForSamples(muse, samples, {
       ...decoding,
       seed,
-      onImages: (done) => {
-        progress.tick(done - last);
-        last = done;
-      },
+      onImages: (done) => progress.to(done),
     });
     progress.finish();
     return images;

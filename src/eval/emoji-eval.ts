@@ -85,18 +85,8 @@ export async function fidLike(
   return {
     images: real.length,
     generated: frechetDistance(inception.features(generated), realF),
-    reconstruction: frechetDistance(inception.features(await reconstruct(muse, real)), realF),
+    reconstruction: frechetDistance(inception.features(await muse.tokenizer.reconstruct(real)), realF),
   };
-}
-
-/** Images of the model's base size through its tokenizer (encode, decode). */
-export async function reconstruct(muse: MusePipeline, images: RgbImage[]): Promise<RgbImage[]> {
-  const grid = muse.imageSize / muse.tokenizer.downsample;
-  const out: RgbImage[] = [];
-  for (let i = 0; i < images.length; i += 32) {
-    out.push(...muse.tokenizer.decode(await muse.tokenizer.encode(images.slice(i, i + 32)), grid, grid));
-  }
-  return out;
 }
 
 /** The fixed prompts of the evaluation's sample grid (the README's picture). */

@@ -24,13 +24,12 @@ export async function evaluateShapes(
   const batch = o.batch ?? 16;
   const items: ShapesItem[] = [];
   const reconstructions: { image: RgbImage; spec: ShapeSpec }[] = [];
-  const grid = muse.imageSize / muse.tokenizer.downsample;
   for (let i = 0; i < samples.length; i += batch) {
     const part = samples.slice(i, i + batch);
     const captions = part.map((s) => s.captions[0]);
     const { images } = await muse.generate(captions, { ...o, n: 1, size: muse.imageSize, seed: (o.seed ?? 0) + i });
     // The real images through the tokenizer: what a perfect generator using it could reach.
-    const recon = muse.tokenizer.decode(await muse.tokenizer.encode(part.map((s) => s.image)), grid, grid);
+    const recon = await muse.tokenizer.reconstruct(part.map((s) => s.image));
     part.forEach((s, j) => {
       const spec = s.meta?.spec as ShapeSpec;
       reconstructions.push({ image: recon[j], spec });

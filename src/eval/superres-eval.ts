@@ -33,7 +33,6 @@ export async function evaluateSuperres(
   if (!muse.superres) throw new MuseError(`${muse.folder} has no super-res stage`);
   const high = muse.sizes[1];
   const low = muse.imageSize;
-  const f = muse.tokenizer.downsample;
   const pairs = {
     bicubic: [] as ImagePair[],
     superres: [] as ImagePair[],
@@ -47,13 +46,13 @@ export async function evaluateSuperres(
       throw new MuseError(`${s.key}: ${s.image.width}×${s.image.height}, expected ${high}×${high} images`);
     const real = s.image;
     const small = await resizeRgb(real, low);
-    const lowRecon = muse.tokenizer.decode(await muse.tokenizer.encode([small]), low / f, low / f)[0];
+    const [lowRecon] = await muse.tokenizer.reconstruct([small]);
     const bicubic = await resizeRgb(lowRecon, high, 'cubic');
     const caption = s.captions[0] ?? '';
     const seed = (o.seed ?? 0) + pairs.bicubic.length;
     const sr = (await muse.upscale(small, caption, { seed })).images[0];
     const greedy = (await muse.upscale(small, caption, { seed, temperature: 0, choiceTemperature: 0 })).images[0];
-    const recon = muse.tokenizer.decode(await muse.tokenizer.encode([real]), high / f, high / f)[0];
+    const [recon] = await muse.tokenizer.reconstruct([real]);
     pairs.bicubic.push([bicubic, real]);
     pairs.superres.push([sr, real]);
     pairs.greedy.push([greedy, real]);

@@ -78,10 +78,15 @@ export class VqTokenizer implements ImageTokenizer {
     });
   }
 
-  /** Encode then decode (what the transformer's world looks like). */
-  async reconstruct(images: RgbImage[]): Promise<RgbImage[]> {
-    const tokens = await this.encode(images);
-    return this.decode(tokens, images[0].height / this.downsample, images[0].width / this.downsample);
+  /** Encode then decode (what the transformer's world looks like), `batch` images at a time. */
+  async reconstruct(images: RgbImage[], batch = 32): Promise<RgbImage[]> {
+    const out: RgbImage[] = [];
+    for (let i = 0; i < images.length; i += batch) {
+      const part = images.slice(i, i + batch);
+      const tokens = await this.encode(part);
+      out.push(...this.decode(tokens, part[0].height / this.downsample, part[0].width / this.downsample));
+    }
+    return out;
   }
 
   dispose(): void {

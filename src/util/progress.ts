@@ -45,6 +45,11 @@ export class Progress {
     }
   }
 
+  /** Advances to a running total (for callbacks that report how many are done so far). */
+  to(done: number, extra: Record<string, string | number> = {}): void {
+    this.tick(done - this.done, extra);
+  }
+
   /** The line as it would be drawn now. */
   line(extra: Record<string, string | number> = {}): string {
     const seconds = (performance.now() - this.started) / 1000;
