@@ -11,6 +11,7 @@ import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
 import { loadTokenizer, saveTokenizer } from '../src/tokenizer/checkpoint.js';
 import { tokenizerPreset } from '../src/tokenizer/config.js';
+import { EmaCodebook } from '../src/tokenizer/ema-codebook.js';
 import { decodeLatents, encodeLatents, initTokenizer } from '../src/tokenizer/model.js';
 import { codeUsage, nearestCodes, quantize } from '../src/tokenizer/quantizer.js';
 import { VqTokenizer } from '../src/tokenizer/tokenizer.js';
@@ -57,6 +58,34 @@ test('nearest code is the largest cosine similarity (hand-worked)', async () => 
   assert.ok(Math.abs(u.perplexity - 2 ** 1.5) < 1e-9);
 });
 
+test('EMA lookup is the smallest Euclidean distance, where cosine would choose otherwise (hand-worked)', async () => {
+  await initBackend();
+  const codes = tf.tensor2d([
+    [1, 0],
+    [3, 0.5],
+  ]);
+  // cosine prefers [1, 0] (cos 1 against 0.986); Euclidean prefers [3, 0.5] (0.41 against 2.56).
+  const far = tf.tensor2d([[2.6, 0]]);
+  const unit = (t: tf.Tensor2D) => tf.div(t, tf.norm(t, 2, 1, true)) as tf.Tensor2D;
+  assert.deepEqual(Array.from(nearestCodes(unit(far), unit(codes), 'l2').dataSync()), [0]);
+  assert.deepEqual(Array.from(nearestCodes(far, codes, 'ema').dataSync()), [1]);
+});
+
+test('EMA codebook: a used code moves to the running mean of its latents; an unused one stays (hand-worked)', () => {
+  const ema = EmaCodebook.fromCodebook(Float32Array.from([0, 0, 1, 1]), 2, 0.5);
+  // Both latents go to code 0: N = (0.5·1 + 0.5·2, 0.5·1) = (1.5, 0.5); m_0 = 0.5·(2+4, 0) = (3, 0);
+  // m_1 = 0.5·(1, 1); e = m / N (smoothing ε = 1e-5 changes the 5th decimal at most).
+  const book = ema.update(Int32Array.from([0, 0]), Float32Array.from([2, 0, 4, 0]));
+  const expected = [2, 0, 1, 1];
+  book.forEach((v, i) => assert.ok(Math.abs(v - expected[i]) < 1e-4, `${Array.from(book)}`));
+  assert.deepEqual(Array.from(ema.counts), [1.5, 0.5]);
+  // A restarted code sits exactly where it was put.
+  ema.reset(1, Float32Array.from([5, -5]));
+  const after = ema.codebook();
+  assert.ok(Math.abs(after[2] - 5) < 1e-4 && Math.abs(after[3] + 5) < 1e-4, `${Array.from(after)}`);
+  assert.throws(() => EmaCodebook.fromState(new Float32Array(2), new Float32Array(3), 2), /3 sums for 2 codes/);
+});
+
 test('shapes: f = 4 maps 32 → 8×8, 64 → 16×16 and 48×32 → 12×8 tokens; other sizes are refused', async () => {
   await initBackend();
   const p = initTokenizer(tiny, new Rng(0));
@@ -97,6 +126,10 @@ test('the straight-through estimator passes the decoder gradient to the encoder;
   const vq = namedGrads(() => quantize(p, encodeLatents(p, tiny, x)).loss, pick);
   assert.ok(tf.norm(vq.grads['quant.codebook']).dataSync()[0] > 0);
   assert.ok(tf.norm(vq.grads['enc.conv_in.w']).dataSync()[0] > 0);
+  // The EMA lookup: only the commitment term, so no gradient reaches the codebook; the encoder still learns.
+  const emaVq = namedGrads(() => quantize(p, encodeLatents(p, tiny, x), 'ema').loss, pick);
+  assert.equal(tf.norm(emaVq.grads['quant.codebook']).dataSync()[0], 0);
+  assert.ok(tf.norm(emaVq.grads['enc.conv_in.w']).dataSync()[0] > 0);
   tf.dispose(Object.values(p));
 });
 
@@ -167,27 +200,41 @@ test('a tiny tokenizer overfits 8 images to high PSNR within seconds', async () 
   tok.dispose();
 });
 
-test('an interrupted run resumes exactly: same weights as an uninterrupted run', async () => {
+test('an EMA-codebook tokenizer also overfits 8 images, its codes moving without the optimizer', async () => {
   await initBackend();
-  const images = blobs(6, 16, 5);
-  const base = { steps: 8, restartEvery: 3, discStart: 4, ganWeight: 0.1 };
-  const whole = mkdtempSync(join(tmpdir(), 'muse-tok-'));
-  const counts: number[] = [];
-  await trainTokenizer(options(whole, images, { ...base, onStep: () => counts.push(tf.memory().numTensors) }));
-  // No tensor leaks: the count settles once the discriminator joins (step 4) and stays.
-  assert.deepEqual(new Set(counts.slice(4)).size, 1, `tensors per step: ${counts}`);
-  // A time budget of 0 minutes stops (and saves) after the first step; then resume to the end.
-  const partsFull = mkdtempSync(join(tmpdir(), 'muse-tok-'));
-  const first = await trainTokenizer(options(partsFull, images, { ...base, minutes: 0 }));
-  assert.deepEqual([first.step, first.stoppedEarly], [1, true]);
-  const resumed = await trainTokenizer(options(partsFull, images, { ...base, resume: true }));
-  assert.equal(resumed.step, 8);
-  const a = await loadTokenizer(join(whole, 'tokenizer.safetensors'));
-  const b = await loadTokenizer(join(partsFull, 'tokenizer.safetensors'));
-  for (const k of Object.keys(a.params)) {
-    assert.deepEqual(Array.from(b.params[k].dataSync()), Array.from(a.params[k].dataSync()), k);
-  }
+  const images = tiles(8, 16, 11);
+  const out = mkdtempSync(join(tmpdir(), 'muse-tok-'));
+  const config = { ...tiny, quantizer: 'ema' as const };
+  const start = initTokenizer(config, new Rng(7).fork())['quant.codebook'].dataSync();
+  const r = await trainTokenizer(options(out, images, { config, steps: 300, lr: 5e-3, evalEvery: 300 }));
+  const e = r.history.eval.at(-1);
+  assert.ok(e && e.psnr > 30, `PSNR ${e?.psnr}`);
+  const trained = (await loadTokenizer(join(out, 'tokenizer.safetensors'))).params['quant.codebook'].dataSync();
+  assert.notDeepEqual(Array.from(trained), Array.from(start));
 });
+
+for (const quantizer of ['l2', 'ema'] as const)
+  test(`an interrupted run resumes exactly: same weights as an uninterrupted run (${quantizer} codebook)`, async () => {
+    await initBackend();
+    const images = blobs(6, 16, 5);
+    const base = { steps: 8, restartEvery: 3, discStart: 4, ganWeight: 0.1, config: { ...tiny, quantizer } };
+    const whole = mkdtempSync(join(tmpdir(), 'muse-tok-'));
+    const counts: number[] = [];
+    await trainTokenizer(options(whole, images, { ...base, onStep: () => counts.push(tf.memory().numTensors) }));
+    // No tensor leaks: the count settles once the discriminator joins (step 4) and stays.
+    assert.deepEqual(new Set(counts.slice(4)).size, 1, `tensors per step: ${counts}`);
+    // A time budget of 0 minutes stops (and saves) after the first step; then resume to the end.
+    const partsFull = mkdtempSync(join(tmpdir(), 'muse-tok-'));
+    const first = await trainTokenizer(options(partsFull, images, { ...base, minutes: 0 }));
+    assert.deepEqual([first.step, first.stoppedEarly], [1, true]);
+    const resumed = await trainTokenizer(options(partsFull, images, { ...base, resume: true }));
+    assert.equal(resumed.step, 8);
+    const a = await loadTokenizer(join(whole, 'tokenizer.safetensors'));
+    const b = await loadTokenizer(join(partsFull, 'tokenizer.safetensors'));
+    for (const k of Object.keys(a.params)) {
+      assert.deepEqual(Array.from(b.params[k].dataSync()), Array.from(a.params[k].dataSync()), k);
+    }
+  });
 
 test('tokenizer files: round trip, F16 export, and clear errors for bad files and tokens', async () => {
   await initBackend();

@@ -15,6 +15,18 @@ export interface TokenizerConfig {
   codebookSize: number;
   /** GroupNorm groups; must divide every level's channels. */
   groups: number;
+  /**
+   * How codes are looked up and learnt: 'l2' (the default when absent) l2-normalises latents and codes
+   * and learns the codebook by gradient (ViT-VQGAN); 'ema' looks up by Euclidean distance and moves
+   * each code to the running mean of the latents assigned to it (van den Oord et al. 2017, App. A.1).
+   */
+  quantizer?: QuantizerKind;
+}
+
+export type QuantizerKind = 'l2' | 'ema';
+
+export function quantizerKind(c: TokenizerConfig): QuantizerKind {
+  return c.quantizer ?? 'l2';
 }
 
 export const TOKENIZER_PRESETS: Record<string, TokenizerConfig> = {
@@ -27,6 +39,17 @@ export const TOKENIZER_PRESETS: Record<string, TokenizerConfig> = {
     codeDim: 16,
     codebookSize: 1024,
     groups: 16,
+  },
+  // small with an EMA codebook and Euclidean lookup instead of the l2-normalised one.
+  'small-ema': {
+    channels: 64,
+    channelMult: [1, 2, 2],
+    resBlocks: 1,
+    latentDim: 64,
+    codeDim: 16,
+    codebookSize: 1024,
+    groups: 16,
+    quantizer: 'ema',
   },
   // Flat-colour data such as the shapes set: a quarter of small's width and 256 codes (~0.6M parameters).
   compact: {
@@ -77,6 +100,8 @@ export function validateTokenizerConfig(c: TokenizerConfig): TokenizerConfig {
       );
     }
   }
+  if (c.quantizer !== undefined && c.quantizer !== 'l2' && c.quantizer !== 'ema')
+    throw new MuseError(`tokenizer config: quantizer must be "l2" or "ema", got ${JSON.stringify(c.quantizer)}`);
   if (c.latentDim % c.groups !== 0)
     throw new MuseError(`tokenizer config: groups ${c.groups} must divide latentDim ${c.latentDim}`);
   return c;

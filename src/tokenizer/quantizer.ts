@@ -1,12 +1,16 @@
-// Vector quantizer with factorised, l2-normalised codes (ViT-VQGAN, Yu et al. 2022, §3.2): latents
-// are projected to a small code dimension and both they and the codebook are l2-normalised, so the
-// nearest code is the one of largest cosine similarity. Straight-through gradient to the encoder
-// (van den Oord et al. 2017); codebook and commitment losses:
-//   L_vq = ‖sg(ẑ) − e‖² + β‖ẑ − sg(e)‖²,  β = 0.25
+// Vector quantizer with factorised codes: latents are projected to a small code dimension (ViT-VQGAN,
+// Yu et al. 2022, §3.2), then
+//   'l2':  both they and the codebook are l2-normalised, so the nearest code is the one of largest
+//          cosine similarity, and the codebook learns by gradient:
+//          L_vq = ‖sg(ẑ) − e‖² + β‖ẑ − sg(e)‖²,  β = 0.25
+//   'ema': the nearest code is the closest in Euclidean distance and the codebook follows the running
+//          mean of its latents outside the gradient (ema-codebook.ts): L_vq = β‖ẑ − sg(e)‖².
+// Straight-through gradient to the encoder in both (van den Oord et al. 2017).
 import * as tf from '@tensorflow/tfjs-core';
 import { stopGradient, straightThrough } from '../tensor/ops/stop-gradient.js';
 import { assignValues } from '../tensor/params.js';
-import type { Params } from './model.js';
+import { type QuantizerKind, quantizerKind, type TokenizerConfig } from './config.js';
+import { encodeLatents, type Params } from './model.js';
 
 export const COMMITMENT = 0.25;
 
@@ -18,19 +22,28 @@ function conv1x1(p: Params, name: string, x: tf.Tensor4D): tf.Tensor4D {
   return tf.add(tf.conv2d(x, p[`${name}.w`] as tf.Tensor4D, 1, 'valid'), p[`${name}.b`]) as tf.Tensor4D;
 }
 
-/** The l2-normalised codebook [K, codeDim]. */
-export function normalisedCodebook(p: Params): tf.Tensor2D {
-  return l2normalise(p['quant.codebook']) as tf.Tensor2D;
+/** The codebook [K, codeDim] as the lookup sees it: l2-normalised rows, or the EMA centroids as they are. */
+export function lookupCodebook(p: Params, kind: QuantizerKind = 'l2'): tf.Tensor2D {
+  const book = p['quant.codebook'] as tf.Tensor2D;
+  return kind === 'ema' ? book : (l2normalise(book) as tf.Tensor2D);
 }
 
-/** Latents → normalised code-space vectors [B, h, w, codeDim]. */
-export function projectLatents(p: Params, z: tf.Tensor4D): tf.Tensor4D {
-  return l2normalise(conv1x1(p, 'quant.pre', z)) as tf.Tensor4D;
+/** Latents → code-space vectors [B, h, w, codeDim] (l2-normalised for the 'l2' lookup). */
+export function projectLatents(p: Params, z: tf.Tensor4D, kind: QuantizerKind = 'l2'): tf.Tensor4D {
+  const projected = conv1x1(p, 'quant.pre', z);
+  return kind === 'ema' ? projected : (l2normalise(projected) as tf.Tensor4D);
 }
 
-/** Index of the nearest (largest cosine) code of each row of zn [N, d] against en [K, d]. */
-export function nearestCodes(zn: tf.Tensor2D, en: tf.Tensor2D): tf.Tensor1D {
-  return tf.argMax(tf.matMul(zn, en, false, true), 1) as tf.Tensor1D;
+/**
+ * Index of the nearest code of each row of z [N, d] among e [K, d]: largest cosine for unit rows
+ * ('l2'), smallest ‖z − e‖² = ‖z‖² − 2z·e + ‖e‖² otherwise, i.e. largest 2z·e − ‖e‖².
+ */
+export function nearestCodes(z: tf.Tensor2D, e: tf.Tensor2D, kind: QuantizerKind = 'l2'): tf.Tensor1D {
+  return tf.tidy(() => {
+    const dots = tf.matMul(z, e, false, true);
+    if (kind === 'l2') return tf.argMax(dots, 1) as tf.Tensor1D;
+    return tf.argMax(tf.sub(tf.mul(dots, 2), tf.sum(tf.square(e), 1)), 1) as tf.Tensor1D;
+  });
 }
 
 export interface Quantized {
@@ -44,20 +57,21 @@ export interface Quantized {
   vectors: tf.Tensor2D;
 }
 
-export function quantize(p: Params, z: tf.Tensor4D): Quantized {
+export function quantize(p: Params, z: tf.Tensor4D, kind: QuantizerKind = 'l2'): Quantized {
   const [b, h, w] = z.shape;
-  const zn = projectLatents(p, z);
+  const zn = projectLatents(p, z, kind);
   const d = zn.shape[3];
   const flat = tf.reshape(zn, [b * h * w, d]) as tf.Tensor2D;
-  const en = normalisedCodebook(p);
+  const en = lookupCodebook(p, kind);
   // A fresh tensor, off the gradient tape: tfjs would otherwise try to differentiate through the
   // argmax into gather's integer indices.
-  const found = nearestCodes(stopGradient(flat), stopGradient(en));
+  const found = nearestCodes(stopGradient(flat), stopGradient(en), kind);
   const idx = tf.tensor1d(found.dataSync() as Int32Array, 'int32');
   const e = tf.gather(en, idx) as tf.Tensor2D;
-  const codebookLoss = tf.mean(tf.square(tf.sub(stopGradient(flat), e)));
-  const commitLoss = tf.mean(tf.square(tf.sub(flat, stopGradient(e))));
-  const loss = tf.add(codebookLoss, tf.mul(commitLoss, COMMITMENT)) as tf.Scalar;
+  const commitLoss = tf.mul(tf.mean(tf.square(tf.sub(flat, stopGradient(e)))), COMMITMENT);
+  const loss = (
+    kind === 'ema' ? commitLoss : tf.add(tf.mean(tf.square(tf.sub(stopGradient(flat), e))), commitLoss)
+  ) as tf.Scalar;
   const q = tf.reshape(straightThrough(flat, e), [b, h, w, d]) as tf.Tensor4D;
   return {
     latents: conv1x1(p, 'quant.post', q),
@@ -67,10 +81,15 @@ export function quantize(p: Params, z: tf.Tensor4D): Quantized {
   };
 }
 
+/** Images [B, H, W, 3] in [-1, 1] → encoder → quantizer, with the config's lookup. */
+export function quantizeImages(p: Params, c: TokenizerConfig, x: tf.Tensor4D): Quantized {
+  return quantize(p, encodeLatents(p, c, x), quantizerKind(c));
+}
+
 /** Code indices [B, h, w] → decoder latents [B, h, w, latentDim]. */
-export function codesToLatents(p: Params, indices: tf.Tensor3D): tf.Tensor4D {
+export function codesToLatents(p: Params, indices: tf.Tensor3D, kind: QuantizerKind = 'l2'): tf.Tensor4D {
   const [b, h, w] = indices.shape;
-  const e = tf.gather(normalisedCodebook(p), tf.reshape(indices, [-1]));
+  const e = tf.gather(lookupCodebook(p, kind), tf.reshape(indices, [-1]));
   return conv1x1(p, 'quant.post', tf.reshape(e, [b, h, w, e.shape[1]]) as tf.Tensor4D);
 }
 
@@ -95,7 +114,7 @@ export function codeUsage(
 /**
  * Restarts dead codes (Dhariwal et al. 2020, Jukebox §2.3 / Zeghidour et al. 2021): every code
  * whose usage EMA fell below `threshold` is moved onto a randomly chosen recent encoder vector,
- * so it competes again. Returns how many codes were restarted.
+ * so it competes again. Returns the restarted codes.
  */
 export function restartDeadCodes(
   p: Params,
@@ -104,19 +123,19 @@ export function restartDeadCodes(
   codeDim: number,
   threshold: number,
   pick: (n: number) => number,
-): number {
+): number[] {
   const book = p['quant.codebook'];
   const values = book.dataSync().slice() as Float32Array;
   const available = recentVectors.length / codeDim;
-  if (available === 0) return 0;
-  let restarted = 0;
+  if (available === 0) return [];
+  const restarted: number[] = [];
   for (let k = 0; k < usageEma.length; k++) {
     if (usageEma[k] >= threshold) continue;
     const src = pick(available) * codeDim;
     values.set(recentVectors.subarray(src, src + codeDim), k * codeDim);
     usageEma[k] = threshold; // give it time to be picked before the next check
-    restarted++;
+    restarted.push(k);
   }
-  if (restarted) assignValues(book, values);
+  if (restarted.length) assignValues(book, values);
   return restarted;
 }

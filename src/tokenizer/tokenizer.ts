@@ -5,9 +5,9 @@ import { fromUnitRange, type RgbImage, toUnitRange } from '../data/image.js';
 import { scoped } from '../tensor/scope.js';
 import { MuseError } from '../util/errors.js';
 import { loadTokenizer } from './checkpoint.js';
-import { downsampleFactor, type TokenizerConfig } from './config.js';
-import { decodeLatents, encodeLatents, type Params } from './model.js';
-import { codesToLatents, quantize } from './quantizer.js';
+import { downsampleFactor, quantizerKind, type TokenizerConfig } from './config.js';
+import { decodeLatents, type Params } from './model.js';
+import { codesToLatents, quantizeImages } from './quantizer.js';
 
 /** Stacks same-sized images into a [B, H, W, 3] tensor in [-1, 1]. */
 export function imagesToTensor(images: RgbImage[]): tf.Tensor4D {
@@ -57,8 +57,7 @@ export class VqTokenizer implements ImageTokenizer {
     if (images.length === 0) return new Int32Array();
     images.forEach((i) => this.checkSize(i));
     return scoped(() => {
-      const z = encodeLatents(this.params, this.config, imagesToTensor(images));
-      return quantize(this.params, z).indices.dataSync() as Int32Array;
+      return quantizeImages(this.params, this.config, imagesToTensor(images)).indices.dataSync() as Int32Array;
     });
   }
 
@@ -73,7 +72,11 @@ export class VqTokenizer implements ImageTokenizer {
     return scoped(() => {
       const idx = tf.tensor3d(tokens, [n, h, w], 'int32');
       return tensorToImages(
-        tf.clipByValue(decodeLatents(this.params, this.config, codesToLatents(this.params, idx)), -1, 1),
+        tf.clipByValue(
+          decodeLatents(this.params, this.config, codesToLatents(this.params, idx, quantizerKind(this.config))),
+          -1,
+          1,
+        ),
       );
     });
   }

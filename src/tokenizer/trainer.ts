@@ -11,7 +11,7 @@ import { psnrFloat, ssimFloat } from '../eval/image-metrics.js';
 import { stopGradient } from '../tensor/ops/stop-gradient.js';
 import { assignValues } from '../tensor/params.js';
 import { Rng, type RngState } from '../tensor/random.js';
-import { loadSafetensors, saveSafetensors } from '../tensor/safetensors.js';
+import { loadSafetensors, type NamedTensor, saveSafetensors } from '../tensor/safetensors.js';
 import { scoped } from '../tensor/scope.js';
 import { AdamW, clipByGlobalNorm } from '../train/adamw.js';
 import { namedGrads } from '../train/grads.js';
@@ -21,7 +21,7 @@ import { MuseError } from '../util/errors.js';
 import { lineChartPng } from '../util/plot.js';
 import { Progress } from '../util/progress.js';
 import { loadTokenizer, saveTokenizer } from './checkpoint.js';
-import { downsampleFactor, type TokenizerConfig } from './config.js';
+import { downsampleFactor, quantizerKind, type TokenizerConfig } from './config.js';
 import {
   DEFAULT_DISCRIMINATOR,
   type DiscriminatorConfig,
@@ -30,8 +30,9 @@ import {
   generatorHinge,
   initDiscriminator,
 } from './discriminator.js';
-import { decodeLatents, encodeLatents, initTokenizer, type Params } from './model.js';
-import { codeUsage, quantize, restartDeadCodes } from './quantizer.js';
+import { EmaCodebook } from './ema-codebook.js';
+import { decodeLatents, initTokenizer, type Params } from './model.js';
+import { codeUsage, quantizeImages, restartDeadCodes } from './quantizer.js';
 import { imagesToTensor, tensorToImages } from './tokenizer.js';
 
 export interface TokenizerTrainOptions {
@@ -90,6 +91,23 @@ interface History {
 }
 
 const DEAD_THRESHOLD = 0.01;
+const CODEBOOK = 'quant.codebook';
+
+/** The EMA statistics of an 'ema' tokenizer: resumed from the run's state, or started from its codebook. */
+function emaCodebookFor(
+  config: TokenizerConfig,
+  params: Params,
+  state: Record<string, NamedTensor> | undefined,
+): EmaCodebook | undefined {
+  if (quantizerKind(config) !== 'ema') return undefined;
+  if (state) {
+    const counts = state.ema_counts;
+    const sums = state.ema_sums;
+    if (!counts || !sums) throw new MuseError('the run state has no EMA codebook statistics (ema_counts, ema_sums)');
+    return EmaCodebook.fromState(Float32Array.from(counts.data), Float32Array.from(sums.data), config.codeDim);
+  }
+  return EmaCodebook.fromCodebook(params[CODEBOOK].dataSync() as Float32Array, config.codeDim);
+}
 
 /** A batch of random crops with random horizontal flips, in [-1, 1]. */
 function sampleBatch(images: RgbImage[], n: number, crop: number, rng: Rng): tf.Tensor4D {
@@ -127,7 +145,7 @@ export function evaluateReconstruction(
     const part = images.slice(i, i + batch);
     scoped(() => {
       const x = imagesToTensor(part);
-      const q = quantize(params, encodeLatents(params, config, x));
+      const q = quantizeImages(params, config, x);
       const xr = tf.clipByValue(decodeLatents(params, config, q.latents), -1, 1);
       const a = x.dataSync() as Float32Array;
       const b = xr.dataSync() as Float32Array;
@@ -165,6 +183,7 @@ export async function trainTokenizer(
   const opt = new AdamW({ beta1: 0.9, beta2: 0.99, weightDecay: o.weightDecay });
   const dopt = new AdamW({ beta1: 0.5, beta2: 0.9, weightDecay: 0 });
   let usageEma: Float32Array = new Float32Array(o.config.codebookSize).fill(1);
+  let resumedState: Record<string, NamedTensor> | undefined;
 
   if (o.resume && existsSync(stateFile)) {
     const loaded = await loadTokenizer(weightsFile);
@@ -173,6 +192,7 @@ export async function trainTokenizer(
     }
     params = loaded.params;
     const { tensors, metadata } = await loadSafetensors(stateFile);
+    resumedState = tensors;
     step = Number(metadata.step);
     rng = new Rng(JSON.parse(metadata.rng) as RngState);
     history = JSON.parse(metadata.history) as History;
@@ -190,6 +210,9 @@ export async function trainTokenizer(
     params = initTokenizer(o.config, rng.fork());
     disc = initDiscriminator(dc, rng.fork());
   }
+  // With an EMA codebook the codes are not the optimizer's: they move by running means after each step.
+  const ema = emaCodebookFor(o.config, params, resumedState);
+  const trainable = ema ? Object.fromEntries(Object.entries(params).filter(([k]) => k !== CODEBOOK)) : params;
 
   const save = async () => {
     await saveTokenizer(weightsFile, params, o.config, {
@@ -198,12 +221,16 @@ export async function trainTokenizer(
     await saveSafetensors(
       stateFile,
       {
-        ...momentsToTensors('opt', opt, params),
+        ...momentsToTensors('opt', opt, trainable),
         ...momentsToTensors('dopt', dopt, disc),
         ...Object.fromEntries(
           Object.entries(disc).map(([k, v]) => [k, { shape: v.shape, data: v.dataSync() as Float32Array }]),
         ),
         usage_ema: { shape: [usageEma.length], data: usageEma },
+        ...(ema && {
+          ema_counts: { shape: [ema.size], data: ema.counts },
+          ema_sums: { shape: [ema.size, ema.codeDim], data: ema.sums },
+        }),
       },
       {
         metadata: {
@@ -243,7 +270,7 @@ export async function trainTokenizer(
       let vectors: Float32Array = new Float32Array();
       let fake: tf.Tensor4D | undefined;
       const { value, grads } = namedGrads(() => {
-        const q = quantize(params, encodeLatents(params, o.config, x));
+        const q = quantizeImages(params, o.config, x);
         const xr = decodeLatents(params, o.config, q.latents);
         const diff = tf.sub(xr, x);
         const squared = tf.mean(tf.square(diff));
@@ -262,10 +289,11 @@ export async function trainTokenizer(
         vectors = q.vectors.dataSync() as Float32Array;
         fake = tf.keep(stopGradient(xr));
         return total as tf.Scalar;
-      }, params);
+      }, trainable);
       const clipped = clipByGlobalNorm(grads, 1);
-      opt.apply(params, clipped.grads, lr);
+      opt.apply(trainable, clipped.grads, lr);
       tf.dispose([...Object.values(grads), ...Object.values(clipped.grads)]);
+      if (ema) assignValues(params[CODEBOOK], ema.update(indices, vectors));
       let dLoss = 0;
       if (useGan && fake) {
         const real = x;
@@ -284,7 +312,14 @@ export async function trainTokenizer(
       for (let k = 0; k < usageEma.length; k++) usageEma[k] = 0.99 * usageEma[k] + 0.01 * batchUsage.counts[k];
       step++;
       if (o.restartEvery > 0 && step % o.restartEvery === 0 && step < o.steps * 0.9) {
-        restartDeadCodes(params, usageEma, vectors, o.config.codeDim, DEAD_THRESHOLD, (n) => rng.int(n));
+        const restarted = restartDeadCodes(params, usageEma, vectors, o.config.codeDim, DEAD_THRESHOLD, (n) =>
+          rng.int(n),
+        );
+        if (ema && restarted.length) {
+          const book = params[CODEBOOK].dataSync() as Float32Array;
+          const d = o.config.codeDim;
+          for (const k of restarted) ema.reset(k, book.subarray(k * d, (k + 1) * d));
+        }
       }
       const stats: StepStats = {
         loss,
@@ -334,7 +369,7 @@ async function writeSamples(o: TokenizerTrainOptions, params: Params, step: numb
   const shown = o.validation.slice(0, 16);
   const recon = scoped(() => {
     const x = imagesToTensor(shown);
-    const q = quantize(params, encodeLatents(params, o.config, x));
+    const q = quantizeImages(params, o.config, x);
     return tensorToImages(tf.clipByValue(decodeLatents(params, o.config, q.latents), -1, 1));
   });
   const grid = await imageGrid([...shown.map((image) => ({ image })), ...recon.map((image) => ({ image }))], {
