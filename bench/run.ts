@@ -3,7 +3,8 @@
 //   matmul 1024³ in all four transpose combinations; batched 64×(256×64 @ 64×256);
 //   conv2d 3×3 [4,64,64,128]→128 forward and forward+backward; the reference training step;
 //   the default base transformer's training samples/s; seconds per generated image (batch 1 and 8);
-//   seconds per image of the evaluation's feature networks. `npm run bench NAME` runs one part.
+//   seconds per image of the evaluation's feature networks; the VQ tokenizer's training step (both
+//   codebooks) and its encoding and decoding speed. `npm run bench NAME` runs one part.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +13,10 @@ import { FrozenFeatures } from '../src/eval/frozen-features.js';
 import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
+import { quantizerKind, tokenizerPreset } from '../src/tokenizer/config.js';
+import { decodeLatents, initTokenizer } from '../src/tokenizer/model.js';
+import { quantizeImages } from '../src/tokenizer/quantizer.js';
+import { VqTokenizer } from '../src/tokenizer/tokenizer.js';
 import { AdamW } from '../src/train/adamw.js';
 import { namedGrads } from '../src/train/grads.js';
 import { transformerConfig } from '../src/transformer/config.js';
@@ -145,6 +150,55 @@ if (!only || only === 'base') {
   rows[rows.length - 1].samplesPerSecond = batch / s;
   console.log(`${''.padEnd(44)} ${(batch / s).toFixed(1).padStart(9)} training samples/s`);
   tf.dispose([...Object.values(params), tokens, text]);
+}
+
+if (!only || only === 'tokenizer') {
+  // The default VQ tokenizer (small, f = 4) with each codebook: a training step (L1 + L2 + VQ loss,
+  // no discriminator) on 32 px crops, batch 32; then encoding and decoding speed at 32 and 64 px.
+  for (const preset of ['small', 'small-ema']) {
+    const config = tokenizerPreset(preset);
+    const params = initTokenizer(config, new Rng(3));
+    const trainable =
+      quantizerKind(config) === 'ema'
+        ? Object.fromEntries(Object.entries(params).filter(([k]) => k !== 'quant.codebook'))
+        : params;
+    const opt = new AdamW({ weightDecay: 1e-4 });
+    const x = tf.clipByValue(randn([32, 32, 32, 3], 11), -1, 1) as tf.Tensor4D;
+    const step = () => {
+      const { value, grads } = namedGrads(() => {
+        const q = quantizeImages(params, config, x);
+        const diff = tf.sub(decodeLatents(params, config, q.latents), x);
+        return tf.addN([tf.mean(tf.abs(diff)), tf.mean(tf.square(diff)), q.loss]) as tf.Scalar;
+      }, trainable);
+      opt.apply(trainable, grads, 1e-4);
+      tf.dispose([value, ...Object.values(grads)]);
+    };
+    const s = time(step, 5, 2);
+    add(`tokenizer (${preset}) step, batch 32 at 32 px`, s);
+    rows[rows.length - 1].samplesPerSecond = 32 / s;
+    console.log(`${''.padEnd(44)} ${(32 / s).toFixed(1).padStart(9)} training images/s`);
+    if (preset === 'small') {
+      const tok = new VqTokenizer(params, config, 'bench');
+      for (const size of [32, 64]) {
+        const images = Array.from({ length: 32 }, (_, i) => {
+          const rng = new Rng(i);
+          return { width: size, height: size, data: Uint8Array.from({ length: size * size * 3 }, () => rng.int(256)) };
+        });
+        let tokens = await tok.encode(images);
+        const runs: number[] = [];
+        for (let i = 0; i < 3; i++) {
+          const t0 = performance.now();
+          tokens = await tok.encode(images);
+          runs.push((performance.now() - t0) / 1000);
+        }
+        const encode = runs.sort((a, b) => a - b)[1];
+        add(`tokenizer encode ${size} px, batch 32 (per image)`, encode / 32);
+        const grid = size / 4;
+        add(`tokenizer decode ${size} px, batch 32 (per image)`, time(() => tok.decode(tokens, grid, grid), 3) / 32);
+      }
+    }
+    tf.dispose([...Object.values(params), x]);
+  }
 }
 
 if (!only || only === 'generate') {

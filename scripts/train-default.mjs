@@ -63,11 +63,10 @@ function trainEmoji() {
   }
   muse(
     'VQ tokenizer',
-    ...['tokenizer', 'train', '--data', 'data/emoji32/train', '--data', 'data/emoji64/train'],
+    ...['tokenizer', 'train', '--data', 'data/emoji32/train'],
     ...['--val', 'data/emoji32/test_emoji', '--val-count', '256', '--out', `${runs}/tokenizer`, '--config', 'small'],
-    ...['--steps', '2500', '--batch', '32', '--crop', '32', '--lr', '3e-4', '--warmup', '200'],
-    ...['--disc-start', '1700', '--gan-weight', '0.1', '--sample-every', '250', '--checkpoint-every', '250'],
-    ...['--eval-every', '500', '--resume'],
+    ...['--steps', '3100', '--batch', '32', '--crop', '32', '--lr', '1e-3', '--warmup', '200', '--gan-weight', '0'],
+    ...['--sample-every', '500', '--checkpoint-every', '250', '--eval-every', '500', '--resume'],
   );
   const tokenizer = `${runs}/tokenizer/tokenizer.safetensors`;
   const caches = [

@@ -13,7 +13,7 @@ import { loadTokenizer, saveTokenizer } from '../src/tokenizer/checkpoint.js';
 import { tokenizerPreset } from '../src/tokenizer/config.js';
 import { EmaCodebook } from '../src/tokenizer/ema-codebook.js';
 import { decodeLatents, encodeLatents, initTokenizer } from '../src/tokenizer/model.js';
-import { codeUsage, nearestCodes, quantize } from '../src/tokenizer/quantizer.js';
+import { codeUsage, nearestCodes, quantize, restartDeadCodes } from '../src/tokenizer/quantizer.js';
 import { VqTokenizer } from '../src/tokenizer/tokenizer.js';
 import { type TokenizerTrainOptions, trainTokenizer } from '../src/tokenizer/trainer.js';
 import { namedGrads } from '../src/train/grads.js';
@@ -84,6 +84,19 @@ test('EMA codebook: a used code moves to the running mean of its latents; an unu
   const after = ema.codebook();
   assert.ok(Math.abs(after[2] - 5) < 1e-4 && Math.abs(after[3] + 5) < 1e-4, `${Array.from(after)}`);
   assert.throws(() => EmaCodebook.fromState(new Float32Array(2), new Float32Array(3), 2), /3 sums for 2 codes/);
+});
+
+test('dead codes (usage EMA under the threshold) restart on recent encoder vectors; live ones stay', async () => {
+  await initBackend();
+  const p = { 'quant.codebook': tf.variable(tf.tensor2d([0, 0, 1, 1, 2, 2, 3, 3], [4, 2])) };
+  const usage = Float32Array.from([1, 0.001, 0.5, 0]);
+  const recent = Float32Array.from([10, 11, 20, 21]);
+  const picks = [1, 0];
+  const restarted = restartDeadCodes(p, usage, recent, 2, 0.01, () => picks.shift() ?? 0);
+  assert.deepEqual(restarted, [1, 3]);
+  assert.deepEqual(Array.from(p['quant.codebook'].dataSync()), [0, 0, 20, 21, 2, 2, 10, 11]);
+  assert.deepEqual(Array.from(usage), [1, 0.01, 0.5, 0.01].map(Math.fround));
+  p['quant.codebook'].dispose();
 });
 
 test('shapes: f = 4 maps 32 → 8×8, 64 → 16×16 and 48×32 → 12×8 tokens; other sizes are refused', async () => {

@@ -74,6 +74,8 @@ export interface StepStats {
   psnr: number;
   used: number;
   perplexity: number;
+  /** Dead codes restarted at this step (restarts happen every restartEvery steps). */
+  restarted: number;
   lr: number;
 }
 
@@ -311,10 +313,9 @@ export async function trainTokenizer(
       const batchUsage = codeUsage(indices, o.config.codebookSize);
       for (let k = 0; k < usageEma.length; k++) usageEma[k] = 0.99 * usageEma[k] + 0.01 * batchUsage.counts[k];
       step++;
+      let restarted: number[] = [];
       if (o.restartEvery > 0 && step % o.restartEvery === 0 && step < o.steps * 0.9) {
-        const restarted = restartDeadCodes(params, usageEma, vectors, o.config.codeDim, DEAD_THRESHOLD, (n) =>
-          rng.int(n),
-        );
+        restarted = restartDeadCodes(params, usageEma, vectors, o.config.codeDim, DEAD_THRESHOLD, (n) => rng.int(n));
         if (ema && restarted.length) {
           const book = params[CODEBOOK].dataSync() as Float32Array;
           const d = o.config.codeDim;
@@ -331,6 +332,7 @@ export async function trainTokenizer(
         psnr: 10 * Math.log10(4 / mse),
         used: batchUsage.used,
         perplexity: batchUsage.perplexity,
+        restarted: restarted.length,
         lr,
       };
       if (step % 10 === 0 || step === 1) history.train.push({ step, ...stats });
