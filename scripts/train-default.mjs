@@ -63,8 +63,8 @@ function trainEmoji() {
   }
   muse(
     'VQ tokenizer',
-    ...['tokenizer', 'train', '--data', 'data/emoji32/train'],
-    ...['--val', 'data/emoji32/test_emoji', '--val-count', '256', '--out', `${runs}/tokenizer`, '--config', 'small'],
+    ...['tokenizer', 'train', '--data', 'data/emoji32/train', '--config', 'small-ema'],
+    ...['--val', 'data/emoji32/test_emoji', '--val-count', '256', '--out', `${runs}/tokenizer`],
     ...['--steps', '3100', '--batch', '32', '--crop', '32', '--lr', '1e-3', '--warmup', '200', '--gan-weight', '0'],
     ...['--sample-every', '500', '--checkpoint-every', '250', '--eval-every', '500', '--resume'],
   );

@@ -17,7 +17,7 @@ import { numberOption, subcommandHelp } from './options.js';
 export const tokenizerHelp = `Usage: muse tokenizer <train|encode|decode|reconstruct|eval> ...
 
   muse tokenizer train --data DIR[:SIZE] [--data DIR2[:SIZE]] --out RUN [--val DIR[:SIZE]]
-      [--config small|small-ema|compact|tiny|small-f8|FILE.json] [--steps 20000] [--batch 32] [--crop 32] [--lr 2e-4]
+      [--config small-ema|small|compact|tiny|small-f8|FILE.json] [--steps 20000] [--batch 32] [--crop 32] [--lr 2e-4]
       [--warmup 500] [--weight-decay 1e-4] [--disc-start 5000] [--gan-weight 0.1] [--seed 0]
       [--sample-every 500] [--checkpoint-every 500] [--eval-every 1000] [--minutes M] [--resume]
       Trains the VQ tokenizer on random crop×crop windows of every image (each dataset read at its
@@ -54,7 +54,7 @@ async function loadImages(args: string[], limit = Number.POSITIVE_INFINITY): Pro
 }
 
 function configFrom(value: string | undefined): TokenizerConfig {
-  if (!value) return tokenizerPreset('small');
+  if (!value) return tokenizerPreset('small-ema');
   if (value.endsWith('.json')) {
     if (!existsSync(value)) throw new MuseError(`no such config file: ${value}`);
     return validateTokenizerConfig(JSON.parse(readFileSync(value, 'utf8')) as TokenizerConfig);
