@@ -13,9 +13,9 @@ import { FrozenFeatures } from '../src/eval/frozen-features.js';
 import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
-import { quantizerKind, tokenizerPreset } from '../src/tokenizer/config.js';
+import { tokenizerPreset } from '../src/tokenizer/config.js';
 import { decodeLatents, initTokenizer } from '../src/tokenizer/model.js';
-import { quantizeImages } from '../src/tokenizer/quantizer.js';
+import { optimizedParams, quantizeImages } from '../src/tokenizer/quantizer.js';
 import { VqTokenizer } from '../src/tokenizer/tokenizer.js';
 import { AdamW } from '../src/train/adamw.js';
 import { namedGrads } from '../src/train/grads.js';
@@ -158,10 +158,7 @@ if (!only || only === 'tokenizer') {
   for (const preset of ['small', 'small-ema']) {
     const config = tokenizerPreset(preset);
     const params = initTokenizer(config, new Rng(3));
-    const trainable =
-      quantizerKind(config) === 'ema'
-        ? Object.fromEntries(Object.entries(params).filter(([k]) => k !== 'quant.codebook'))
-        : params;
+    const trainable = optimizedParams(params, config);
     const opt = new AdamW({ weightDecay: 1e-4 });
     const x = tf.clipByValue(randn([32, 32, 32, 3], 11), -1, 1) as tf.Tensor4D;
     const step = () => {

@@ -29,29 +29,22 @@ export function quantizerKind(c: TokenizerConfig): QuantizerKind {
   return c.quantizer ?? 'l2';
 }
 
+// 32 px → 8×8 and 64 px → 16×16 tokens (f = 4); 2.55M parameters; l2-normalised codes.
+const SMALL: TokenizerConfig = {
+  channels: 64,
+  channelMult: [1, 2, 2],
+  resBlocks: 1,
+  latentDim: 64,
+  codeDim: 16,
+  codebookSize: 1024,
+  groups: 16,
+};
+
 export const TOKENIZER_PRESETS: Record<string, TokenizerConfig> = {
-  // 32 px → 8×8 and 64 px → 16×16 tokens (f = 4); 2.55M parameters; l2-normalised codes.
-  small: {
-    channels: 64,
-    channelMult: [1, 2, 2],
-    resBlocks: 1,
-    latentDim: 64,
-    codeDim: 16,
-    codebookSize: 1024,
-    groups: 16,
-  },
+  small: SMALL,
   // small with an EMA codebook and Euclidean lookup. The default: on the emoji it kept more codes alive
   // and reconstructed better than the l2-normalised lookup (models/emoji-tokenizer/TRAINING.md).
-  'small-ema': {
-    channels: 64,
-    channelMult: [1, 2, 2],
-    resBlocks: 1,
-    latentDim: 64,
-    codeDim: 16,
-    codebookSize: 1024,
-    groups: 16,
-    quantizer: 'ema',
-  },
+  'small-ema': { ...SMALL, quantizer: 'ema' },
   // Flat-colour data such as the shapes set: a quarter of small's width and 256 codes (~0.6M parameters).
   compact: {
     channels: 32,
@@ -65,15 +58,7 @@ export const TOKENIZER_PRESETS: Record<string, TokenizerConfig> = {
   // For tests: trains in seconds.
   tiny: { channels: 16, channelMult: [1, 2, 2], resBlocks: 1, latentDim: 16, codeDim: 8, codebookSize: 64, groups: 4 },
   // f = 8 (three downsamplings), e.g. 64 px → 8×8.
-  'small-f8': {
-    channels: 64,
-    channelMult: [1, 1, 2, 2],
-    resBlocks: 1,
-    latentDim: 64,
-    codeDim: 16,
-    codebookSize: 1024,
-    groups: 16,
-  },
+  'small-f8': { ...SMALL, channelMult: [1, 1, 2, 2] },
 };
 
 export function downsampleFactor(c: TokenizerConfig): number {

@@ -86,6 +86,12 @@ export function quantizeImages(p: Params, c: TokenizerConfig, x: tf.Tensor4D): Q
   return quantize(p, encodeLatents(p, c, x), quantizerKind(c));
 }
 
+/** The weights the optimizer updates: all of them, less an EMA codebook (it follows running means). */
+export function optimizedParams(p: Params, c: TokenizerConfig): Params {
+  if (quantizerKind(c) !== 'ema') return p;
+  return Object.fromEntries(Object.entries(p).filter(([k]) => k !== 'quant.codebook'));
+}
+
 /** Code indices [B, h, w] → decoder latents [B, h, w, latentDim]. */
 export function codesToLatents(p: Params, indices: tf.Tensor3D, kind: QuantizerKind = 'l2'): tf.Tensor4D {
   const [b, h, w] = indices.shape;

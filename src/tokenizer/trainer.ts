@@ -32,7 +32,7 @@ import {
 } from './discriminator.js';
 import { EmaCodebook } from './ema-codebook.js';
 import { decodeLatents, initTokenizer, type Params } from './model.js';
-import { codeUsage, quantizeImages, restartDeadCodes } from './quantizer.js';
+import { codeUsage, optimizedParams, quantizeImages, restartDeadCodes } from './quantizer.js';
 import { imagesToTensor, tensorToImages } from './tokenizer.js';
 
 export interface TokenizerTrainOptions {
@@ -214,7 +214,7 @@ export async function trainTokenizer(
   }
   // With an EMA codebook the codes are not the optimizer's: they move by running means after each step.
   const ema = emaCodebookFor(o.config, params, resumedState);
-  const trainable = ema ? Object.fromEntries(Object.entries(params).filter(([k]) => k !== CODEBOOK)) : params;
+  const trainable = optimizedParams(params, o.config);
 
   const save = async () => {
     await saveTokenizer(weightsFile, params, o.config, {
