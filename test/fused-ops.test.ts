@@ -133,3 +133,45 @@ test('AdamW updates a variable that owns its memory in place, and leaks nothing'
   assert.equal(p.dataId, id, 'same buffer: updated in place');
   assert.equal(tf.memory().numTensors, tensors);
 });
+
+// The wasm backend packs matmul and convolution weights into cached XNNPACK operators keyed by the
+// tensor's id; an in-place update must reach the next forward pass (it did not, and every training
+// run on the pure-wasm path followed stale weights).
+test('after an in-place AdamW step, matmuls and convolutions use the new weights', async () => {
+  await initBackend();
+  const w = newVariable(Float32Array.from([1, 0, 0, 1, 0.5, -0.5]), [2, 3]);
+  const f = newVariable(Float32Array.from([1, -1, 0.5, 2, 0.25, -2, 1, 1]), [2, 2, 2, 1]);
+  const x = tf.tensor2d([[1, 2]]);
+  const x3 = tf.tensor3d([[[1, 2]], [[3, -1]]]);
+  const img = tf.tensor4d(
+    Float32Array.from({ length: 18 }, (_, i) => (i % 5) - 2),
+    [1, 3, 3, 2],
+  );
+  const forward = () => [tf.matMul(x, w), tf.matMul(x3, w), tf.conv2d(img, f as tf.Tensor4D, 1, 'same')];
+  tf.dispose(forward()); // creates (and caches) the operators for w and f
+  const opt = new AdamW();
+  opt.apply({ w, f }, { w: tf.onesLike(w), f: tf.onesLike(f) }, 0.5);
+  const got = forward();
+  // Reference: the same ops on the cpu backend from the updated values read back.
+  const wNow = w.dataSync().slice();
+  const fNow = f.dataSync().slice();
+  assert.ok(Math.abs(wNow[0] - 0.5) < 1e-6, 'the step moved the weights');
+  const xs = [x.dataSync(), x3.dataSync(), img.dataSync()].map((a) => a.slice());
+  tf.setBackend('cpu');
+  const want = tf.tidy(() => {
+    const wc = tf.tensor2d(wNow, [2, 3]);
+    const fc = tf.tensor4d(fNow, [2, 2, 2, 1]);
+    return [
+      tf.matMul(tf.tensor2d(xs[0], [1, 2]), wc),
+      tf.matMul(tf.tensor3d(xs[1], [2, 1, 2]), wc),
+      tf.conv2d(tf.tensor4d(xs[2], [1, 3, 3, 2]), fc, 1, 'same'),
+    ].map((t) => t.dataSync().slice());
+  });
+  tf.setBackend('wasm');
+  got.forEach((t, i) => {
+    const a = t.dataSync();
+    for (let j = 0; j < a.length; j++) {
+      assert.ok(Math.abs(a[j] - want[i][j]) < 1e-5, `op ${i} element ${j}: ${a[j]} vs ${want[i][j]} (stale weights)`);
+    }
+  });
+});

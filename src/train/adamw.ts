@@ -3,6 +3,7 @@
 // Multiply/Add/Sqrt/Identity); here one loop per tensor over the backend's memory does the update.
 //   m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  p ← p − lr·(m̂/(√v̂ + ε) + λ·p)
 import * as tf from '@tensorflow/tfjs-core';
+import { afterInPlaceWrite, memoryOf, writableMemoryOf } from '../tensor/in-place.js';
 import { activeNative } from '../tensor/kernels/active-native.js';
 import { assignValues } from '../tensor/params.js';
 import { MuseError } from '../util/errors.js';
@@ -21,21 +22,6 @@ export interface AdamWState {
   step: number;
   m: Record<string, Float32Array>;
   v: Record<string, Float32Array>;
-}
-
-interface BackendMemory {
-  typedArrayFromHeap?(t: tf.TensorInfo): Float32Array;
-  data?: { get(id: tf.DataId): { values?: Float32Array } };
-  refCount(id: tf.DataId): number;
-}
-
-/** A Float32Array over the tensor's own memory, when the backend keeps it in JS-visible memory. */
-function memoryOf(t: tf.Tensor): Float32Array | undefined {
-  const backend = tf.backend() as unknown as BackendMemory;
-  const info = { dataId: t.dataId, shape: t.shape, dtype: t.dtype };
-  if (backend.typedArrayFromHeap) return backend.typedArrayFromHeap(info);
-  const values = backend.data?.get(t.dataId)?.values;
-  return values instanceof Float32Array ? values : undefined;
 }
 
 export class AdamW {
@@ -80,8 +66,7 @@ export class AdamW {
       const v = this.moment(this.state.v, name, p.size);
       const decay = this.decays(name, p) ? this.weightDecay : 0;
       const gv = memoryOf(g) ?? (g.dataSync() as Float32Array);
-      const backend = tf.backend() as unknown as BackendMemory;
-      const inPlace = backend.refCount(p.dataId) === 1 ? memoryOf(p) : undefined;
+      const inPlace = writableMemoryOf(p);
       const pv = inPlace ?? Float32Array.from(p.dataSync() as Float32Array);
       const { beta1: b1, beta2: b2, epsilon: eps } = this;
       const addon = tf.getBackend() === 'wasm' ? activeNative() : undefined;
@@ -94,7 +79,8 @@ export class AdamW {
           pv[i] -= lr * ((m[i] * c1) / (Math.sqrt(v[i] * c2) + eps) + decay * pv[i]);
         }
       }
-      if (!inPlace) assignValues(p, pv);
+      if (inPlace) afterInPlaceWrite(p);
+      else assignValues(p, pv);
     }
   }
 
