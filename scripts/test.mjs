@@ -1,45 +1,76 @@
-// The whole test suite: every test file once (native BLAS path when built), then the kernel tests
-// again with MUSE_NATIVE=0 so the pure-wasm kernels are checked too. Prints one closing line.
-import { spawnSync } from 'node:child_process';
+// The whole test suite: type check, lint, then every test file on the native BLAS path when the addon
+// is built, and every test file again with MUSE_NATIVE=0 (the pure-wasm path every browser and every
+// machine without OpenBLAS gets). Output streams as the tests run; one closing line counts them all.
+//
+//   npm test                      everything
+//   npm test -- test/x.test.ts    only these files (no type check or lint)
+//   MUSE_NATIVE=0 npm test        the pure-wasm path only
+//   MUSE_REQUIRE_NATIVE=1         (CI, where OpenBLAS is installed) the native pass may skip nothing
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 
 const files = readdirSync('test')
   .filter((f) => f.endsWith('.test.ts'))
+  .sort()
   .map((f) => `test/${f}`);
 const only = process.argv.slice(2);
 const selected = only.length ? only : files;
 
-function runTests(label, testFiles, env) {
+/** Runs a command, echoing its output as it comes; resolves with the exit code and the output. */
+function runStreaming(label, command, args, env = {}) {
   console.log(`\n== ${label} ==`);
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=tap', ...testFiles], {
-    env: { ...process.env, ...env },
-    encoding: 'utf8',
-    maxBuffer: 256 * 1024 * 1024,
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (chunk) => {
+      out += chunk;
+      process.stdout.write(chunk);
+    });
+    child.stderr.on('data', (chunk) => process.stderr.write(chunk));
+    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 1 : 0), out }));
   });
-  process.stdout.write(r.stdout);
-  process.stderr.write(r.stderr);
-  const count = (name) => Number(r.stdout.match(new RegExp(`^# ${name} (\\d+)$`, 'm'))?.[1] ?? 0);
+}
+
+async function runTests(label, testFiles, env) {
+  const started = Date.now();
+  const { code, out } = await runStreaming(
+    label,
+    process.execPath,
+    ['--import', 'tsx', '--test', '--test-reporter=tap', ...testFiles],
+    env,
+  );
+  const count = (name) => Number(out.match(new RegExp(`^# ${name} (\\d+)$`, 'm'))?.[1] ?? 0);
   // A run that crashed before reporting counts as one failure.
-  const crashed = r.status !== 0 && count('fail') === 0 ? 1 : 0;
-  return { pass: count('pass'), fail: count('fail') + crashed, skipped: count('skipped') };
+  const crashed = code !== 0 && count('fail') === 0 ? 1 : 0;
+  const result = { pass: count('pass'), fail: count('fail') + crashed, skipped: count('skipped') };
+  console.log(
+    `== ${label}: ${result.pass} passed, ${result.fail} failed, ${result.skipped} skipped in ${((Date.now() - started) / 1000).toFixed(0)} s ==`,
+  );
+  return result;
 }
 
-function lint() {
-  console.log('\n== lint and format (biome check) ==');
-  const r = spawnSync(process.execPath, ['node_modules/@biomejs/biome/bin/biome', 'check', '.'], { encoding: 'utf8' });
-  process.stdout.write(r.stdout);
-  process.stderr.write(r.stderr);
-  return { pass: r.status === 0 ? 1 : 0, fail: r.status === 0 ? 0 : 1, skipped: 0 };
+async function check(label, args) {
+  const { code } = await runStreaming(label, process.execPath, args);
+  return { pass: code === 0 ? 1 : 0, fail: code === 0 ? 0 : 1, skipped: 0 };
 }
 
-const results = [...(only.length ? [] : [lint()]), runTests('all tests', selected, {})];
+const results = [];
+if (!only.length) {
+  results.push(await check('type check (tsc --noEmit)', ['node_modules/typescript/bin/tsc', '--noEmit', '-p', '.']));
+  results.push(await check('lint and format (biome check)', ['node_modules/@biomejs/biome/bin/biome', 'check', '.']));
+}
 const nativeBuilt = existsSync('native/build/Release/muse_native.node');
-const wasmPathFiles = ['test/kernels.test.ts', 'test/fused-ops.test.ts', 'test/fused-ops-conv.test.ts'].filter((f) =>
-  selected.includes(f),
-);
-if (nativeBuilt && process.env.MUSE_NATIVE !== '0' && wasmPathFiles.length) {
-  results.push(runTests('kernel tests on the pure-wasm path (MUSE_NATIVE=0)', wasmPathFiles, { MUSE_NATIVE: '0' }));
+const nativePass = nativeBuilt && process.env.MUSE_NATIVE !== '0';
+if (nativePass) {
+  const native = await runTests('all tests, native BLAS path', selected, {});
+  if (process.env.MUSE_REQUIRE_NATIVE === '1' && native.skipped > 0) {
+    console.log(`== MUSE_REQUIRE_NATIVE=1: ${native.skipped} skipped test(s) on the native path count as failures ==`);
+    native.fail += native.skipped;
+  }
+  results.push(native);
 }
+results.push(await runTests('all tests, pure-wasm path (MUSE_NATIVE=0)', selected, { MUSE_NATIVE: '0' }));
+
 const total = results.reduce(
   (a, r) => ({ pass: a.pass + r.pass, fail: a.fail + r.fail, skipped: a.skipped + r.skipped }),
   { pass: 0, fail: 0, skipped: 0 },

@@ -1,5 +1,7 @@
 // Runs the same computation on the wasm backend (this project's kernels) and on the tfjs cpu
-// backend, and compares every output and every input gradient.
+// backend, and compares every output and every input gradient; then checks each input gradient on
+// wasm against central finite differences of the forward pass (forward kernels only, so a wrong
+// backward kernel cannot agree with itself).
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/tensor/backend.js';
@@ -69,7 +71,7 @@ function evaluate(backend: string, fn: Fn, inputs: Input[], data: Array<Float32A
 export async function assertMatchesCpu(
   fn: Fn,
   inputs: Input[],
-  options: { tolerance?: number; grad?: boolean; seed?: number; reference?: Fn } = {},
+  options: { tolerance?: number; grad?: boolean; seed?: number; reference?: Fn; fdTolerance?: number } = {},
 ): Promise<void> {
   await initBackend();
   const data = materialise(inputs, options.seed ?? 1);
@@ -84,4 +86,52 @@ export async function assertMatchesCpu(
       `${want[i].name}: relative error ${err.toExponential(2)} exceeds ${(options.tolerance ?? 1e-5).toExponential(0)}`,
     );
   }
+  if (grad) assertMatchesFiniteDifferences(fn, inputs, data, got, options.fdTolerance ?? 1e-3);
+}
+
+/** Σ fn(xs)·dy in float64, with dy the fixed random cotangent `evaluate` uses. */
+function projectedOutput(fn: Fn, inputs: Input[], data: Array<Float32Array | Int32Array>): number {
+  return tf.tidy(() => {
+    const y = fn(...inputs.map((inp, i) => tf.tensor(data[i], inp.shape, inp.dtype ?? 'float32')));
+    const dy = new Rng(99).normals(y.size);
+    const v = y.dataSync();
+    let s = 0;
+    for (let i = 0; i < v.length; i++) s += v[i] * dy[i];
+    return s;
+  });
+}
+
+/**
+ * For each float input i and a random direction u: (L(x + εu) − L(x − εu)) / 2ε must equal
+ * ⟨∂L/∂xᵢ, u⟩ from the backward kernels, with L = Σ fn(x)·dy (the gradients in `got`).
+ */
+function assertMatchesFiniteDifferences(
+  fn: Fn,
+  inputs: Input[],
+  data: Array<Float32Array | Int32Array>,
+  got: Array<{ name: string; values: Float32Array | Int32Array | Uint8Array }>,
+  tolerance: number,
+): void {
+  const floatIdx = inputs.map((inp, i) => (inp.dtype === 'int32' ? -1 : i)).filter((i) => i >= 0);
+  const rng = new Rng(7);
+  const eps = 1e-2;
+  floatIdx.forEach((i, j) => {
+    const grad = got[1 + j].values;
+    const u = rng.normals(grad.length);
+    let analytic = 0;
+    let scale = 0;
+    for (let k = 0; k < u.length; k++) {
+      analytic += grad[k] * u[k];
+      scale += (grad[k] * u[k]) ** 2;
+    }
+    const shifted = (sign: number) =>
+      data.map((d, k) => (k === i ? Float32Array.from(d, (x, e) => x + sign * eps * u[e]) : d));
+    const numeric = (projectedOutput(fn, inputs, shifted(1)) - projectedOutput(fn, inputs, shifted(-1))) / (2 * eps);
+    const err = Math.abs(numeric - analytic) / Math.max(Math.sqrt(scale), 1e-6);
+    assert.ok(
+      err <= tolerance,
+      `${got[1 + j].name}: directional derivative ${analytic.toPrecision(6)} (backward kernels) vs ` +
+        `${numeric.toPrecision(6)} (finite differences), relative error ${err.toExponential(2)}`,
+    );
+  });
 }
