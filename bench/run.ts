@@ -4,12 +4,13 @@
 //   conv2d 3×3 [4,64,64,128]→128 forward and forward+backward; the reference training step;
 //   the default base transformer's training samples/s; seconds per generated image (batch 1 and 8);
 //   seconds per image of the evaluation's feature networks; the VQ tokenizer's training step (both
-//   codebooks) and its encoding and decoding speed. `npm run bench NAME` runs one part.
+//   codebooks) and its encoding and decoding speed; SSIM per 64 px image. `npm run bench NAME` runs one part.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { FrozenFeatures } from '../src/eval/frozen-features.js';
+import { ssim } from '../src/eval/image-metrics.js';
 import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
@@ -236,6 +237,19 @@ if (!only || only === 'features') {
     add(`${net} features, batch 16 (per image)`, time(() => f.features(images, 16), 3) / 16);
     f.dispose();
   }
+}
+
+if (!only || only === 'metrics') {
+  // SSIM of 64 px images (the evaluation scores thousands): milliseconds per image.
+  const noisy = (seed: number) => {
+    const rng = new Rng(seed);
+    return { width: 64, height: 64, data: Uint8Array.from({ length: 64 * 64 * 3 }, () => rng.int(256)) };
+  };
+  const [a, b] = [noisy(1), noisy(2)];
+  add(
+    'ssim 64×64 (per image)',
+    time(() => ssim(a, b), 200),
+  );
 }
 
 const date = new Date().toISOString().slice(0, 10);
