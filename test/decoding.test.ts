@@ -223,3 +223,118 @@ test('mask-free editing keeps most tokens after few iterations and moves more wi
     MuseError,
   );
 });
+
+/** log softmax(row)[k] in float64, for hand-checking confidences. */
+function logSoftmax(row: ArrayLike<number>, k: number): number {
+  const max = Math.max(...Array.from(row));
+  let sum = 0;
+  for (let j = 0; j < row.length; j++) sum += Math.exp(row[j] - max);
+  return row[k] - max - Math.log(sum);
+}
+
+/**
+ * A fake model over grids of c.length positions: position i puts logit c[b][i] on code (i + 5) % K
+ * and 0 on every other code, so its most likely code is (i + 5) % K with confidence growing with c.
+ */
+function peakedLogits(c: number[][]): LogitsFn {
+  const n = c[0].length;
+  return async (_tokens, batch) => {
+    const out = new Float32Array(batch * n * K);
+    for (let b = 0; b < batch; b++) for (let i = 0; i < n; i++) out[(b * n + i) * K + ((i + 5) % K)] = c[b][i];
+    return out;
+  };
+}
+
+test('parallel decoding commits the most confident draws first (hand-worked: 4 positions, 2 steps)', async () => {
+  // Linear schedule, m = 4, N = 2: 2 tokens stay masked after step 1. Without noise and at temperature
+  // 0 every position draws its peak code; the confidences rank with c, so step 1 must commit the two
+  // largest c of each grid: positions 3 and 1 of grid 0 (c = 6, 4), positions 0 and 2 of grid 1.
+  const c = [
+    [1, 4, 2, 6],
+    [6, 1, 4, 2],
+  ];
+  const M = MASK;
+  const snapshots: number[][] = [];
+  const out = await parallelDecode(
+    peakedLogits(c),
+    { tokens: new Int32Array(8).fill(MASK), batch: 2, codebookSize: K, maskId: MASK },
+    {
+      steps: 2,
+      schedule: 'linear',
+      temperature: 0,
+      choiceTemperature: 0,
+      rng: new Rng(0),
+      onStep: (_s, _n, t) => void snapshots.push(Array.from(t)),
+    },
+  );
+  assert.deepEqual(snapshots[0], [M, 6, M, 8, 5, M, 7, M], 'step 1 commits the two most confident of each grid');
+  assert.deepEqual(Array.from(out), [5, 6, 7, 8, 5, 6, 7, 8]);
+});
+
+test('confidence noise: which position commits first follows softmax(log p / τ_t), τ_t = τ·(1 − t/N)', async () => {
+  // Three positions, N = 3, linear schedule: step 1 commits one token, step 2 one more, step 3 the
+  // last. At temperature 0 position i draws its peak code with log-probability l_i; its confidence
+  // is l_i + τ_t·g_i with g_i standard Gumbel, so (Gumbel-max) position i commits first with
+  // probability softmax(l/τ_1)_i, τ_1 = 2τ/3; of the two left, j commits at step 2 with probability
+  // σ((l_j − l_k)/τ_2), τ_2 = τ/3. Without noise position 2 would always go first, then position 1.
+  const c = [0, 1.5, 3];
+  const l = c.map((ci, i) => {
+    const row = new Array(K).fill(0);
+    row[(i + 5) % K] = ci;
+    return logSoftmax(row, (i + 5) % K);
+  });
+  const trials = 4000;
+  for (const tau of [3, undefined]) {
+    const t = tau ?? 4.5; // the documented default (maskgit's)
+    const [t1, t2] = [(t * 2) / 3, t / 3];
+    const z1 = l.map((x) => Math.exp(x / t1));
+    const sum1 = z1.reduce((a, b) => a + b, 0);
+    const counts = new Map<string, number>();
+    const rng = new Rng(11);
+    for (let trial = 0; trial < trials; trial++) {
+      const order: number[] = [];
+      await parallelDecode(
+        peakedLogits([c]),
+        { tokens: new Int32Array(3).fill(MASK), batch: 1, codebookSize: K, maskId: MASK },
+        {
+          steps: 3,
+          schedule: 'linear',
+          temperature: 0,
+          choiceTemperature: tau,
+          rng,
+          onStep: (_s, _n, tokens) => {
+            for (let i = 0; i < 3; i++) if (tokens[i] !== MASK && !order.includes(i)) order.push(i);
+          },
+        },
+      );
+      counts.set(order.join(''), (counts.get(order.join('')) ?? 0) + 1);
+    }
+    for (const [i, j, k] of [
+      [0, 1, 2],
+      [0, 2, 1],
+      [1, 0, 2],
+      [1, 2, 0],
+      [2, 0, 1],
+      [2, 1, 0],
+    ]) {
+      const want = (z1[i] / sum1) * (1 / (1 + Math.exp(-(l[j] - l[k]) / t2)));
+      const got = (counts.get(`${i}${j}${k}`) ?? 0) / trials;
+      assert.ok(Math.abs(got - want) < 0.035, `τ = ${t}: order ${i}${j}${k} in ${got} of runs, expected ${want}`);
+    }
+  }
+});
+
+test('guidance: the default schedule ramps the scale linearly, t_s = t·(s + 1)/N (hand-worked for t = 3, N = 4)', () => {
+  assert.deepEqual(
+    [0, 1, 2, 3].map((s) => guidanceScale(3, s, 4)),
+    [0.75, 1.5, 2.25, 3],
+  );
+  assert.deepEqual(
+    [0, 1, 2, 3].map((s) => guidanceScale(3, s, 4, 'linear')),
+    [0.75, 1.5, 2.25, 3],
+  );
+  assert.deepEqual(
+    [0, 1, 2, 3].map((s) => guidanceScale(3, s, 4, 'constant')),
+    [3, 3, 3, 3],
+  );
+});

@@ -125,6 +125,38 @@ test('guided logits are (1 + t)·ℓ_cond − t·ℓ_uncond over real forward pa
   }
 });
 
+test('guidance ramps linearly by default: at step s of N the logits are (1 + t_s)·ℓ_cond − t_s·ℓ_uncond, t_s = t·(s + 1)/N', async () => {
+  const c = muse.baseConfig;
+  const text = await muse.textEncoder.encode(['a red apple', 'blue car']);
+  const empty = await muse.textEncoder.encode(['', '']);
+  const tokens = Int32Array.from({ length: 2 * 16 }, (_, i) => (i % 4 === 1 ? maskTokenId(c) : (5 * i) % 64));
+  const direct = (t: { embeddings: Float32Array; lengths: Int32Array }) =>
+    tf.tidy(() =>
+      forward(
+        muse.baseParams,
+        c,
+        tf.tensor2d(tokens, [2, 16], 'int32'),
+        tf.tensor3d(t.embeddings, [2, 24, 512]),
+        t.lengths,
+      ).dataSync(),
+    ) as Float32Array;
+  const cond = direct(text);
+  const uncond = direct(empty);
+  const g = guidedTransformer(muse.baseParams, c, text, { scale: 3 }); // no schedule: the default
+  const ramp = [0.75, 1.5, 2.25, 3]; // 3·(s + 1)/4, by hand
+  for (let s = 0; s < 4; s++) {
+    const l = await g.logits(tokens, 2, s, 4);
+    for (let i = 0; i < cond.length; i++) {
+      const want = (1 + ramp[s]) * cond[i] - ramp[s] * uncond[i];
+      assert.ok(Math.abs(l[i] - want) < 1e-3 * (1 + Math.abs(want)), `step ${s}: ${l[i]} vs ${want}`);
+    }
+  }
+  g.dispose();
+  // The model folder names no schedule and no choice temperature: the documented defaults apply.
+  assert.equal(muse.defaults.guidanceSchedule, 'linear');
+  assert.equal(muse.defaults.choiceTemperature, 4.5);
+});
+
 test('inpainting: tokens outside the mask never change; pixels outside the mask stay the original', async () => {
   const image = pixels(1);
   const mask: PixelMask = { width: SIZE, height: SIZE, data: new Uint8Array(SIZE * SIZE) };
