@@ -1,5 +1,5 @@
 // `muse data build emoji|shapes`, `muse data preview DIR`.
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { builtSize } from '../data/build.js';
 import { buildEmojiDataset } from '../data/build-emoji.js';
@@ -13,6 +13,7 @@ import { initBackend } from '../tensor/backend.js';
 import { UseLiteEncoder } from '../text/use-lite.js';
 import { VqTokenizer } from '../tokenizer/tokenizer.js';
 import { MuseError } from '../util/errors.js';
+import { checkOutputFile, makeFolder, writeFileAtomic } from '../util/files.js';
 import { numberOption, subcommandHelp } from './options.js';
 
 export const dataHelp = `Usage: muse data <build|preview|encode> ...
@@ -117,6 +118,7 @@ async function preview(args: string[]): Promise<number> {
   if (!path) throw new MuseError('muse data preview needs a dataset path');
   const n = positiveInt(values.n, 'n', 48, 1000);
   const size = positiveInt(values.size, 'size', builtSize(path) ?? 64, 1024);
+  checkOutputFile(values.out ?? 'preview.png');
   const skip = new SkipReport();
   const items: Sample[] = [];
   for await (const s of openDataset(path, { size, skip })) {
@@ -129,7 +131,7 @@ async function preview(args: string[]): Promise<number> {
     items.map((s) => ({ image: s.image, caption: s.captions[0] })),
     { columns: positiveInt(values.columns, 'columns', 8, 64), title: `${path} — first ${items.length} samples` },
   );
-  writeFileSync(out, png);
+  writeFileAtomic(out, png);
   console.log(`wrote ${out} (${items.length} samples)`);
   if (skip.total) console.log(skip.summary());
   return 0;
@@ -158,6 +160,7 @@ async function encode(args: string[]): Promise<number> {
     if (f && !existsSync(f)) throw new MuseError(`no such file: ${f}`);
   const size = positiveInt(values.size, 'size', builtSize(path) ?? 32, 1024);
   const srSize = values['superres-size'] ? positiveInt(values['superres-size'], 'superres-size', 64, 2048) : undefined;
+  makeFolder(values.out);
   await initBackend();
   const base = await VqTokenizer.load(values.tokenizer);
   const sr = values['superres-tokenizer'] ? await VqTokenizer.load(values['superres-tokenizer']) : base;

@@ -1,25 +1,28 @@
 // What generate, inpaint, outpaint and edit share on the command line: the model folder, decoding
 // options, reading input images, writing the result (one PNG, or a grid for several) and --frames.
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ParseArgsConfig } from 'node:util';
+import sharp, { type Metadata } from 'sharp';
 import { imageGrid } from '../data/grid.js';
 import { decodeImage, encodePng, type RgbImage, resizeCenterCrop } from '../data/image.js';
 import type { GuidanceSchedule } from '../decoding/guidance.js';
 import { FrameWriter } from '../pipeline/frames.js';
 import { type DecodingOptions, MusePipeline, type PipelineResult } from '../pipeline/pipeline.js';
+import { readPipelineFile } from '../pipeline/pipeline-file.js';
 import { initBackend } from '../tensor/backend.js';
 import type { MaskSchedule } from '../transformer/masking.js';
 import { MuseError } from '../util/errors.js';
+import { checkOutputFile, makeFolder, writeFileAtomic } from '../util/files.js';
 import { packageRoot } from '../util/package-root.js';
 import { Progress } from '../util/progress.js';
-import { numberOption } from './options.js';
+import { backendHelp, numberOption } from './options.js';
 
 export const decodingHelp = `  --model DIR          model folder with pipeline.json (default: the shipped models/emoji)
   -o, --out FILE        output PNG (default out.png); a grid when there are several images
   -n N                  images per prompt (default 1)
   --size PX             output size: the base size (e.g. 32) or the super-res size (e.g. 64, both
-                        stages; the default when the model has a super-res stage)
+                        stages); default: the model's defaultSize in pipeline.json (32 for emoji)
   --negative TEXT       negative prompt (replaces the empty prompt of guidance)
   --steps N             decoding steps (model default, 12 for emoji)
   --superres-steps N    decoding steps of the super-res stage (default 8)
@@ -29,9 +32,11 @@ export const decodingHelp = `  --model DIR          model folder with pipeline.j
   --top-k K             sample among the K most likely tokens (0 = all)
   --choice-temperature T  Gumbel noise on confidences, annealed to 0 (default 4.5)
   --schedule cosine|linear|square   how many tokens stay masked after each step
-  --seed S              same seed, same images (default 0)
+  --seed S              0 to 4294967295; same seed, same images (default 0); image i of a run
+                        uses seed S + i
   --scale S             enlarge the saved images S× (nearest neighbour; default 1)
-  --frames DIR          write every decoding step as PNG and an animated decoding.gif`;
+  --frames DIR          write every decoding step as PNG and an animated decoding.gif
+${backendHelp}`;
 
 /** How tokens are drawn (also taken by `muse eval`, which measures a model under them). */
 export const samplingArgs = {
@@ -63,9 +68,31 @@ export function defaultModelFolder(): string {
   return join(packageRoot(), 'models', 'emoji');
 }
 
-export async function openPipeline(values: Values): Promise<MusePipeline> {
+/**
+ * Checks what can be checked before any weights load (the --size against pipeline.json, the output
+ * file and --frames folder), then starts the backend and loads the model folder.
+ */
+export async function openPipeline(values: Values, options: { output?: boolean } = {}): Promise<MusePipeline> {
+  const folder = values.model ?? defaultModelFolder();
+  const file = readPipelineFile(folder);
+  if (values.size !== undefined) {
+    const size = numberOption(values.size, 'size', 0, { min: 1, integer: true });
+    const sizes = [file.imageSize, ...(file.superres ? [file.superresSize as number] : [])];
+    if (!sizes.includes(size))
+      throw new MuseError(
+        `--size ${size}: ${folder} makes ${sizes.join(' or ')} px images${file.superres ? '' : ' (it has no super-res stage)'}`,
+      );
+  }
+  if (options.output !== false) {
+    checkOutputFile(values.out ?? 'out.png');
+    if (values.frames !== undefined) {
+      if (existsSync(values.frames) && !statSync(values.frames).isDirectory())
+        throw new MuseError(`--frames ${values.frames} is a file: give a folder for the frames`);
+      makeFolder(values.frames, '--frames');
+    }
+  }
   await initBackend();
-  return MusePipeline.load(values.model ?? defaultModelFolder());
+  return MusePipeline.load(folder);
 }
 
 function choice<T extends string>(value: string | undefined, name: string, options: readonly T[]): T | undefined {
@@ -94,7 +121,7 @@ export function decodingOptions(values: Values): DecodingOptions {
     topK: maybe(values['top-k'], 'top-k', { integer: true }),
     choiceTemperature: maybe(values['choice-temperature'], 'choice-temperature', { max: 100 }),
     schedule: choice<MaskSchedule>(values.schedule, 'schedule', ['cosine', 'linear', 'square']),
-    seed: maybe(values.seed, 'seed', { min: -(2 ** 31), max: 2 ** 32, integer: true }),
+    seed: maybe(values.seed, 'seed', { min: 0, max: 2 ** 32 - 1, integer: true }),
   };
 }
 
@@ -117,10 +144,31 @@ function withProgress(values: Values, o: DecodingOptions, label: string) {
   };
 }
 
+/** Input images larger than this are refused before decoding (a 16000² PNG is 746 KB, 1.24 GB decoded). */
+export const MAX_INPUT_PIXELS = 4096 * 4096;
+
+/** The bytes of an input image whose header says it is at most MAX_INPUT_PIXELS; one line otherwise. */
+export async function readImageBytes(path: string, what: string): Promise<Buffer> {
+  if (!existsSync(path)) throw new MuseError(`no such ${what}: ${path}`);
+  if (statSync(path).isDirectory()) throw new MuseError(`${what} ${path} is a folder, not an image`);
+  const bytes = readFileSync(path);
+  let meta: Metadata;
+  try {
+    meta = await sharp(bytes).metadata();
+  } catch (err) {
+    throw new MuseError(`${path}: not a readable image (${(err as Error).message})`);
+  }
+  const pixels = (meta.width ?? 0) * (meta.height ?? 0);
+  if (pixels > MAX_INPUT_PIXELS)
+    throw new MuseError(
+      `${path}: ${meta.width}×${meta.height} px is more than the ${MAX_INPUT_PIXELS / 1e6} megapixels (4096×4096) muse reads; shrink it first`,
+    );
+  return bytes;
+}
+
 /** Reads an image; one of another size than `sizes` is resized (centre crop) to the last of them. */
 export async function readInputImage(path: string, sizes: number[], what: string): Promise<RgbImage> {
-  if (!existsSync(path)) throw new MuseError(`no such ${what}: ${path}`);
-  const bytes = readFileSync(path);
+  const bytes = await readImageBytes(path, what);
   const img = await decodeImage(bytes, path);
   if (img.width === img.height && sizes.includes(img.width)) return img;
   const size = sizes[sizes.length - 1];
@@ -142,10 +190,10 @@ function enlarge(img: RgbImage, s: number): RgbImage {
 }
 
 /** Writes one PNG, or a captioned grid when there are several images; prints notes and the path. */
-async function writeResult(values: Values, r: PipelineResult, captions: string[]): Promise<void> {
+async function writeResult(values: Values, r: PipelineResult, captions: string[], warned: string[]): Promise<void> {
   const out = values.out ?? 'out.png';
   const scale = numberOption(values.scale, 'scale', 1, { min: 1, max: 64, integer: true });
-  for (const note of r.notes) console.error(`note: ${note}`);
+  for (const note of r.notes) if (!warned.includes(note)) console.error(`note: ${note}`);
   const png =
     r.images.length === 1
       ? await encodePng(enlarge(r.images[0], scale))
@@ -153,10 +201,10 @@ async function writeResult(values: Values, r: PipelineResult, captions: string[]
           r.images.map((image, i) => ({ image, caption: captions[i] })),
           { columns: Math.min(8, r.images.length), cell: Math.max(64, r.images[0].width * scale) },
         );
-  writeFileSync(out, png);
-  console.log(
-    `${out}: ${r.images.length} image${r.images.length > 1 ? 's' : ''} of ${r.images[0].width}×${r.images[0].height}`,
-  );
+  writeFileAtomic(out, png);
+  const { width, height } = r.images[0];
+  const saved = scale > 1 ? ` (saved ${scale}× as ${width * scale}×${height * scale})` : '';
+  console.log(`${out}: ${r.images.length} image${r.images.length > 1 ? 's' : ''} of ${width}×${height}${saved}`);
 }
 
 /**
@@ -171,13 +219,26 @@ export async function runAndWrite(
   caption: string | string[],
   call: (options: DecodingOptions) => Promise<PipelineResult>,
 ): Promise<number> {
+  numberOption(values.scale, 'scale', 1, { min: 1, max: 64, integer: true });
+  const warned = muse.promptWarnings([
+    ...(typeof caption === 'string' ? [caption] : caption),
+    ...(o.negative !== undefined ? [o.negative] : []),
+  ]);
+  for (const w of warned) console.error(`warning: ${w}`);
   const run = withProgress(values, o, label);
   try {
     const r = await call(run.options);
     await run.finish();
-    await writeResult(values, r, typeof caption === 'string' ? r.images.map(() => caption) : caption);
-  } finally {
-    muse.dispose();
+    await writeResult(values, r, typeof caption === 'string' ? r.images.map(() => caption) : caption, warned);
+  } catch (err) {
+    try {
+      muse.dispose();
+    } catch {
+      // After a failure (e.g. the wasm heap ran out) releasing the model may fail too: the first
+      // error is the one to report.
+    }
+    throw err;
   }
+  muse.dispose();
   return 0;
 }

@@ -17,6 +17,8 @@ export const editHelp = `Usage: muse edit IMAGE "NEW PROMPT" [--iterations 100] 
   defaults: 8%, 100 iterations, constant guidance 4, top-k 3). Fewer iterations keep more of the
   original.
 
+  --iterations N        resampling rounds (default 100; 1 to 10000)
+  --fraction F          share of the tokens resampled per round (default 0.08)
 ${decodingHelp}`;
 
 export async function editCommand(args: string[]): Promise<number> {

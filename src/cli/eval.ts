@@ -62,7 +62,7 @@ async function superres(args: string[]): Promise<number> {
   if (!values.data) throw new MuseError('--data DATASET is required (images of the super-res size)');
   if (!values.out) throw new MuseError('--out DIR is required');
   const count = numberOption(values.count, 'count', 256, { min: 1, integer: true });
-  const muse = await openPipeline(values);
+  const muse = await openPipeline(values, { output: false });
   if (!muse.superres) throw new MuseError(`${muse.folder} has no super-res stage`);
   const samples = await spreadSamples(openDataset(values.data, { size: muse.sizes[1], skip: new SkipReport() }), count);
   const progress = new Progress({ total: samples.length, label: 'eval superres', unit: 'img' });
@@ -120,7 +120,7 @@ async function shapes(args: string[]): Promise<number> {
   const decoding = decodingOptions(values);
   const count = numberOption(values.count, 'count', 300, { min: 1, integer: true });
   const seed = numberOption(values.seed, 'seed', 0, { integer: true });
-  const muse = await openPipeline(values);
+  const muse = await openPipeline(values, { output: false });
   const results: Record<string, Awaited<ReturnType<typeof evaluateShapes>>> = {};
   for (const [name, path] of [
     ['in-distribution', values.train],
@@ -199,7 +199,7 @@ async function emoji(args: string[]): Promise<number> {
   const count = numberOption(values.count, 'count', 500, { min: 2, integer: true });
   const seed = numberOption(values.seed, 'seed', 0, { integer: true });
   const prompts = values.prompts ? readPromptList(values.prompts) : EMOJI_SAMPLE_PROMPTS;
-  const muse = await openPipeline(values);
+  const muse = await openPipeline(values, { output: false });
   const classifierPath = values.classifier ?? join(muse.folder, 'classifier.safetensors');
   const classifier = await FeatureClassifier.load(classifierPath);
   const read = (path: string) =>

@@ -1,5 +1,4 @@
 // `muse inpaint`: regenerate the white part of a mask under a prompt; the rest of the image is kept.
-import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { decodeImage } from '../data/image.js';
 import { maskFromImage, resizeMask } from '../pipeline/masks.js';
@@ -9,6 +8,7 @@ import {
   decodingHelp,
   decodingOptions,
   openPipeline,
+  readImageBytes,
   readInputImage,
   runAndWrite,
 } from './decoding-options.js';
@@ -20,6 +20,7 @@ export const inpaintHelp = `Usage: muse inpaint IMAGE MASK "PROMPT" [--feather 2
   to the image if its size differs) conditioned on the prompt and the kept tokens. Pixels outside
   the mask stay the original's; the seam is feathered over --feather pixels inside the mask.
 
+  --feather PX          width of the seam blend inside the mask (default 2, at most 64)
 ${decodingHelp}`;
 
 export async function inpaintCommand(args: string[]): Promise<number> {
@@ -38,8 +39,7 @@ export async function inpaintCommand(args: string[]): Promise<number> {
   const feather = numberOption(values.feather, 'feather', 2, { max: 64 });
   const muse = await openPipeline(values);
   const image = await readInputImage(imagePath, muse.sizes, 'image');
-  if (!existsSync(maskPath)) throw new MuseError(`no such mask: ${maskPath}`);
-  let mask = maskFromImage(await decodeImage(readFileSync(maskPath), maskPath), maskPath);
+  let mask = maskFromImage(await decodeImage(await readImageBytes(maskPath, 'mask'), maskPath), maskPath);
   if (mask.width !== image.width || mask.height !== image.height) {
     console.error(
       `${maskPath}: ${mask.width}×${mask.height} resized to ${image.width}×${image.height} to match the image`,

@@ -16,8 +16,10 @@ export const outpaintHelp = `Usage: muse outpaint IMAGE "PROMPT" [--left PX] [--
   Extends the canvas by the given pixels on each side (rounded up to whole tokens) and generates the
   new area window by window at the model's grid size, each window seeing its known neighbours. The
   original pixels are kept. An image of the super-res size (e.g. 64 px) is outpainted at both
-  scales: low-res first, then high-res windows conditioned on the low-res tokens under them.
+  scales: low-res first, then high-res windows conditioned on the low-res tokens under them. The
+  canvas must fit in memory to decode (about 0.16 megapixels in all with the emoji model).
 
+  --left PX, --right PX, --top PX, --bottom PX   pixels to add on each side (default 0)
 ${decodingHelp}`;
 
 export async function outpaintCommand(args: string[]): Promise<number> {

@@ -25,9 +25,15 @@ function escapeMarkup(text: string): string {
   return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
-// Text at a fixed point size, wrapped to `width` and clipped to `height` (given both, sharp would
-// scale the font to fill the box instead).
-async function textImage(text: string, width: number, height: number, points: number): Promise<Buffer> {
+// Text at a fixed point size, wrapped to `width` (given a height too, sharp would scale the font to
+// fill the box instead); clip() cuts it to a height.
+interface RenderedText {
+  data: Buffer;
+  width: number;
+  height: number;
+}
+
+async function renderText(text: string, width: number, points: number): Promise<RenderedText> {
   const rendered = await sharp({
     text: {
       text: `<span foreground="#222222">${escapeMarkup(text)}</span>`,
@@ -41,15 +47,34 @@ async function textImage(text: string, width: number, height: number, points: nu
   })
     .png()
     .toBuffer({ resolveWithObject: true });
-  if (rendered.info.height <= height) return rendered.data;
-  return sharp(rendered.data).extract({ left: 0, top: 0, width: rendered.info.width, height }).png().toBuffer();
+  return { data: rendered.data, width: rendered.info.width, height: rendered.info.height };
 }
+
+async function clip(t: RenderedText, height: number): Promise<Buffer> {
+  if (t.height <= height) return t.data;
+  return sharp(t.data).extract({ left: 0, top: 0, width: t.width, height }).png().toBuffer();
+}
+
+async function textImage(text: string, width: number, height: number, points: number): Promise<Buffer> {
+  return clip(await renderText(text, width, points), height);
+}
+
+/** Most caption lines shown under an image; longer captions are cut. */
+const CAPTION_LINES = 3;
+const CAPTION_POINTS = 7;
 
 /** A PNG of the items in rows, each image scaled to `cell` px with its caption under it. */
 export async function imageGrid(items: GridItem[], options: GridOptions = {}): Promise<Buffer> {
   const columns = Math.max(1, Math.min(options.columns ?? 8, items.length || 1));
   const cell = options.cell ?? 96;
-  const captionHeight = options.captionHeight ?? (items.some((i) => i.caption) ? 28 : 0);
+  // The caption band is as tall as the tallest caption (up to CAPTION_LINES lines): one-line captions
+  // leave no blank band, three-line ones keep their third line.
+  const captions = await Promise.all(
+    items.map((i) => (i.caption ? renderText(i.caption, cell, CAPTION_POINTS) : undefined)),
+  );
+  const lineHeight = Math.ceil((CAPTION_POINTS * 96) / 72) + 3;
+  const tallest = Math.max(0, ...captions.map((c) => c?.height ?? 0));
+  const captionHeight = options.captionHeight ?? (tallest > 0 ? Math.min(tallest, CAPTION_LINES * lineHeight) + 2 : 0);
   const pad = 6;
   const titleHeight = options.title ? 24 : 0;
   const rows = Math.ceil(items.length / columns);
@@ -68,8 +93,9 @@ export async function imageGrid(items: GridItem[], options: GridOptions = {}): P
       .png()
       .toBuffer();
     layers.push({ input: scaled, left, top });
-    if (caption && captionHeight > 0) {
-      layers.push({ input: await textImage(caption, cell, captionHeight, 7), left, top: top + cell + 1 });
+    const rendered = captions[i];
+    if (caption && rendered && captionHeight > 0) {
+      layers.push({ input: await clip(rendered, captionHeight - 1), left, top: top + cell + 1 });
     }
   }
   return sharp({ create: { width, height, channels: 3, background: '#ffffff' } })

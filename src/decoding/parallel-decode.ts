@@ -26,6 +26,12 @@ export interface DecodeOptions extends SamplingOptions {
   /** τ: scale of the Gumbel noise on confidences, annealed to 0 (maskgit: 4.5). Default 4.5. */
   choiceTemperature?: number;
   rng: Rng;
+  /**
+   * One generator per grid (row b draws from rngs[b]): a grid's tokens then do not depend on the
+   * other grids of the batch, so a batch split into chunks decodes the same images. Default: `rng`
+   * for every grid, in turn.
+   */
+  rngs?: Rng[];
   /** After each step: the grids so far (still-masked positions hold the mask id). */
   onStep?: (step: number, steps: number, tokens: Int32Array) => void | Promise<void>;
 }
@@ -55,6 +61,7 @@ export async function parallelDecode(logits: LogitsFn, problem: DecodeProblem, o
     }
     schedules.push(masked > 0 ? maskedCounts(masked, o.steps, o.schedule) : new Int32Array(o.steps + 1));
   }
+  if (o.rngs && o.rngs.length !== batch) throw new Error(`${o.rngs.length} generators for ${batch} grids`);
   const row = new Float32Array(K);
   for (let step = 0; step < o.steps; step++) {
     const all = await logits(tokens, batch, step, o.steps);
@@ -62,12 +69,13 @@ export async function parallelDecode(logits: LogitsFn, problem: DecodeProblem, o
       throw new Error(`logits function returned ${all.length} values, not ${batch * n * K}`);
     const noise = confidenceNoise(tau, step + 1, o.steps);
     for (let b = 0; b < batch; b++) {
+      const rng = o.rngs?.[b] ?? o.rng;
       const drawn: Array<{ i: number; token: number; confidence: number }> = [];
       for (let i = b * n; i < (b + 1) * n; i++) {
         if (tokens[i] !== maskId) continue;
         row.set(all.subarray(i * K, (i + 1) * K));
-        const { token, logProb } = sampleToken(row, sampling, o.rng);
-        drawn.push({ i, token, confidence: logProb + (noise > 0 ? noise * gumbel(o.rng) : 0) });
+        const { token, logProb } = sampleToken(row, sampling, rng);
+        drawn.push({ i, token, confidence: logProb + (noise > 0 ? noise * gumbel(rng) : 0) });
       }
       const commit = drawn.length - schedules[b][step + 1];
       drawn.sort((x, y) => y.confidence - x.confidence || x.i - y.i);

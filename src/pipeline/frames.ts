@@ -1,10 +1,10 @@
 // Decoding as pictures: every step's images as PNG frames and one animated GIF, so users can watch an
 // image appear (masked tokens grey).
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { imageGrid } from '../data/grid.js';
 import type { RgbImage } from '../data/image.js';
+import { makeFolder, writeFileAtomic } from '../util/files.js';
 
 export class FrameWriter {
   private readonly frames: Buffer[] = [];
@@ -13,7 +13,7 @@ export class FrameWriter {
     readonly folder: string,
     readonly cell = 128,
   ) {
-    mkdirSync(folder, { recursive: true });
+    makeFolder(folder, '--frames');
   }
 
   /** One frame: the batch's images side by side. */
@@ -22,7 +22,7 @@ export class FrameWriter {
       images.map((image) => ({ image })),
       { columns: Math.min(8, images.length), cell: this.cell, title: `step ${step}/${steps}` },
     );
-    writeFileSync(join(this.folder, `frame-${String(step).padStart(4, '0')}.png`), png);
+    writeFileAtomic(join(this.folder, `frame-${String(step).padStart(4, '0')}.png`), png);
     this.frames.push(png);
   }
 
@@ -34,7 +34,7 @@ export class FrameWriter {
       .gif({ delay: delays, loop: 0 })
       .toBuffer();
     const file = join(this.folder, 'decoding.gif');
-    writeFileSync(file, gif);
+    writeFileAtomic(file, gif);
     return file;
   }
 }

@@ -47,7 +47,10 @@ export interface DecodingOptions {
   topK?: number;
   choiceTemperature?: number;
   schedule?: MaskSchedule;
+  /** Seed of the first image (0 to 2^32 − 1); image i of a generate call uses seed + i. Default 0. */
   seed?: number;
+  /** Most images decoded in one batch (default: as many as the memory estimate allows). */
+  maxBatch?: number;
   /** After each decoding step (or edit iteration): the images so far (masked tokens shown grey). */
   onStep?: (step: number, steps: number, images: () => RgbImage[]) => void | Promise<void>;
 }
@@ -71,10 +74,15 @@ interface Request {
   text: PromptBatch;
   guidance: StageGuidance;
   rng: Rng;
+  /** One generator per image (image i of a call: seed + i), where the batch may be split in chunks. */
+  rngs?: Rng[];
   /** Steps so far and in all, for progress across stages. */
   progress: { done: number; total: number };
   notes: string[];
 }
+
+/** Memory one decoding batch may use (the wasm heap stops at 4 GB; weights and caches need room). */
+const BATCH_BUDGET_BYTES = 1.5e9;
 
 export class MusePipeline {
   private constructor(
@@ -152,13 +160,74 @@ export class MusePipeline {
     return this.file.defaults;
   }
 
-  /** Text-to-image: n images per prompt, decoded in one batch (then super-res for the larger size). */
+  /**
+   * Text-to-image: n images per prompt (then super-res for the larger size). The images are decoded
+   * in batches whose estimated memory fits (see batchLimit); image i draws from its own generator,
+   * seeded seed + i, so the batching never changes an image, and image i of a call equals the only
+   * image of the same call with seed + i and n = 1.
+   */
   async generate(prompt: string | string[], o: DecodingOptions = {}): Promise<PipelineResult> {
     const size = this.outputSize(o.size);
-    const r = await this.request(prompt, o, size > this.imageSize);
-    const low = await this.runStage(this.base, this.base.blank(r.prompts.length), r, o);
-    if (size === this.imageSize) return this.finish(low, this.base, r);
-    return this.finish(await this.superresolve(low, r, o), this.superres as Stage, r);
+    const list = this.promptList(prompt, o);
+    const limit = Math.min(this.batchLimit(size), o.maxBatch ?? Number.POSITIVE_INFINITY);
+    if (!(limit >= 1)) throw new MuseError(`maxBatch must be ≥ 1, got ${o.maxBatch}`);
+    const chunks: string[][] = [];
+    for (let i = 0; i < list.length; i += limit) chunks.push(list.slice(i, i + limit));
+    const seed = o.seed ?? 0;
+    const results: PipelineResult[] = [];
+    let progress: Request['progress'] | undefined;
+    for (let c = 0; c < chunks.length; c++) {
+      const first = c * limit;
+      const rngs = chunks[c].map((_, i) => new Rng((seed + first + i) % 2 ** 32));
+      const r = await this.request(chunks[c], { ...o, n: 1 }, size > this.imageSize, undefined, rngs);
+      if (progress) r.progress = progress;
+      else {
+        progress = r.progress;
+        progress.total *= chunks.length;
+      }
+      const low = await this.runStage(this.base, this.base.blank(r.prompts.length), r, o);
+      results.push(
+        size === this.imageSize
+          ? this.finish(low, this.base, r)
+          : this.finish(await this.superresolve(low, r, o), this.superres as Stage, r),
+      );
+    }
+    if (results.length === 1) return results[0];
+    const tokens = new Int32Array(results.reduce((a, x) => a + x.tokens.length, 0));
+    let at = 0;
+    for (const x of results) {
+      tokens.set(x.tokens, at);
+      at += x.tokens.length;
+    }
+    return {
+      images: results.flatMap((x) => x.images),
+      tokens,
+      grid: results[0].grid,
+      notes: [...new Set(results.flatMap((x) => x.notes))],
+    };
+  }
+
+  /**
+   * How many images of `size` px one batch may hold: the estimated memory of an image (the guided
+   * transformer passes of each stage and the tokenizer's decoder) against a budget well under the
+   * 4 GB a wasm heap can reach (-n 256 in one batch needed more and aborted).
+   */
+  batchLimit(size: number): number {
+    return Math.max(1, Math.floor(BATCH_BUDGET_BYTES / this.imageBytes(size)));
+  }
+
+  /** Estimated peak bytes per image of `size` px (calibrated on the emoji model, with a margin). */
+  imageBytes(size: number): number {
+    const stage = size > this.imageSize && this.superres ? this.superres : this.base;
+    const c = stage.config;
+    const n = stage.tokens;
+    const context = c.textTokens + 1 + (c.lowres ? c.lowres.grid[0] * c.lowres.grid[1] : 0);
+    // Two rows per image (guidance), floats per token per layer; measured 27.6 MB per 32 px image.
+    const transformer =
+      2 * n * 4 * (c.layers * (3 * c.width + 2 * c.mlp + 2 * c.heads * (n + context)) + 3 * (c.codebookSize + 1));
+    const t = this.tokenizer.config;
+    const decoder = size * size * t.channels * Math.max(...t.channelMult) * 72;
+    return 2.5 * transformer + decoder;
   }
 
   /** Super-res of a user's image of the base size: its tokens condition the super-res stage. */
@@ -217,7 +286,12 @@ export class MusePipeline {
    * the low-res canvas first, then the high-res canvas window by window, each window conditioned on
    * the low-res tokens under it. Sides are rounded up to whole tokens of both scales.
    */
-  async outpaint(image: RgbImage, pixels: Extension, prompt: string, o: DecodingOptions = {}): Promise<PipelineResult> {
+  async outpaint(
+    image: RgbImage,
+    pixels: Partial<Extension>,
+    prompt: string,
+    o: DecodingOptions = {},
+  ): Promise<PipelineResult> {
     this.checkImage(image, this.sizes);
     const twoScale = image.width !== this.imageSize;
     const ratio = twoScale ? image.width / this.imageSize : 1;
@@ -225,7 +299,7 @@ export class MusePipeline {
     const ext = { top: 0, bottom: 0, left: 0, right: 0 };
     const r = await this.request(prompt, o, false, 0);
     for (const side of ['top', 'bottom', 'left', 'right'] as const) {
-      const px = pixels[side];
+      const px = pixels[side] ?? 0;
       if (!Number.isInteger(px) || px < 0)
         throw new MuseError(`outpaint: ${side} must be a whole number of pixels ≥ 0, got ${px}`);
       ext[side] = Math.ceil(px / unit);
@@ -233,6 +307,7 @@ export class MusePipeline {
     }
     validateExtension(ext);
     const B = r.prompts.length;
+    this.checkCanvas(image.width + (ext.left + ext.right) * unit, image.height + (ext.top + ext.bottom) * unit, B);
     const lowImage = twoScale ? downsampleImage(image, this.imageSize) : image;
     const lowKnown = this.repeat(await this.tokenizer.encode([lowImage]), B);
     const lowCanvas = await this.outpaintStage(
@@ -399,6 +474,24 @@ export class MusePipeline {
     return s;
   }
 
+  /**
+   * Refuses an outpainting canvas whose decoding would not fit in memory: the tokenizer decodes the
+   * whole canvas of each image at once (about 9 KB per pixel with the emoji tokenizer).
+   */
+  private checkCanvas(width: number, height: number, images: number): void {
+    const t = this.tokenizer.config;
+    const perPixel = t.channels * Math.max(...t.channelMult) * 72;
+    const maxPixels = Math.floor(BATCH_BUDGET_BYTES / perPixel);
+    if (width * height * images > maxPixels) {
+      const side = Math.floor(Math.sqrt(maxPixels / images));
+      throw new MuseError(
+        `outpaint: a ${width}×${height} px canvas${images > 1 ? ` × ${images} images` : ''} needs about ` +
+          `${((width * height * images * perPixel) / 1e9).toFixed(1)} GB to decode; the limit is ` +
+          `${(maxPixels / 1e6).toFixed(2)} megapixels in all (e.g. ${side}×${side} px per image)`,
+      );
+    }
+  }
+
   private requireSuperres(what: string): Stage {
     if (!this.superres) throw new MuseError(`${what} needs a super-res stage, and ${this.folder} has none`);
     return this.superres;
@@ -417,14 +510,17 @@ export class MusePipeline {
     o: DecodingOptions,
     withSuperres: boolean,
     baseSteps?: number,
+    rngs?: Rng[],
   ): Promise<Request> {
-    const n = o.n ?? 1;
-    if (!Number.isInteger(n) || n < 1 || n > 256)
-      throw new MuseError(`n (images per prompt) must be an integer from 1 to 256, got ${n}`);
-    const list = typeof prompt === 'string' ? [prompt] : prompt;
-    if (list.length === 0) throw new MuseError('no prompts given');
+    const prompts = this.promptList(prompt, o);
     if (withSuperres) this.requireSuperres(`${this.file.superresSize ?? 'a larger'} px output`);
-    const prompts = list.flatMap((p) => Array.from({ length: n }, () => p));
+    const size = withSuperres ? (this.file.superresSize as number) : this.imageSize;
+    const limit = this.batchLimit(size);
+    if (!rngs && prompts.length > limit)
+      throw new MuseError(
+        `${prompts.length} images at once would need about ${((prompts.length * this.imageBytes(size)) / 1e9).toFixed(1)} GB; ` +
+          `at most ${limit} images of ${size} px fit in one batch's memory: ask for fewer (-n)`,
+      );
     const d = this.sampling(o);
     for (const [steps, tokens, name] of [
       [d.steps, this.base.tokens, 'steps'],
@@ -442,7 +538,37 @@ export class MusePipeline {
       negative,
     };
     const total = (baseSteps ?? d.steps) + (withSuperres ? d.superresSteps : 0);
-    return { prompts, text, guidance, rng: new Rng(o.seed ?? 0), progress: { done: 0, total }, notes: [] };
+    const rng = rngs?.[0] ?? new Rng(o.seed ?? 0);
+    const notes = this.promptWarnings([...prompts, ...(o.negative !== undefined ? [o.negative] : [])]);
+    return { prompts, text, guidance, rng, rngs, progress: { done: 0, total }, notes };
+  }
+
+  /**
+   * One line per prompt with words the text encoder cannot read (Chinese, emoji, some accented
+   * letters for USE-lite): they are dropped, and a prompt of only such words is unconditional.
+   */
+  promptWarnings(prompts: string[]): string[] {
+    const out: string[] = [];
+    for (const p of new Set(prompts)) {
+      const unknown = this.textEncoder.unknownWords?.(p) ?? [];
+      if (unknown.length === 0) continue;
+      const all = unknown.length === p.split(/\s+/).filter((w) => w).length;
+      out.push(
+        `the text encoder cannot read ${unknown.map((w) => `"${w}"`).join(', ')} in the prompt "${p}"` +
+          (all ? ': nothing of it is understood, the image is unconditional' : ': those words are ignored'),
+      );
+    }
+    return out;
+  }
+
+  /** Each prompt n times. */
+  private promptList(prompt: string | string[], o: DecodingOptions): string[] {
+    const n = o.n ?? 1;
+    if (!Number.isInteger(n) || n < 1 || n > 256)
+      throw new MuseError(`n (images per prompt) must be an integer from 1 to 256, got ${n}`);
+    const list = typeof prompt === 'string' ? [prompt] : prompt;
+    if (list.length === 0) throw new MuseError('no prompts given');
+    return list.flatMap((p) => Array.from({ length: n }, () => p));
   }
 
   private sampling(o: DecodingOptions) {
@@ -480,6 +606,7 @@ export class MusePipeline {
         ...d,
         steps,
         rng: r.rng,
+        rngs: r.rngs,
         onStep: (_s, _n, t) => this.reportStep(r, o, () => this.tokensToImages(t, h, w, stage.maskId)),
       },
       lowTokens,

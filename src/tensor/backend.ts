@@ -107,12 +107,60 @@ async function requireWebgpuAdapter(): Promise<void> {
   }
 }
 
+let configured: BackendOptions = {};
+
+/**
+ * Defaults for the options initBackend is not given (the CLI's --backend, --threads, --no-native);
+ * checked here, so a bad value is refused before any work. `{}` clears them.
+ */
+export function configureBackend(options: { backend?: string; threads?: number | string; native?: boolean }): void {
+  configured = {
+    backend: options.backend === undefined ? undefined : parseBackend(options.backend),
+    threads: options.threads === undefined ? undefined : parseThreads(options.threads, 1),
+    native: options.native,
+  };
+}
+
 /** Starts the tensor backend once per process; later calls return the same info. */
 export async function initBackend(options: BackendOptions = {}): Promise<BackendInfo> {
   if (started) return started;
-  const backend = parseBackend(options.backend ?? envValue('MUSE_BACKEND'));
-  const native = options.native ?? envValue('MUSE_NATIVE') !== '0';
-  const threads = parseThreads(options.threads ?? envValue('MUSE_THREADS'), await defaultThreads(backend, native));
+  const backend = parseBackend(options.backend ?? configured.backend ?? envValue('MUSE_BACKEND'));
+  const native = options.native ?? configured.native ?? envValue('MUSE_NATIVE') !== '0';
+  const threads = parseThreads(
+    options.threads ?? configured.threads ?? envValue('MUSE_THREADS'),
+    await defaultThreads(backend, native),
+  );
+  const handlersBefore = processHandlers();
+  try {
+    started = await startBackend(backend, threads, native);
+  } finally {
+    removeHandlersAddedSince(handlersBefore);
+  }
+  return started;
+}
+
+type ProcessEvent = 'uncaughtException' | 'unhandledRejection';
+const PROCESS_EVENTS: ProcessEvent[] = ['uncaughtException', 'unhandledRejection'];
+
+function processHandlers(): Map<ProcessEvent, unknown[]> | undefined {
+  if (!isNode) return undefined;
+  return new Map(PROCESS_EVENTS.map((e) => [e, process.listeners(e as 'uncaughtException')]));
+}
+
+// The emscripten module of tfjs-wasm installs process handlers that re-throw every uncaught error and
+// unhandled rejection from inside its minified file, so Node printed tens of KB of its source before
+// the message of any later error in the user's code. Node's own handling does the same job.
+function removeHandlersAddedSince(before: Map<ProcessEvent, unknown[]> | undefined): void {
+  if (!before) return;
+  for (const event of PROCESS_EVENTS) {
+    const old = before.get(event) ?? [];
+    for (const listener of process.listeners(event as 'uncaughtException')) {
+      if (!old.includes(listener)) process.removeListener(event, listener);
+    }
+  }
+}
+
+async function startBackend(backend: BackendName, threads: number, native: boolean): Promise<BackendInfo> {
   if (backend === 'wasm' && isNode) await registerNodeWasm(threads);
   if (backend === 'wasm' && !isNode) setThreadsCount(threads);
   if (backend === 'webgpu') {
@@ -129,8 +177,7 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
   const kernels =
     backend === 'wasm' ? await registerKernelPack({ native: native && isNode }) : { native: false, kernels: [] };
   const actualThreads = backend === 'wasm' ? activeWasmThreads() : 1;
-  started = { backend, threads: actualThreads, kernels };
-  return started;
+  return { backend, threads: actualThreads, kernels };
 }
 
 function activeWasmThreads(): number {

@@ -6,5 +6,7 @@ export interface TextEncoder {
   /** Every caption is truncated or zero-padded to this many tokens. */
   readonly maxTokens: number;
   /** [n · maxTokens · dim] embeddings (zero past each length) and the lengths. */
+  /** The words of a caption the encoder cannot read (optional): a prompt of only those is unconditional. */
+  unknownWords?(text: string): string[];
   encode(texts: string[]): Promise<{ embeddings: Float32Array; lengths: Int32Array }>;
 }

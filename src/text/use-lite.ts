@@ -67,6 +67,12 @@ export class UseLiteEncoder implements TextEncoder {
     return this.tokenizer.encode(text).slice(0, this.maxTokens);
   }
 
+  /** The words of `text` the vocabulary cannot read (they hold a character no piece covers). */
+  unknownWords(text: string): string[] {
+    const words = text.split(/\s+/).filter((w) => w.length > 0);
+    return words.filter((w) => this.tokenizer.encode(w).includes(this.tokenizer.unknownId));
+  }
+
   private async run(texts: string[]): Promise<void> {
     const ids = texts.map((t) => this.tokenize(t));
     const live = ids.map((s, i) => [s, i] as const).filter(([s]) => s.length > 0);
