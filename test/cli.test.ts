@@ -207,7 +207,7 @@ test('Ctrl-C (SIGINT) or SIGTERM during training saves a checkpoint and exits cl
     assert.equal(code, 0, err);
     assert.match(err, new RegExp(`${signal}: saving a checkpoint`));
     assert.match(out, /stopped at step \d+/);
-    assert.ok(existsSync(join(run, 'tokenizer.safetensors')) && existsSync(join(run, 'state.safetensors')));
+    assert.ok(existsSync(join(run, 'tokenizer.safetensors')) && existsSync(join(run, 'checkpoint.json')));
   }
 });
 

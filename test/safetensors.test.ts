@@ -83,7 +83,7 @@ test('decodes a hand-built file, byte by byte from the spec', () => {
     0xff, // I32 -2
   ];
   const { tensors, metadata } = decodeSafetensors(new Uint8Array(bytes), 'hand.safetensors');
-  assert.deepEqual(metadata, { k: 'v' });
+  assert.deepEqual({ ...metadata }, { k: 'v' });
   assert.deepEqual(Object.keys(tensors).sort(), ['a', 'b', 'c', 'd']);
   assert.deepEqual(tensors.a, { shape: [2], data: new Float32Array([1.5, -2.25]), dtype: 'F32' });
   assert.deepEqual(tensors.b, { shape: [1], data: new Float32Array([0.5]), dtype: 'F16' });
@@ -308,7 +308,8 @@ test('encode rejects malformed tensors', () => {
 });
 
 test('empty and zero-size tensors round trip', () => {
-  assert.deepEqual(decodeSafetensors(encodeSafetensors({})), { tensors: {}, metadata: {} });
+  const none = decodeSafetensors(encodeSafetensors({}));
+  assert.deepEqual([Object.keys(none.tensors), Object.keys(none.metadata)], [[], []]);
   const t = { e: { shape: [0, 3], data: new Float32Array(0) }, s: { shape: [1], data: new Float32Array([7]) } };
   const back = decodeSafetensors(encodeSafetensors(t, { dtype: 'F16' })).tensors;
   assert.deepEqual(back.e.shape, [0, 3]);

@@ -19,10 +19,12 @@ export const tokenizerHelp = `Usage: muse tokenizer <train|encode|decode|reconst
   muse tokenizer train --data DIR[:SIZE] [--data DIR2[:SIZE]] --out RUN [--val DIR[:SIZE]]
       [--config small-ema|small|compact|tiny|small-f8|FILE.json] [--steps 20000] [--batch 32] [--crop 32] [--lr 2e-4]
       [--warmup 500] [--weight-decay 1e-4] [--disc-start 5000] [--gan-weight 0.1] [--seed 0]
-      [--sample-every 500] [--checkpoint-every 500] [--eval-every 1000] [--minutes M] [--resume]
+      [--sample-every 500] [--checkpoint-every 500] [--eval-every 1000] [--minutes M] [--resume | --overwrite]
       Trains the VQ tokenizer on random crop×crop windows of every image (each dataset read at its
-      SIZE, default its dataset.json size or 32). RUN gets tokenizer.safetensors, state.safetensors
-      (exact resume with --resume), samples/step-*.png, loss.png, psnr.png. Ctrl-C saves and exits.
+      SIZE, default its dataset.json size or 32). RUN gets tokenizer.safetensors, samples/step-*.png,
+      loss.png, psnr.png and the checkpoint (checkpoint.json naming a folder with the weights and the
+      optimizer state, saved as one unit) for an exact --resume. Ctrl-C saves and exits. A RUN folder
+      that is not empty is refused unless --resume continues it or --overwrite starts it over.
 
   muse tokenizer encode IMAGE --model FILE [-o tokens.json]
   muse tokenizer decode TOKENS.json --model FILE -o image.png
@@ -85,6 +87,7 @@ async function train(args: string[]): Promise<number> {
       'val-count': { type: 'string' },
       minutes: { type: 'string' },
       resume: { type: 'boolean' },
+      overwrite: { type: 'boolean' },
     },
   });
   if (!values.data?.length)
@@ -118,6 +121,7 @@ async function train(args: string[]): Promise<number> {
     restartEvery: 200,
     minutes: values.minutes === undefined ? undefined : numberOption(values.minutes, 'minutes', 0),
     resume: !!values.resume,
+    overwrite: !!values.overwrite,
   });
   console.log(
     `${result.stoppedEarly ? 'stopped' : 'finished'} at step ${result.step}; weights in ${join(values.out, 'tokenizer.safetensors')}`,

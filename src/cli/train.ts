@@ -12,14 +12,16 @@ import { trainClassifier, trainClassifierHelp } from './train-classifier.js';
 export const trainHelp = `Usage: muse train base|superres|classifier --data CACHE --out RUN [--val CACHE] [--config PRESET]
     [--steps 20000] [--batch 32] [--lr 3e-4] [--warmup 500] [--weight-decay 0.045]
     [--label-smoothing 0.1] [--text-dropout 0.1] [--ema 0.999] [--seed 0] [--eval-every 500]
-    [--checkpoint-every 500] [--minutes M] [--resume] [--init WEIGHTS] [--lowres-noise 0]
+    [--checkpoint-every 500] [--minutes M] [--resume | --overwrite] [--init WEIGHTS] [--lowres-noise 0]
 
   Trains the Muse base transformer on the "base" token grids of a cache made by
   \`muse data encode\`: masking rate cos(π/2·u) per sample, cross-entropy with label smoothing on
   masked tokens only, 10% of samples with the empty prompt (for classifier-free guidance), AdamW
   with warm-up + cosine, gradient clipping, optional EMA weights. --val reports the held-out
   masked-token loss and accuracy. RUN gets base.safetensors, base-ema.safetensors (with --ema),
-  state.safetensors (exact --resume), history.json and loss.png. Ctrl-C saves and exits.
+  history.json, loss.png and the checkpoint: checkpoint.json naming a folder with the weights and the
+  optimizer state, saved as one unit, for an exact --resume. Ctrl-C saves and exits. A RUN folder
+  that is not empty is refused unless --resume continues it or --overwrite starts it over.
   \`muse train superres\` trains the super-resolution stage (Muse §2.4) on the "superres" grids of a
   cache encoded with --superres-size, conditioned on its "base" grids (presets superres-small, the
   default, and superres-tiny). --lowres-noise F replaces up to a fraction F of each sample's low-res
@@ -51,6 +53,7 @@ async function train(stage: 'base' | 'superres', args: string[]): Promise<number
       'checkpoint-every': { type: 'string' },
       minutes: { type: 'string' },
       resume: { type: 'boolean' },
+      overwrite: { type: 'boolean' },
       init: { type: 'string' },
       'lowres-noise': { type: 'string' },
     },
@@ -102,6 +105,7 @@ async function train(stage: 'base' | 'superres', args: string[]): Promise<number
     checkpointEvery: numberOption(values['checkpoint-every'], 'checkpoint-every', 500, { integer: true }),
     minutes: values.minutes === undefined ? undefined : numberOption(values.minutes, 'minutes', 0),
     resume: !!values.resume,
+    overwrite: !!values.overwrite,
     init: values.init,
   });
   console.log(

@@ -73,7 +73,10 @@ const DTYPE_SIZES: Record<string, number> = {
 };
 const READABLE = ['F32', 'F16', 'BF16', 'I32'];
 const FLOAT_DTYPES: readonly string[] = ['F32', 'F16', 'BF16'];
-const MAX_HEADER_BYTES = 100_000_000;
+/** The largest header a reader accepts (and so the largest a writer may write). */
+export const MAX_HEADER_BYTES = 100_000_000;
+/** The largest file loadSafetensors reads (what one Node buffer can hold); larger ones are refused unread. */
+export const MAX_FILE_BYTES = 2 ** 31 - 1;
 const METADATA_KEY = '__metadata__';
 
 /** Bytes per element of a safetensors dtype name (undefined if the spec does not define it). */
@@ -297,6 +300,9 @@ export function encodeSafetensors(tensors: Record<string, NamedTensor>, options:
     offset += values.byteLength;
   }
   const json = new TextEncoder().encode(JSON.stringify(header));
+  // A header the reader would refuse makes the whole file unreadable: refuse to write it.
+  if (json.length > MAX_HEADER_BYTES)
+    fail(ENCODE_FILE, `header of ${json.length} bytes is over the limit of ${MAX_HEADER_BYTES} that readers accept`);
   const headerLength = Math.ceil(json.length / 8) * 8; // pad with spaces so the data starts 8-byte aligned
   const out = new Uint8Array(8 + headerLength + offset);
   new DataView(out.buffer).setBigUint64(0, BigInt(headerLength), true);
@@ -343,13 +349,14 @@ function readHeader(bytes: Uint8Array, file: string): { header: Record<string, u
 }
 
 function readMetadata(value: unknown, file: string): Record<string, string> {
-  if (value === undefined) return {};
+  if (value === undefined) return Object.create(null) as Record<string, string>;
   if (!isPlainObject(value)) fail(file, `${METADATA_KEY} must be an object of strings`);
   for (const [key, v] of Object.entries(value)) {
     if (typeof v !== 'string')
       fail(file, `${METADATA_KEY} value for ${JSON.stringify(key)} is ${typeof v}, expected a string`);
   }
-  return { ...(value as Record<string, string>) };
+  // A null-prototype map: a key such as "__proto__" or "constructor" is just a key.
+  return Object.assign(Object.create(null) as Record<string, string>, value);
 }
 
 function isOffset(value: unknown): value is number {
@@ -420,7 +427,7 @@ export function decodeSafetensors(bytes: Uint8Array, fileName = '<buffer>'): Dec
     .filter(([name]) => name !== METADATA_KEY)
     .map(([name, value]) => parseEntry(name, value, dataLength, fileName));
   checkLayout(entries, dataLength, fileName);
-  const tensors: Record<string, NamedTensor> = {};
+  const tensors = Object.create(null) as Record<string, NamedTensor>;
   for (const e of entries) {
     if (!READABLE.includes(e.dtype)) {
       fail(fileName, `unsupported dtype ${e.dtype} (muse-ts reads ${READABLE.join(', ')})`, e.name);
@@ -470,14 +477,13 @@ async function syncFolder(path: string): Promise<void> {
 }
 
 export async function loadSafetensors(path: string): Promise<DecodedSafetensors> {
-  const fs = await import('node:fs/promises');
+  const { readRegularFile } = await import('../util/untrusted.js');
   let bytes: Uint8Array;
   try {
-    bytes = await fs.readFile(path);
+    // Only a regular file, its size checked before reading (no /dev/zero, no FIFO, no 100 GB file).
+    bytes = await readRegularFile(path, MAX_FILE_BYTES, 'a safetensors file');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new SafetensorsError(`no such file: ${path}`, path);
-    throw new SafetensorsError(`${path}: cannot read: ${(err as Error).message}`, path);
+    throw new SafetensorsError((err as Error).message, path);
   }
   return decodeSafetensors(bytes, path);
 }

@@ -1,8 +1,10 @@
 // Training the VQ tokenizer: L1 + L2 reconstruction, the VQ losses, and (after a warm-up) a
 // PatchGAN hinge loss (the VQGAN recipe); AdamW with warm-up + cosine; dead-code restarts.
-// A run folder holds tokenizer.safetensors (weights), state.safetensors (optimizer moments,
-// discriminator, step, RNG, history: everything an exact resume needs), samples/ and loss.png.
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+// A run folder holds its checkpoint (checkpoint.json and the folder it names: tokenizer.safetensors
+// and state.safetensors with optimizer moments, discriminator, step, RNG, history: everything an exact
+// resume needs, saved as one unit: see src/train/checkpoint-folder.ts), tokenizer.safetensors
+// published from it, samples/, loss.png and psnr.png.
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { imageGrid } from '../data/grid.js';
@@ -14,6 +16,7 @@ import { Rng, type RngState } from '../tensor/random.js';
 import { loadSafetensors, type NamedTensor, saveSafetensors } from '../tensor/safetensors.js';
 import { scoped } from '../tensor/scope.js';
 import { AdamW, clipByGlobalNorm } from '../train/adamw.js';
+import { RunFolder, writeFileAtomic } from '../train/checkpoint-folder.js';
 import { namedGrads } from '../train/grads.js';
 import { deadline, endOfStep, interruptHandler, momentsFromTensors, momentsToTensors } from '../train/run-state.js';
 import { learningRate } from '../train/schedule.js';
@@ -60,6 +63,8 @@ export interface TokenizerTrainOptions {
   /** Stop (saving first) after this many minutes of this run. */
   minutes?: number;
   resume: boolean;
+  /** Start over in a run folder that holds files (without resume or overwrite such a folder is refused). */
+  overwrite?: boolean;
   quiet?: boolean;
   /** For tests: called after every step. */
   onStep?: (step: number, stats: StepStats) => void;
@@ -172,9 +177,22 @@ export async function trainTokenizer(
   const small = o.images.find((i) => i.width < o.crop || i.height < o.crop);
   if (small) throw new MuseError(`a training image of ${small.width}×${small.height} is smaller than --crop ${o.crop}`);
   if (o.images.length === 0) throw new MuseError('no training images');
+  const weightsName = 'tokenizer.safetensors';
+  const stateName = 'state.safetensors';
+  const run = await RunFolder.open(o.out, {
+    resume: o.resume,
+    overwrite: o.overwrite,
+    kind: 'muse-tokenizer',
+    publish: [weightsName],
+    runFiles: ['history.json', 'loss.png', 'psnr.png', 'samples'],
+    legacy: {
+      marker: stateName,
+      parts: [weightsName, stateName],
+      stepOf: async (path) => Number((await loadSafetensors(path)).metadata.step),
+    },
+    quiet: o.quiet,
+  });
   mkdirSync(join(o.out, 'samples'), { recursive: true });
-  const weightsFile = join(o.out, 'tokenizer.safetensors');
-  const stateFile = join(o.out, 'state.safetensors');
   const dc = o.discriminator ?? DEFAULT_DISCRIMINATOR;
 
   let rng = new Rng(o.seed);
@@ -187,15 +205,17 @@ export async function trainTokenizer(
   let usageEma: Float32Array = new Float32Array(o.config.codebookSize).fill(1);
   let resumedState: Record<string, NamedTensor> | undefined;
 
-  if (o.resume && existsSync(stateFile)) {
-    const loaded = await loadTokenizer(weightsFile);
+  const checkpoint = run.checkpoint;
+  if (checkpoint) {
+    const stateFile = checkpoint.path(stateName);
+    const loaded = await loadTokenizer(checkpoint.path(weightsName));
     if (JSON.stringify(loaded.config) !== JSON.stringify(o.config)) {
       throw new MuseError(`${o.out} holds a run with another tokenizer config; use another --out or the same --config`);
     }
     params = loaded.params;
     const { tensors, metadata } = await loadSafetensors(stateFile);
     resumedState = tensors;
-    step = Number(metadata.step);
+    step = checkpoint.step;
     rng = new Rng(JSON.parse(metadata.rng) as RngState);
     history = JSON.parse(metadata.history) as History;
     disc = initDiscriminator(dc, new Rng(0));
@@ -217,11 +237,18 @@ export async function trainTokenizer(
   const trainable = optimizedParams(params, o.config);
 
   const save = async () => {
-    await saveTokenizer(weightsFile, params, o.config, {
-      extra: { step: String(step), id: `muse-tokenizer-${o.seed}-${step}` },
+    await run.save(step, {
+      [weightsName]: (path) =>
+        saveTokenizer(path, params, o.config, {
+          extra: { step: String(step), id: `muse-tokenizer-${o.seed}-${step}` },
+        }),
+      [stateName]: (path) => saveState(path),
     });
-    await saveSafetensors(
-      stateFile,
+    await writeFileAtomic(join(o.out, 'history.json'), `${JSON.stringify(history)}\n`);
+  };
+  const saveState = (path: string) =>
+    saveSafetensors(
+      path,
       {
         ...momentsToTensors('opt', opt, trainable),
         ...momentsToTensors('dopt', dopt, disc),
@@ -250,8 +277,6 @@ export async function trainTokenizer(
         },
       },
     );
-    writeFileSync(join(o.out, 'history.json'), `${JSON.stringify(history)}\n`);
-  };
 
   const sigint = interruptHandler();
   const outOfTime = deadline(o.minutes);
@@ -379,8 +404,8 @@ async function writeSamples(o: TokenizerTrainOptions, params: Params, step: numb
     cell: 64,
     title: `step ${step}: held-out originals (top) and reconstructions (bottom)`,
   });
-  writeFileSync(join(o.out, 'samples', `step-${String(step).padStart(6, '0')}.png`), grid);
-  writeFileSync(
+  await writeFileAtomic(join(o.out, 'samples', `step-${String(step).padStart(6, '0')}.png`), grid);
+  await writeFileAtomic(
     join(o.out, 'loss.png'),
     await lineChartPng([{ name: 'reconstruction loss (L1 + L2)', points: history.train.map((h) => [h.step, h.rec]) }], {
       title: 'tokenizer training loss',
@@ -391,7 +416,7 @@ async function writeSamples(o: TokenizerTrainOptions, params: Params, step: numb
     }),
   );
   if (history.eval.length) {
-    writeFileSync(
+    await writeFileAtomic(
       join(o.out, 'psnr.png'),
       await lineChartPng([{ name: 'held-out PSNR (dB)', points: history.eval.map((e) => [e.step, e.psnr]) }], {
         title: 'held-out reconstruction PSNR',

@@ -3,15 +3,18 @@
 // samples see the empty prompt (classifier-free guidance); AdamW with warm-up + cosine and
 // gradient clipping; optional EMA weights. Streams token grids and text embeddings from a cache.
 // The super-res stage (§2.4) trains the same way on the high-res grids, conditioned on the low-res ones.
-// A run folder holds base.safetensors (weights; superres.* for the super-res stage), base-ema.safetensors (EMA weights, if enabled),
-// state.safetensors (exact resume), history.json and loss.png.
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+// A run folder holds its checkpoint (checkpoint.json and the folder it names: weights, EMA weights
+// and state.safetensors for an exact resume, saved as one unit: see src/train/checkpoint-folder.ts),
+// base.safetensors and base-ema.safetensors (EMA weights, if enabled) published from it (superres.*
+// for the super-res stage), history.json and loss.png.
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { newVariable } from '../tensor/params.js';
 import { Rng, type RngState } from '../tensor/random.js';
 import { loadSafetensors, saveSafetensors } from '../tensor/safetensors.js';
 import { AdamW, clipByGlobalNorm } from '../train/adamw.js';
+import { RunFolder, writeFileAtomic } from '../train/checkpoint-folder.js';
 import { namedGrads } from '../train/grads.js';
 import { deadline, endOfStep, interruptHandler, momentsFromTensors, momentsToTensors } from '../train/run-state.js';
 import { learningRate } from '../train/schedule.js';
@@ -54,6 +57,8 @@ export interface BaseTrainOptions {
   checkpointEvery: number;
   minutes?: number;
   resume: boolean;
+  /** Start over in a run folder that holds files (without resume or overwrite such a folder is refused). */
+  overwrite?: boolean;
   /** Start a fresh run from these weights (a base.safetensors of the same config) instead of random ones. */
   init?: string;
   quiet?: boolean;
@@ -185,17 +190,30 @@ async function loadInitWeights(path: string, config: TransformerConfig): Promise
   return loaded.params;
 }
 
+/** The step a safetensors file of a run records in its metadata (NaN: none). */
+async function safetensorsStep(path: string): Promise<number> {
+  return Number((await loadSafetensors(path)).metadata.step);
+}
+
 export async function trainBase(
   o: BaseTrainOptions,
 ): Promise<{ step: number; history: BaseHistory; stoppedEarly: boolean }> {
   checkData(o, o.data, 'the training cache');
   if (o.validation) checkData(o, o.validation, 'the validation cache');
-  mkdirSync(o.out, { recursive: true });
   const stage = o.config.lowres ? 'superres' : 'base';
   const kind = o.config.lowres ? 'muse-superres' : 'muse-base';
-  const weightsFile = join(o.out, `${stage}.safetensors`);
-  const emaFile = join(o.out, `${stage}-ema.safetensors`);
-  const stateFile = join(o.out, 'state.safetensors');
+  const weightsName = `${stage}.safetensors`;
+  const emaName = `${stage}-ema.safetensors`;
+  const stateName = 'state.safetensors';
+  const run = await RunFolder.open(o.out, {
+    resume: o.resume,
+    overwrite: o.overwrite,
+    kind,
+    publish: [weightsName, emaName],
+    runFiles: ['history.json', 'loss.png'],
+    legacy: { marker: stateName, parts: [weightsName, emaName, stateName], stepOf: safetensorsStep },
+    quiet: o.quiet,
+  });
   let rng = new Rng(o.seed);
   let params: Params;
   let ema: Params | undefined;
@@ -203,14 +221,15 @@ export async function trainBase(
   let history: BaseHistory = { train: [], eval: [] };
   const decays = (name: string, p: tf.Variable) => p.rank >= 2 && !name.includes('emb') && name !== 'text.null';
   const opt = new AdamW({ beta1: 0.9, beta2: 0.96, weightDecay: o.weightDecay, decays });
-  if (o.resume && existsSync(stateFile)) {
-    const loaded = await loadTransformer(weightsFile);
+  const checkpoint = run.checkpoint;
+  if (checkpoint) {
+    const loaded = await loadTransformer(checkpoint.path(weightsName));
     if (JSON.stringify(loaded.config) !== JSON.stringify(o.config))
       throw new MuseError(`${o.out} holds a run with another model config`);
     params = loaded.params;
-    if (o.ema > 0) ema = (await loadTransformer(emaFile)).params;
-    const { tensors, metadata } = await loadSafetensors(stateFile);
-    step = Number(metadata.step);
+    if (o.ema > 0) ema = (await loadTransformer(checkpoint.path(emaName))).params;
+    const { tensors, metadata } = await loadSafetensors(checkpoint.path(stateName));
+    step = checkpoint.step;
     rng = new Rng(JSON.parse(metadata.rng) as RngState);
     history = JSON.parse(metadata.history) as BaseHistory;
     opt.loadState(momentsFromTensors('opt', tensors, Number(metadata.optStep)));
@@ -223,25 +242,29 @@ export async function trainBase(
   }
 
   const save = async () => {
-    await saveTransformer(weightsFile, params, o.config, {
-      kind,
-      extra: { step: String(step), textEncoder: o.data.manifest.textEncoder.id },
+    const textEncoder = o.data.manifest.textEncoder.id;
+    await run.save(step, {
+      [weightsName]: (path) =>
+        saveTransformer(path, params, o.config, { kind, extra: { step: String(step), textEncoder } }),
+      ...(ema && {
+        [emaName]: (path: string) =>
+          saveTransformer(path, ema, o.config, {
+            kind,
+            extra: { step: String(step), ema: String(o.ema), textEncoder },
+          }),
+      }),
+      [stateName]: (path) =>
+        saveSafetensors(path, momentsToTensors('opt', opt, params), {
+          metadata: {
+            step: String(step),
+            optStep: String(opt.step),
+            rng: JSON.stringify(rng.state()),
+            history: JSON.stringify(history),
+          },
+        }),
     });
-    if (ema)
-      await saveTransformer(emaFile, ema, o.config, {
-        kind,
-        extra: { step: String(step), ema: String(o.ema), textEncoder: o.data.manifest.textEncoder.id },
-      });
-    await saveSafetensors(stateFile, momentsToTensors('opt', opt, params), {
-      metadata: {
-        step: String(step),
-        optStep: String(opt.step),
-        rng: JSON.stringify(rng.state()),
-        history: JSON.stringify(history),
-      },
-    });
-    writeFileSync(join(o.out, 'history.json'), `${JSON.stringify(history)}\n`);
-    writeFileSync(
+    await writeFileAtomic(join(o.out, 'history.json'), `${JSON.stringify(history)}\n`);
+    await writeFileAtomic(
       join(o.out, 'loss.png'),
       await lineChartPng(
         [
