@@ -1,11 +1,6 @@
 // `muse inspect FILE`: show a safetensors checkpoint's metadata and a summary of every tensor.
-import {
-  bytesPerElement,
-  loadSafetensors,
-  type NamedTensor,
-  SafetensorsError,
-  tensorStats,
-} from '../tensor/safetensors.js';
+import { bytesPerElement, loadSafetensors, type NamedTensor, tensorStats } from '../tensor/safetensors.js';
+import { MuseError } from '../util/errors.js';
 
 export interface CliOutput {
   log(s: string): void;
@@ -57,7 +52,7 @@ export async function inspectCommand(args: string[], out: CliOutput = console): 
     return 0;
   } catch (err) {
     // A bad file is the user's problem: one line. Anything else is a bug and keeps its stack trace.
-    if (!(err instanceof SafetensorsError)) throw err;
+    if (!(err instanceof MuseError)) throw err;
     out.error(`muse inspect: ${err.message.replace(/\s*\n\s*/g, ' ')}`);
     return 1;
   }
@@ -118,7 +113,8 @@ function textReport(file: string, metadata: Record<string, string>, summaries: T
     `mean ${formatNumber(s.mean)}`,
     s.nan > 0 ? `nan ${s.nan}` : '',
   ]);
-  lines.push(...alignColumns(rows).map((l) => `  ${l}`));
+  // No spreading into push or Math.max: a file may hold hundreds of thousands of tensors.
+  for (const l of alignColumns(rows)) lines.push(`  ${l}`);
   const params = summaries.reduce((n, s) => n + s.params, 0);
   const bytes = summaries.reduce((n, s) => n + s.bytes, 0);
   lines.push(`total: ${params.toLocaleString('en-US')} parameters, ${formatBytes(bytes)}`);
@@ -126,7 +122,8 @@ function textReport(file: string, metadata: Record<string, string>, summaries: T
 }
 
 function alignColumns(rows: string[][]): string[] {
-  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => r[i].length))) ?? [];
+  const widths = (rows[0] ?? []).map(() => 0);
+  for (const r of rows) for (let i = 0; i < widths.length; i++) widths[i] = Math.max(widths[i], r[i].length);
   return rows.map((r) =>
     r
       .map((cell, i) => cell.padEnd(widths[i]))

@@ -67,6 +67,14 @@ export async function parallelDecode(logits: LogitsFn, problem: DecodeProblem, o
     const all = await logits(tokens, batch, step, o.steps);
     if (all.length !== batch * n * K)
       throw new Error(`logits function returned ${all.length} values, not ${batch * n * K}`);
+    // NaN or infinite logits (broken or overflowing weights) would draw the same tokens for every
+    // prompt and seed: stop with one clear error instead of making an image.
+    for (let i = 0; i < all.length; i++) {
+      if (!Number.isFinite(all[i]))
+        throw new MuseError(
+          `decoding step ${step + 1} of ${o.steps}: the model's logits hold ${all[i]} (its weights are broken or overflow)`,
+        );
+    }
     const noise = confidenceNoise(tau, step + 1, o.steps);
     for (let b = 0; b < batch; b++) {
       const rng = o.rngs?.[b] ?? o.rng;

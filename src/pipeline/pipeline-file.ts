@@ -1,10 +1,14 @@
 // A model folder (diffusers-style): pipeline.json names the components and the decoding defaults; each
 // component is a safetensors file beside it.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { GuidanceSchedule } from '../decoding/guidance.js';
 import type { MaskSchedule } from '../transformer/masking.js';
 import { MuseError } from '../util/errors.js';
+import { fileInside, readRegularFileSync } from '../util/untrusted.js';
+
+/** The largest pipeline.json read (it holds a few names and numbers). */
+const MAX_PIPELINE_FILE_BYTES = 1 << 20;
 
 export interface DecodingDefaults {
   steps: number;
@@ -52,12 +56,18 @@ export function readPipelineFile(folder: string): PipelineFile {
   const file = join(folder, 'pipeline.json');
   if (!existsSync(folder)) throw new MuseError(`model folder ${folder} does not exist`);
   if (!existsSync(file)) throw new MuseError(`${folder} is not a model folder: it has no pipeline.json`);
-  let raw: Partial<PipelineFile>;
+  const bytes = readRegularFileSync(file, MAX_PIPELINE_FILE_BYTES, 'a pipeline.json');
+  let parsed: unknown;
   try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
+    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
   } catch (err) {
     throw new MuseError(`${file}: not valid JSON (${(err as Error).message})`);
   }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw new MuseError(
+      `${file}: not a muse-ts pipeline file (a JSON ${parsed === null ? 'null' : Array.isArray(parsed) ? 'array' : typeof parsed}, not an object)`,
+    );
+  const raw = parsed as Partial<PipelineFile>;
   if (raw.format !== 'muse-ts-pipeline')
     throw new MuseError(`${file}: not a muse-ts pipeline file (format "${raw.format}")`);
   if (raw.version !== 1) throw new MuseError(`${file}: version ${raw.version} is not supported (this muse-ts reads 1)`);
@@ -66,9 +76,10 @@ export function readPipelineFile(folder: string): PipelineFile {
   }
   if (raw.superres !== undefined && typeof raw.superres !== 'string')
     throw new MuseError(`${file}: "superres" must be a string`);
+  // Component files: regular files inside the folder (no "..", no absolute path, no symlink out,
+  // no FIFO or device), whatever the folder's author wrote.
   for (const key of ['tokenizer', 'base', 'superres'] as const) {
-    if (raw[key] !== undefined && !existsSync(join(folder, raw[key] as string)))
-      throw new MuseError(`${file} names ${raw[key]}, which is not in ${folder}`);
+    if (raw[key] !== undefined) fileInside(folder, raw[key] as string, `${file}: "${key}"`);
   }
   if (!Number.isInteger(raw.imageSize) || (raw.imageSize as number) < 1)
     throw new MuseError(`${file}: imageSize must be a positive integer`);
@@ -80,5 +91,10 @@ export function readPipelineFile(folder: string): PipelineFile {
   const sizes = [raw.imageSize, ...(raw.superres ? [raw.superresSize] : [])];
   if (raw.defaultSize !== undefined && !sizes.includes(raw.defaultSize))
     throw new MuseError(`${file}: defaultSize must be one of ${sizes.join(', ')}`);
+  if (
+    raw.defaults !== undefined &&
+    (typeof raw.defaults !== 'object' || raw.defaults === null || Array.isArray(raw.defaults))
+  )
+    throw new MuseError(`${file}: "defaults" must be an object`);
   return { ...(raw as PipelineFile), defaults: { ...DECODING_DEFAULTS, ...raw.defaults } };
 }

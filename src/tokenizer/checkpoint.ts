@@ -1,11 +1,10 @@
 // Tokenizer files: weights + config in one safetensors file (F32 while training, F16 to ship),
 // loaded back with every tensor checked against the config.
-import { expectedShapes, paramsFromTensors, paramsToTensors } from '../tensor/params.js';
-import { Rng } from '../tensor/random.js';
+import { checkedShapes, paramsFromTensors, paramsToTensors } from '../tensor/params.js';
 import { configFromMetadata, loadSafetensors, metadataWithConfig, saveSafetensors } from '../tensor/safetensors.js';
 import { MuseError } from '../util/errors.js';
 import { type TokenizerConfig, validateTokenizerConfig } from './config.js';
-import { initTokenizer, type Params } from './model.js';
+import { type Params, tokenizerLayout } from './model.js';
 
 export async function saveTokenizer(
   path: string,
@@ -32,10 +31,8 @@ export async function loadTokenizer(path: string): Promise<LoadedTokenizer> {
     throw new MuseError(`${path}: a ${metadata.kind} file, not a tokenizer`);
   }
   const config = validateTokenizerConfig(configFromMetadata<TokenizerConfig>(metadata, path));
-  const params = paramsFromTensors(
-    path,
-    tensors,
-    expectedShapes(() => initTokenizer(config, new Rng(0))),
-  );
+  // Shapes checked against the file's header before any model memory is allocated.
+  const shapes = checkedShapes(path, (visit) => tokenizerLayout(config, visit), tensors);
+  const params = paramsFromTensors(path, tensors, shapes);
   return { config, params, metadata };
 }

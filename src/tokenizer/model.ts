@@ -8,7 +8,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { groupNorm } from '../tensor/ops/group-norm.js';
 import { silu } from '../tensor/ops/silu.js';
-import { newVariable } from '../tensor/params.js';
+import { type LayoutVisitor, newVariable } from '../tensor/params.js';
 import type { Rng } from '../tensor/random.js';
 import { downsampleFactor, type TokenizerConfig } from './config.js';
 
@@ -16,16 +16,16 @@ export type Params = Record<string, tf.Variable>;
 
 type Init = (name: string, shape: number[], kind: 'conv' | 'zero' | 'one' | 'code') => void;
 
-function makeInit(p: Params, rng: Rng): Init {
-  return (name, shape, kind) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    let values: Float32Array;
-    if (kind === 'zero') values = new Float32Array(n);
-    else if (kind === 'one') values = new Float32Array(n).fill(1);
-    else if (kind === 'code') values = rng.normals(n);
-    else values = rng.normals(n, Math.sqrt(1 / (shape[0] * shape[1] * shape[2])));
-    p[name] = newVariable(values, shape);
-  };
+/** A layout visitor as an Init: each tensor's values made only when the visitor asks for them. */
+function layoutInit(visit: LayoutVisitor): Init {
+  return (name, shape, kind) =>
+    visit(name, shape, (rng) => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      if (kind === 'zero') return new Float32Array(n);
+      if (kind === 'one') return new Float32Array(n).fill(1);
+      if (kind === 'code') return rng.normals(n);
+      return rng.normals(n, Math.sqrt(1 / (shape[0] * shape[1] * shape[2])));
+    });
 }
 
 function convParams(init: Init, name: string, k: number, cin: number, cout: number, zero = false): void {
@@ -55,7 +55,18 @@ function levels(c: TokenizerConfig): number[] {
 /** Fresh weights for the encoder, quantizer projections, codebook and decoder. */
 export function initTokenizer(c: TokenizerConfig, rng: Rng): Params {
   const p: Params = {};
-  const init = makeInit(p, rng);
+  tokenizerLayout(c, (name, shape, values) => {
+    p[name] = newVariable(values(rng), shape);
+  });
+  return p;
+}
+
+/**
+ * Every tensor of a tokenizer with this config, in order (see transformerLayout): names and shapes
+ * listed without allocating anything, values made (in initTokenizer's order) only when asked.
+ */
+export function tokenizerLayout(c: TokenizerConfig, visit: LayoutVisitor): void {
+  const init = layoutInit(visit);
   const ch = levels(c);
   convParams(init, 'enc.conv_in', 3, 3, ch[0]);
   let cin = ch[0];
@@ -87,7 +98,6 @@ export function initTokenizer(c: TokenizerConfig, rng: Rng): Params {
   }
   normParams(init, 'dec.norm_out', cin);
   convParams(init, 'dec.conv_out', 3, cin, 3);
-  return p;
 }
 
 function conv(p: Params, name: string, x: tf.Tensor4D, stride = 1): tf.Tensor4D {

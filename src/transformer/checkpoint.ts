@@ -1,11 +1,10 @@
 // Transformer files: weights + config (and the text encoder's identity) in one safetensors file.
 
-import { expectedShapes, paramsFromTensors, paramsToTensors } from '../tensor/params.js';
-import { Rng } from '../tensor/random.js';
+import { checkedShapes, paramsFromTensors, paramsToTensors } from '../tensor/params.js';
 import { configFromMetadata, loadSafetensors, metadataWithConfig, saveSafetensors } from '../tensor/safetensors.js';
 import { MuseError } from '../util/errors.js';
 import { type TransformerConfig, validateTransformerConfig } from './config.js';
-import { initTransformer, type Params } from './model.js';
+import { type Params, transformerLayout } from './model.js';
 
 export async function saveTransformer(
   path: string,
@@ -34,7 +33,13 @@ export async function loadTransformer(
     throw new MuseError(`${path}: a ${metadata.kind} file, not a transformer`);
   }
   const config = validateTransformerConfig(configFromMetadata<TransformerConfig>(metadata, path));
-  const shapes = expectedShapes(() => initTransformer(config, new Rng(0)));
+  // Shapes checked against the file's header before any model memory is allocated.
+  const shapes = checkedShapes(
+    path,
+    (visit) => transformerLayout(config, visit),
+    tensors,
+    options.allowZeroInitAdditions ? ZERO_INIT_ADDITIONS : undefined,
+  );
   if (options.allowZeroInitAdditions) {
     for (const [name, shape] of Object.entries(shapes)) {
       if (!tensors[name] && ZERO_INIT_ADDITIONS.test(name))

@@ -24,7 +24,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { gelu } from '../tensor/ops/gelu.js';
 import { layerNorm } from '../tensor/ops/layer-norm.js';
-import { newVariable } from '../tensor/params.js';
+import { type LayoutVisitor, newVariable } from '../tensor/params.js';
 import type { Rng } from '../tensor/random.js';
 import { MuseError } from '../util/errors.js';
 import { sequenceLength, type TransformerConfig, validateTransformerConfig } from './config.js';
@@ -60,21 +60,32 @@ export function contextTensors(ctx: TextContext): tf.Tensor[] {
  * residual stream's variance does not grow with depth at the start.
  */
 export function initTransformer(c: TransformerConfig, rng: Rng): Params {
-  validateTransformerConfig(c);
   const p: Params = {};
+  transformerLayout(c, (name, shape, values) => {
+    p[name] = newVariable(values(rng), shape);
+  });
+  return p;
+}
+
+/**
+ * Every tensor of a transformer with this config, in order: its name, shape and how to make its
+ * initial values (called in this order, so initTransformer's random stream is fixed). Listing the
+ * names and shapes alone allocates nothing (loading checks a file against them before building a model).
+ */
+export function transformerLayout(c: TransformerConfig, visit: LayoutVisitor): void {
+  validateTransformerConfig(c);
   const D = c.width;
-  const set = (name: string, shape: number[], values: Float32Array) => {
-    p[name] = newVariable(values, shape);
-  };
+  const set = (name: string, shape: number[], values: (rng: Rng) => Float32Array) => visit(name, shape, values);
   const count = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-  const normal = (name: string, shape: number[], std = 0.02) => set(name, shape, rng.normals(count(shape), std));
+  const normal = (name: string, shape: number[], std = 0.02) =>
+    set(name, shape, (rng) => rng.normals(count(shape), std));
   const linear = (name: string, din: number, dout: number, std = 0.02) => {
     normal(`${name}.w`, [din, dout], std);
-    set(`${name}.b`, [dout], new Float32Array(dout));
+    set(`${name}.b`, [dout], () => new Float32Array(dout));
   };
   const norm = (name: string) => {
-    set(`${name}.g`, [D], new Float32Array(D).fill(1));
-    set(`${name}.b`, [D], new Float32Array(D));
+    set(`${name}.g`, [D], () => new Float32Array(D).fill(1));
+    set(`${name}.b`, [D], () => new Float32Array(D));
   };
   const residual = 0.02 / Math.sqrt(3 * c.layers);
 
@@ -111,10 +122,9 @@ export function initTransformer(c: TransformerConfig, rng: Rng): Params {
       linear(`${b}.mlp.fc2`, c.mlp, D, lowResidual);
     }
     norm('lowres.ln_f');
-    set('lowres.to_input.w', [D, D], new Float32Array(D * D));
-    set('lowres.to_input.b', [D], new Float32Array(D));
+    set('lowres.to_input.w', [D, D], () => new Float32Array(D * D));
+    set('lowres.to_input.b', [D], () => new Float32Array(D));
   }
-  return p;
 }
 
 export function parameterCount(p: Params): number {
