@@ -12,7 +12,7 @@
 // interrupted run resumes after the last complete shard.
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadSafetensors, type NamedTensor, saveSafetensors } from '../tensor/safetensors.js';
+import { loadSafetensors, MAX_HEADER_BYTES, type NamedTensor, saveSafetensors } from '../tensor/safetensors.js';
 import type { TextEncoder } from '../text/encoder.js';
 import { MuseError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
@@ -65,6 +65,37 @@ export interface EncodeOptions {
   quiet?: boolean;
   /** Expected number of samples, for the progress bar's ETA. */
   total?: number;
+}
+
+/**
+ * The longest caption a cache stores, in UTF-8 bytes (the text encoder reads far fewer tokens than
+ * this); a sample with a longer one is skipped with this reason, not written.
+ */
+export const MAX_CAPTION_BYTES = 64 * 1024;
+/** The longest sample key a cache stores, in UTF-8 bytes. */
+export const MAX_KEY_BYTES = 4096;
+/**
+ * Bytes a shard's keys and captions may take in its safetensors header, a quarter of what the reader
+ * accepts (MAX_HEADER_BYTES): a shard is closed early rather than written unreadable.
+ */
+export const SHARD_TEXT_BUDGET = MAX_HEADER_BYTES / 4;
+
+/** Bytes a string takes in a shard header: JSON inside a JSON string (control characters grow 7×). */
+function headerBytes(s: string): number {
+  return Buffer.byteLength(JSON.stringify(JSON.stringify(s))) + 2;
+}
+
+/** A key short enough to list in a skip report. */
+function shownKey(key: string): string {
+  return key.length > 200 ? `${key.slice(0, 200)}…` : key;
+}
+
+/** Why a sample cannot go into a cache shard (so the reader would refuse it), or undefined. */
+function tooLongForCache(key: string, captions: string[]): string | undefined {
+  if (Buffer.byteLength(key) > MAX_KEY_BYTES) return `key longer than ${MAX_KEY_BYTES} bytes`;
+  if (captions.some((c) => Buffer.byteLength(c) > MAX_CAPTION_BYTES))
+    return `caption longer than ${MAX_CAPTION_BYTES} bytes`;
+  return undefined;
 }
 
 function manifestFor(options: EncodeOptions): CacheManifest {
@@ -207,14 +238,31 @@ export async function encodeCache(samples: AsyncIterable<Sample>, options: Encod
     : new Progress({ total: options.total, label: 'encoding', unit: 'img', startAt: resumeAt });
   let read = 0;
   let batch: PendingImage[] = [];
+  let batchText = 0;
   const perImage = options.captionsPerImage;
   for await (const s of samples) {
     read++;
     if (read <= resumeAt) continue;
     const captions = (perImage ? s.captions.slice(0, perImage) : s.captions).filter((c) => c.trim().length > 0);
+    // The writer keeps to the reader's limits: a sample the shard reader would refuse is skipped, and
+    // a shard whose header would grow past its budget is closed before this sample.
+    const tooLong = captions.length === 0 ? undefined : tooLongForCache(s.key, captions);
+    const text = tooLong ? 0 : headerBytes(s.key) + captions.reduce((n, c) => n + headerBytes(c), 0);
     if (captions.length === 0) {
       options.skip.add(s.key, 'no caption');
+    } else if (tooLong) {
+      options.skip.add(shownKey(s.key), tooLong);
+    } else if (text > SHARD_TEXT_BUDGET) {
+      options.skip.add(shownKey(s.key), `captions too long for a cache shard (over ${SHARD_TEXT_BUDGET} bytes)`);
     } else {
+      if (batch.length > 0 && batchText + text > SHARD_TEXT_BUDGET) {
+        await writeShard(options, m, batch);
+        m.samplesRead = read - 1;
+        writeManifest(options.out, m);
+        batch = [];
+        batchText = 0;
+      }
+      batchText += text;
       batch.push({
         key: s.key,
         captions,
@@ -227,6 +275,7 @@ export async function encodeCache(samples: AsyncIterable<Sample>, options: Encod
       m.samplesRead = read;
       writeManifest(options.out, m);
       batch = [];
+      batchText = 0;
     }
   }
   if (batch.length) await writeShard(options, m, batch);
@@ -260,24 +309,52 @@ export async function loadCacheShard(dir: string, index: number): Promise<CacheS
     if (!t) throw new MuseError(`${file}: tensor "${name}" is missing`);
     return t;
   };
+  /** A tensor of this shape and integer values in [0, limit): `what` names what they index. */
+  const ints = (name: string, shape: number[], limit: number, what: string): Int32Array => {
+    const t = need(name);
+    if (t.shape.join() !== shape.join())
+      throw new MuseError(`${file}: ${name} has shape [${t.shape}], expected [${shape}]`);
+    if (!(t.data instanceof Int32Array)) throw new MuseError(`${file}: ${name} must hold integers`);
+    for (let i = 0; i < t.data.length; i++) {
+      const v = t.data[i];
+      if (v < 0 || v >= limit)
+        throw new MuseError(`${file}: ${name}[${i}] is ${v}, out of range (${what}: 0 to ${limit - 1})`);
+    }
+    return t.data;
+  };
   const tokens: Record<string, Int32Array> = {};
   const grids: Record<string, [number, number]> = {};
   for (const g of m.grids) {
-    const t = need(`tokens.${g.name}`);
-    if (t.shape.join() !== [entry.images, ...g.grid].join()) {
-      throw new MuseError(`${file}: tokens.${g.name} has shape [${t.shape}], expected [${[entry.images, ...g.grid]}]`);
-    }
-    tokens[g.name] = t.data as Int32Array;
+    const n = `tokens.${g.name}`;
+    tokens[g.name] = ints(n, [entry.images, ...g.grid], g.codebookSize, `codes of a ${g.codebookSize}-code tokenizer`);
     grids[g.name] = g.grid;
   }
+  const { maxTokens: T, dim: D } = m.textEncoder;
+  const text = need('text');
+  if (text.shape.join() !== [entry.texts, T, D].join())
+    throw new MuseError(`${file}: text has shape [${text.shape}], expected [${[entry.texts, T, D]}]`);
+  for (let i = 0; i < text.data.length; i++)
+    if (!Number.isFinite(text.data[i])) throw new MuseError(`${file}: text holds ${text.data[i]} (element ${i})`);
+  const list = (key: string, length: number): string[] => {
+    if (metadata[key] === undefined) return [];
+    let v: unknown;
+    try {
+      v = JSON.parse(metadata[key]);
+    } catch {
+      throw new MuseError(`${file}: metadata "${key}" is not valid JSON`);
+    }
+    if (!Array.isArray(v) || v.length !== length || !v.every((x) => typeof x === 'string'))
+      throw new MuseError(`${file}: metadata "${key}" must list ${length} strings`);
+    return v;
+  };
   return {
-    keys: JSON.parse(metadata.keys ?? '[]') as string[],
-    texts: JSON.parse(metadata.texts ?? '[]') as string[],
+    keys: list('keys', entry.images),
+    texts: list('texts', entry.texts),
     tokens,
     grids,
-    text: need('text').data as Float32Array,
-    textLength: need('text_length').data as Int32Array,
-    pairImage: need('pair_image').data as Int32Array,
-    pairText: need('pair_text').data as Int32Array,
+    text: text.data as Float32Array,
+    textLength: ints('text_length', [entry.texts], T + 1, `token counts of a ${T}-token text encoder`),
+    pairImage: ints('pair_image', [entry.pairs], entry.images, `the shard's ${entry.images} images`),
+    pairText: ints('pair_text', [entry.pairs], entry.texts, `the shard's ${entry.texts} texts`),
   };
 }

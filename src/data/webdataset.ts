@@ -20,6 +20,14 @@ export interface TarEntry {
 /** Image extensions a sample's image may have, in order of preference (compared lower-cased). */
 export const IMAGE_EXTENSIONS = ['jpg', 'jpeg', 'png', 'webp', 'gif', 'bmp', 'tif', 'tiff', 'avif'] as const;
 
+/**
+ * The largest tar member (image or caption file) read into memory: a larger one is skipped while
+ * streaming, before any of it is buffered, and its sample reported.
+ */
+export const MAX_MEMBER_BYTES = 64 * 1024 * 1024;
+/** The largest pax or GNU long-name header read (they hold a path and a few numbers). */
+const MAX_META_HEADER_BYTES = 1024 * 1024;
+
 const BLOCK = 512;
 const RECORD = 20 * BLOCK;
 const utf8 = new TextDecoder('utf-8');
@@ -188,7 +196,8 @@ function readError(path: string, err: unknown): MuseError {
 async function* tarMembers(
   path: string,
   want: (name: string) => boolean,
-): AsyncGenerator<{ name: string; data: Uint8Array | null }> {
+  maxBytes: number,
+): AsyncGenerator<{ name: string; data: Uint8Array | null; oversize?: number }> {
   const shard = openShard(path);
   try {
     const reader = new ByteReader(shard.stream[Symbol.asyncIterator]() as AsyncIterator<Uint8Array>);
@@ -263,6 +272,10 @@ async function* tarMembers(
         // Metadata for the next member; pax 'size' never applies to these headers themselves.
         size = parseNumber(block.subarray(124, 136));
         if (size === undefined) throw new MuseError(`${where}${after()}: bad size field`);
+        if (size > MAX_META_HEADER_BYTES)
+          throw new MuseError(
+            `${where}${after()}: a '${type}' header of ${size} bytes (limit ${MAX_META_HEADER_BYTES}); corrupt or hostile shard`,
+          );
         const data = await readData(size, `${headerName} (${type} header)`);
         await skipPadding(size);
         offset += size + ((BLOCK - (size % BLOCK)) % BLOCK);
@@ -283,7 +296,13 @@ async function* tarMembers(
       // types (sparse, GNU dumpdir, unknown) are skipped over by their size.
       const hasData = regular || !'123456'.includes(type);
       if (!hasData) size = 0;
-      if (regular && want(name)) {
+      if (regular && want(name) && size > maxBytes) {
+        // Streamed past, never buffered: the consumer sees the member and its size.
+        await skipData(size, name);
+        await skipPadding(size);
+        offset += size + ((BLOCK - (size % BLOCK)) % BLOCK);
+        yield { name, data: null, oversize: size };
+      } else if (regular && want(name)) {
         const data = await readData(size, name);
         await skipPadding(size);
         offset += size + ((BLOCK - (size % BLOCK)) % BLOCK);
@@ -310,8 +329,16 @@ async function* tarMembers(
  * for a truncated file or a corrupt header. Stopping early (break, return) closes the file before
  * the loop exits.
  */
-export async function* readTarEntries(path: string): AsyncGenerator<TarEntry> {
-  for await (const m of tarMembers(path, () => true)) yield { name: m.name, data: m.data as Uint8Array };
+export async function* readTarEntries(
+  path: string,
+  options: { maxMemberBytes?: number } = {},
+): AsyncGenerator<TarEntry> {
+  const limit = options.maxMemberBytes ?? MAX_MEMBER_BYTES;
+  for await (const m of tarMembers(path, () => true, limit)) {
+    if (m.oversize !== undefined)
+      throw new MuseError(`${path}: member ${quote(m.name)} is ${m.oversize} bytes, over the limit of ${limit}`);
+    yield { name: m.name, data: m.data as Uint8Array };
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -673,6 +700,8 @@ export interface ReadOptions {
   size: number;
   /** Where skipped samples are recorded, by reason. */
   skip: SkipReport;
+  /** The largest image or caption file read (default MAX_MEMBER_BYTES); a sample with a larger one is skipped. */
+  maxMemberBytes?: number;
 }
 
 /** Key and extension of a member (`dir/0001.seg.png` → `dir/0001`, `seg.png`); null for names without one. */
@@ -690,8 +719,13 @@ async function makeSample(
   key: string,
   members: Map<string, TarEntry | null>,
   options: ReadOptions,
+  oversize: boolean,
 ): Promise<Sample | null> {
   const where = `${shard}:${key}`;
+  if (oversize) {
+    options.skip.add(where, `file larger than ${options.maxMemberBytes ?? MAX_MEMBER_BYTES} bytes`);
+    return null;
+  }
   const imageExt = IMAGE_EXTENSIONS.find((e) => members.get(e));
   if (!imageExt) {
     options.skip.add(where, 'no image');
@@ -749,22 +783,26 @@ export async function* readWebDataset(shards: string[], options: ReadOptions): A
     }
   }
   if (paths.length === 0) throw new MuseError('no WebDataset shards given');
+  const limit = options.maxMemberBytes ?? MAX_MEMBER_BYTES;
   for (const shard of paths) {
     let key: string | undefined;
     let members = new Map<string, TarEntry | null>();
-    for await (const m of tarMembers(shard, (name) => WANTED.has(splitMember(name)?.ext ?? ''))) {
+    let oversize = false;
+    for await (const m of tarMembers(shard, (name) => WANTED.has(splitMember(name)?.ext ?? ''), limit)) {
       const parts = splitMember(m.name);
       if (!parts) continue;
       if (key !== undefined && parts.key !== key) {
-        const sample = await makeSample(shard, key, members, options);
+        const sample = await makeSample(shard, key, members, options, oversize);
         if (sample) yield sample;
         members = new Map();
+        oversize = false;
       }
       key = parts.key;
+      if (m.oversize !== undefined) oversize = true;
       members.set(parts.ext, m.data ? { name: m.name, data: m.data } : null);
     }
     if (key !== undefined) {
-      const sample = await makeSample(shard, key, members, options);
+      const sample = await makeSample(shard, key, members, options, oversize);
       if (sample) yield sample;
     }
   }

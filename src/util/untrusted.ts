@@ -18,13 +18,29 @@ export function fileKind(info: Stats): string {
   return 'a special file';
 }
 
+/**
+ * A file refused before reading; `reason` is the message without the path (for skip reports), `size`
+ * its size when that was the reason.
+ */
+export class FileRefused extends MuseError {
+  constructor(
+    path: string,
+    readonly reason: string,
+    readonly size?: number,
+  ) {
+    super(`${path}: ${reason}`);
+  }
+}
+
 function notRegular(path: string, info: Stats): MuseError {
-  return new MuseError(`${path}: is ${fileKind(info)}, not a regular file`);
+  return new FileRefused(path, `is ${fileKind(info)}, not a regular file`);
 }
 
 function tooLarge(path: string, size: number, limit: number, what: string): MuseError {
-  return new MuseError(
-    `${path}: ${size.toLocaleString('en-US')} bytes is too large for ${what} (limit ${limit.toLocaleString('en-US')} bytes)`,
+  return new FileRefused(
+    path,
+    `${size.toLocaleString('en-US')} bytes is too large for ${what} (limit ${limit.toLocaleString('en-US')} bytes)`,
+    size,
   );
 }
 
