@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import * as tf from '@tensorflow/tfjs-core';
 import { ClipTextModel } from '../src/amused/clip-text.js';
-import { ClipTokenizer } from '../src/amused/clip-tokenizer.js';
+import { bpeMerge, ClipTokenizer } from '../src/amused/clip-tokenizer.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { encodeSafetensors, loadSafetensors, type NamedTensor } from '../src/tensor/safetensors.js';
 import { MuseError } from '../src/util/errors.js';
@@ -69,6 +69,55 @@ test('CLIP tokenizer: input_ids, attention_mask, untruncated_ids and tokens of a
   // The gzipped fixture folder reads the same.
   const gz = ClipTokenizer.load(join(PIPELINE, 'tokenizer'));
   for (const c of cases.slice(0, 5)) assert.deepEqual([...gz.encode(c.prompt).ids], c.input_ids);
+});
+
+/** CLIP's own merge loop, quadratic: each round the lowest-ranked pair, all occurrences left to right. */
+function referenceBpe(symbols: string[], ranks: Map<string, number>): string[] {
+  let word = symbols.slice();
+  while (word.length > 1) {
+    let best = -1;
+    let bestRank = Infinity;
+    for (let i = 0; i + 1 < word.length; i++) {
+      const r = ranks.get(`${word[i]} ${word[i + 1]}`);
+      if (r !== undefined && r < bestRank) [best, bestRank] = [i, r];
+    }
+    if (best < 0) break;
+    const [a, b] = [word[best], word[best + 1]];
+    const merged: string[] = [];
+    for (let i = 0; i < word.length; i++) {
+      if (i + 1 < word.length && word[i] === a && word[i + 1] === b) {
+        merged.push(a + b);
+        i++;
+      } else merged.push(word[i]);
+    }
+    word = merged;
+  }
+  return word;
+}
+
+test('CLIP tokenizer: the O(n log n) merge equals the reference loop, and a 200k-letter word is not quadratic', () => {
+  const tok = ClipTokenizer.load(tokenizerFolder);
+  let seed = 12345;
+  const rand = (n: number) => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return (seed >>> 16) % n;
+  };
+  const alphabets = ['ab', 'abc', 'etaoinshrdlu', 'abcdefghijklmnopqrstuvwxyz0123'];
+  for (let trial = 0; trial < 400; trial++) {
+    const letters = alphabets[trial % alphabets.length];
+    const chars = Array.from({ length: 1 + rand(40) }, () => letters[rand(letters.length)]);
+    const symbols = [...chars.slice(0, -1), `${chars[chars.length - 1]}</w>`];
+    assert.deepEqual(bpeMerge(symbols, tok.bpeRanks), referenceBpe(symbols, tok.bpeRanks), chars.join(''));
+  }
+  // Overlapping runs of one symbol merge left to right ("a a a" → "aa a"), as in the reference.
+  const toy = new Map([['a a', 0]]);
+  assert.deepEqual(bpeMerge(['a', 'a', 'a'], toy), ['aa', 'a']);
+  assert.deepEqual(bpeMerge(['a', 'a', 'a'], toy), referenceBpe(['a', 'a', 'a'], toy));
+  const long = Array.from({ length: 200_000 }, () => 'abcdefghijklmnopqrstuvwxyz'[rand(26)]).join('');
+  const t0 = performance.now();
+  const { ids } = tok.encode(long, { padding: 'none', truncation: false });
+  assert.ok(ids.length > 50_000);
+  assert.ok(performance.now() - t0 < 20_000, `200k-letter word took ${performance.now() - t0} ms`);
 });
 
 test('CLIP tokenizer: a missing vocab file or malformed merges give one clear MuseError line', () => {
@@ -183,5 +232,18 @@ test('CLIP text model: a missing weight and a weight of the wrong shape are refu
   const model = await ClipTextModel.load(join(PIPELINE, 'text_encoder'));
   assert.throws(() => model.forward([[49406, 49408, 49407]]), MuseError);
   assert.throws(() => model.forward([new Array(78).fill(1)]), MuseError);
+  model.dispose();
+});
+
+test('CLIP text model: pooled position is argmax(ids) when eos_token_id is 2, else the first eos_token_id', async () => {
+  const legacy = await ClipTextModel.load(join(PIPELINE, 'text_encoder'));
+  assert.deepEqual(legacy.pooledPositions([[49406, 7, 5, 5, 49407, 49407]]), [4]);
+  legacy.dispose();
+  const folder = await componentWith('eos-5', () => {});
+  const config = JSON.parse(readFileSync(join(folder, 'config.json'), 'utf8'));
+  writeFileSync(join(folder, 'config.json'), JSON.stringify({ ...config, eos_token_id: 5 }));
+  const model = await ClipTextModel.load(folder);
+  assert.deepEqual(model.pooledPositions([[49406, 7, 5, 5, 49407, 49407]]), [2]);
+  assert.deepEqual(model.pooledPositions([[49406, 7, 49407]]), [0], 'no eos: argmax of all-zero is 0');
   model.dispose();
 });

@@ -119,6 +119,95 @@ function escapeRegex(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
 }
 
+/**
+ * Byte-pair merging with exactly the semantics of CLIP's quadratic loop (each round: the pair of
+ * lowest rank present; every non-overlapping occurrence of it merged, left to right), in
+ * O(n log n) with a linked list and a heap, so a long untrusted word cannot stall the tokenizer.
+ */
+export function bpeMerge(symbols: string[], ranks: Map<string, number>): string[] {
+  const n = symbols.length;
+  if (n < 2) return symbols.slice();
+  const sym = symbols.slice();
+  const next = new Int32Array(n);
+  const prev = new Int32Array(n);
+  const alive = new Uint8Array(n).fill(1);
+  for (let i = 0; i < n; i++) {
+    next[i] = i + 1 < n ? i + 1 : -1;
+    prev[i] = i - 1;
+  }
+  // Heap of candidate pairs (rank, left node); stale entries are checked when used.
+  const heapRank: number[] = [];
+  const heapLeft: number[] = [];
+  const less = (a: number, b: number) =>
+    heapRank[a] < heapRank[b] || (heapRank[a] === heapRank[b] && heapLeft[a] < heapLeft[b]);
+  const swap = (a: number, b: number) => {
+    [heapRank[a], heapRank[b]] = [heapRank[b], heapRank[a]];
+    [heapLeft[a], heapLeft[b]] = [heapLeft[b], heapLeft[a]];
+  };
+  const push = (left: number) => {
+    const right = next[left];
+    if (right < 0) return;
+    const rank = ranks.get(`${sym[left]} ${sym[right]}`);
+    if (rank === undefined) return;
+    heapRank.push(rank);
+    heapLeft.push(left);
+    for (let i = heapRank.length - 1; i > 0; ) {
+      const parent = (i - 1) >> 1;
+      if (!less(i, parent)) break;
+      swap(i, parent);
+      i = parent;
+    }
+  };
+  const pop = (): [number, number] => {
+    const top: [number, number] = [heapRank[0], heapLeft[0]];
+    const lastRank = heapRank.pop() as number;
+    const lastLeft = heapLeft.pop() as number;
+    if (heapRank.length > 0) {
+      heapRank[0] = lastRank;
+      heapLeft[0] = lastLeft;
+      for (let i = 0; ; ) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < heapRank.length && less(l, m)) m = l;
+        if (r < heapRank.length && less(r, m)) m = r;
+        if (m === i) break;
+        swap(i, m);
+        i = m;
+      }
+    }
+    return top;
+  };
+  /** The rank of the pair starting at `left` now (undefined when it is no pair or no merge). */
+  const rankAt = (left: number) =>
+    alive[left] && next[left] >= 0 ? ranks.get(`${sym[left]} ${sym[next[left]]}`) : undefined;
+  for (let i = 0; i < n - 1; i++) push(i);
+  while (heapRank.length > 0) {
+    const rank = heapRank[0];
+    // Every occurrence of this round's pair, in left-to-right order (node ids keep the word order).
+    const lefts: number[] = [];
+    while (heapRank.length > 0 && heapRank[0] === rank) lefts.push(pop()[1]);
+    const touched: number[] = [];
+    for (const left of lefts) {
+      if (rankAt(left) !== rank) continue; // stale, or consumed by the merge just to its left
+      const right = next[left];
+      sym[left] += sym[right];
+      alive[right] = 0;
+      next[left] = next[right];
+      if (next[right] >= 0) prev[next[right]] = left;
+      touched.push(left);
+    }
+    for (const left of touched) {
+      if (!alive[left]) continue;
+      if (prev[left] >= 0) push(prev[left]);
+      push(left);
+    }
+  }
+  const out: string[] = [];
+  for (let i = 0; i >= 0; i = next[i]) out.push(sym[i]);
+  return out;
+}
+
 // ---- the tokenizer ------------------------------------------------------------------------------------
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
@@ -282,37 +371,9 @@ export class ClipTokenizer {
     const hit = this.cache.get(token);
     if (hit) return hit;
     const chars = Array.from(token);
-    let word = chars.slice(0, -1);
-    word.push(`${chars[chars.length - 1]}</w>`);
-    if (word.length > 1) {
-      for (;;) {
-        let best = -1;
-        let bestRank = Infinity;
-        for (let i = 0; i < word.length - 1; i++) {
-          const r = this.bpeRanks.get(`${word[i]} ${word[i + 1]}`);
-          if (r !== undefined && r < bestRank) {
-            bestRank = r;
-            best = i;
-          }
-        }
-        if (best < 0) break;
-        const first = word[best];
-        const second = word[best + 1];
-        // Merge every non-overlapping occurrence of the pair, left to right.
-        const merged: string[] = [];
-        for (let i = 0; i < word.length; ) {
-          if (i < word.length - 1 && word[i] === first && word[i + 1] === second) {
-            merged.push(first + second);
-            i += 2;
-          } else {
-            merged.push(word[i]);
-            i += 1;
-          }
-        }
-        word = merged;
-        if (word.length === 1) break;
-      }
-    }
+    const symbols = chars.slice(0, -1);
+    symbols.push(`${chars[chars.length - 1]}</w>`);
+    const word = bpeMerge(symbols, this.bpeRanks);
     if (this.cache.size >= MAX_CACHE_ENTRIES) this.cache.clear();
     this.cache.set(token, word);
     return word;
