@@ -177,7 +177,10 @@ export class RunFolder {
     const entries = readdirSync(dir);
     if (entries.length && !o.resume && !o.overwrite) {
       const m = existsSync(join(dir, MANIFEST)) ? readManifestQuietly(dir) : undefined;
-      const what = m ? `a run at step ${m.step}` : `${entries.length} files (${entries.slice(0, 4).join(', ')}…)`;
+      const listed = `${entries.slice(0, 4).join(', ')}${entries.length > 4 ? ', …' : ''}`;
+      const what = m
+        ? `a run at step ${m.step}`
+        : `${entries.length} ${entries.length === 1 ? 'entry' : 'entries'}: ${listed}`;
       throw new MuseError(
         `${dir} is not empty: it holds ${what}. Continue it with --resume, start over with --overwrite, or choose another --out`,
       );
