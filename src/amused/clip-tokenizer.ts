@@ -116,7 +116,8 @@ export function basicClean(text: string): string {
 }
 
 function escapeRegex(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
+  // Only the syntax characters and '/': with the `u` flag any other escape (`\-`) is a SyntaxError.
+  return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 }
 
 /**
