@@ -476,3 +476,38 @@ test('inspect: corrupt or missing file gives one line and exit 1; usage errors e
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('I64 and U8 tensors (PyTorch token ids, images) read as int32; an I64 beyond 32 bits is refused', () => {
+  const header = (entries: object) => {
+    const json = new TextEncoder().encode(JSON.stringify(entries));
+    const out = new Uint8Array(8 + json.length);
+    new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+    out.set(json, 8);
+    return out;
+  };
+  const ids = new BigInt64Array([0n, 49407n, -3n, 2147483647n, -2147483648n]);
+  const pixels = Uint8Array.from([0, 7, 255]);
+  const head = header({
+    ids: { dtype: 'I64', shape: [5], data_offsets: [0, 40] },
+    px: { dtype: 'U8', shape: [1, 3], data_offsets: [40, 43] },
+  });
+  const file = new Uint8Array(head.length + 43);
+  file.set(head);
+  file.set(new Uint8Array(ids.buffer), head.length);
+  file.set(pixels, head.length + 40);
+  const { tensors } = decodeSafetensors(file, 'ids.safetensors');
+  assert.deepEqual(Array.from(tensors.ids.data), [0, 49407, -3, 2147483647, -2147483648]);
+  assert.ok(tensors.ids.data instanceof Int32Array);
+  assert.equal(tensors.ids.dtype, 'I64');
+  assert.deepEqual(Array.from(tensors.px.data), [0, 7, 255]);
+  assert.deepEqual(tensors.px.shape, [1, 3]);
+  const big = new Uint8Array(file);
+  new DataView(big.buffer).setBigInt64(head.length + 8, 2n ** 40n, true);
+  assert.throws(
+    () => decodeSafetensors(big, 'big.safetensors'),
+    /big.safetensors: tensor "ids": I64 element 1 does not fit in 32 bits/,
+  );
+  // Written back (as I32) and read again: the same values.
+  const again = decodeSafetensors(encodeSafetensors(tensors), 'again');
+  assert.deepEqual(Array.from(again.tensors.ids.data), Array.from(tensors.ids.data));
+});

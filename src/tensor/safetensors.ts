@@ -11,10 +11,10 @@ export type Dtype = 'F32' | 'F16' | 'BF16';
 
 export interface NamedTensor {
   shape: number[];
-  /** Floats are always decoded to Float32Array; I32 to Int32Array. */
+  /** Floats are always decoded to Float32Array; I32, I64 (values must fit in 32 bits) and U8 to Int32Array. */
   data: Float32Array | Int32Array;
-  /** On read: the stored dtype. On write: overrides the file-wide dtype for this tensor. */
-  dtype?: Dtype | 'I32';
+  /** On read: the stored dtype. On write: overrides the file-wide dtype for this tensor (F32, F16, BF16, I32). */
+  dtype?: Dtype | 'I32' | 'I64' | 'U8';
 }
 
 export interface EncodeOptions {
@@ -71,7 +71,7 @@ const DTYPE_SIZES: Record<string, number> = {
   U64: 8,
   F64: 8,
 };
-const READABLE = ['F32', 'F16', 'BF16', 'I32'];
+const READABLE = ['F32', 'F16', 'BF16', 'I32', 'I64', 'U8'];
 const FLOAT_DTYPES: readonly string[] = ['F32', 'F16', 'BF16'];
 /** The largest header a reader accepts (and so the largest a writer may write). */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -206,6 +206,20 @@ function decodeBfloat16s(values: Uint16Array): Float32Array {
   return new Float32Array(out.buffer);
 }
 
+/** Little-endian int64s as int32s (token ids, position ids); a value outside the int32 range throws. */
+function decodeInt64s(bytes: Uint8Array, start: number, count: number): Int32Array {
+  const words = readLE(bytes, start, 2 * count, 4) as Uint32Array;
+  const out = new Int32Array(count);
+  for (let i = 0; i < count; i++) {
+    const lo = words[2 * i];
+    const hi = words[2 * i + 1];
+    // In range: hi is the sign extension of lo's top bit.
+    if (hi !== (lo & 0x80000000 ? 0xffffffff : 0)) throw new RangeError(`element ${i} does not fit in 32 bits`);
+    out[i] = lo | 0;
+  }
+  return out;
+}
+
 /** Converts each float32 (as raw bits) to a 16-bit pattern. */
 function mapBits(data: Float32Array, convert: (bits: number) => number): Uint16Array {
   const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
@@ -224,6 +238,10 @@ function decodeData(dtype: string, bytes: Uint8Array, start: number, count: numb
       return decodeHalves(readLE(bytes, start, count, 2) as Uint16Array);
     case 'BF16':
       return decodeBfloat16s(readLE(bytes, start, count, 2) as Uint16Array);
+    case 'U8':
+      return Int32Array.from(bytes.subarray(start, start + count));
+    case 'I64':
+      return decodeInt64s(bytes, start, count);
     default:
       throw new Error(`decodeData: unreadable dtype ${dtype}`);
   }
@@ -247,12 +265,14 @@ const ENCODE_FILE = '<encode>';
 
 function storageDtype(name: string, t: NamedTensor, fileDtype: Dtype): Dtype | 'I32' {
   if (t.data instanceof Int32Array) {
-    if (t.dtype !== undefined && t.dtype !== 'I32')
+    // Integers read from I64 or U8 are written back as I32.
+    if (t.dtype !== undefined && t.dtype !== 'I32' && t.dtype !== 'I64' && t.dtype !== 'U8')
       fail(ENCODE_FILE, `Int32Array data cannot be stored as ${t.dtype}`, name);
     return 'I32';
   }
   if (!(t.data instanceof Float32Array)) fail(ENCODE_FILE, 'data must be a Float32Array or Int32Array', name);
-  if (t.dtype === 'I32') fail(ENCODE_FILE, 'dtype I32 needs Int32Array data', name);
+  if (t.dtype === 'I32' || t.dtype === 'I64' || t.dtype === 'U8')
+    fail(ENCODE_FILE, `dtype ${t.dtype} needs Int32Array data`, name);
   const dtype = t.dtype ?? fileDtype;
   if (!FLOAT_DTYPES.includes(dtype))
     fail(ENCODE_FILE, `unsupported dtype ${String(dtype)} (use F32, F16 or BF16)`, name);
@@ -432,8 +452,14 @@ export function decodeSafetensors(bytes: Uint8Array, fileName = '<buffer>'): Dec
     if (!READABLE.includes(e.dtype)) {
       fail(fileName, `unsupported dtype ${e.dtype} (muse-ts reads ${READABLE.join(', ')})`, e.name);
     }
-    const data = decodeData(e.dtype, bytes, dataStart + e.begin, numel(e.shape));
-    tensors[e.name] = { shape: e.shape, data, dtype: e.dtype as Dtype | 'I32' };
+    let data: Float32Array | Int32Array;
+    try {
+      data = decodeData(e.dtype, bytes, dataStart + e.begin, numel(e.shape));
+    } catch (err) {
+      if (err instanceof RangeError) fail(fileName, `I64 ${err.message} (muse-ts reads I64 as int32)`, e.name);
+      throw err;
+    }
+    tensors[e.name] = { shape: e.shape, data, dtype: e.dtype as NamedTensor['dtype'] };
   }
   return { tensors, metadata };
 }
