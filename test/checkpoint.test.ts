@@ -248,6 +248,12 @@ test('a checkpoint whose parts are at different steps is refused, naming them', 
     trainBase(options(out, { resume: true })),
     /different steps \(base\.safetensors at step 2, base-ema\.safetensors at step 2, state\.safetensors at step 1\)/,
   );
+  // The same folder with the state of step 2: a whole checkpoint of the old layout resumes exactly,
+  // and its next save moves it into the one-unit layout.
+  await saveSafetensors(join(out, 'state.safetensors'), state.tensors, { metadata: state.metadata });
+  await trainBase(options(out, { resume: true }));
+  await assertSameWeights(await referenceRun(), out, 'resumed from the old layout');
+  assert.ok(existsSync(join(out, 'checkpoint.json')) && !existsSync(join(out, 'state.safetensors')));
   // A part of a checkpoint that changed after its save is refused too.
   writeFileSync(join(a, folder, 'state.safetensors'), 'overwritten');
   await assert.rejects(trainBase(options(a, { resume: true })), /state\.safetensors has 11 bytes, but the checkpoint/);
