@@ -3,7 +3,9 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import { type Component, loadComponent } from '../src/amused/component.js';
 import {
   AmusedScheduler,
   linspaceF32,
@@ -12,7 +14,10 @@ import {
   RecordedSchedulerRandom,
   SeededSchedulerRandom,
 } from '../src/amused/scheduler.js';
+import { toRgb8, VQModel } from '../src/amused/vqgan.js';
+import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { loadSafetensors, type NamedTensor } from '../src/tensor/safetensors.js';
+import { MuseError } from '../src/util/errors.js';
 
 const FIXTURES = join(import.meta.dirname, 'fixtures', 'amused');
 const EXPECTED = join(FIXTURES, 'expected');
@@ -133,4 +138,190 @@ test('scheduler: a seeded run from all-masked unmasks on schedule and is reprodu
   assert.deepEqual(a.counts, maskCounts('cosine', 8, n));
   assert.ok(a.tokens.every((x) => x >= 0 && x < k));
   assert.deepEqual([...run().tokens], [...a.tokens]);
+});
+
+// ---- VQ-GAN -----------------------------------------------------------------------------------------
+
+const VQ_FOLDER = join(FIXTURES, 'tiny-amused-256', 'vqvae');
+
+/** NCHW data → NHWC. */
+function nchwToNhwc(data: ArrayLike<number>, [b, c, h, w]: number[]): Float32Array {
+  const out = new Float32Array(b * c * h * w);
+  for (let n = 0; n < b; n++)
+    for (let k = 0; k < c; k++)
+      for (let y = 0; y < h; y++)
+        for (let x = 0; x < w; x++) out[((n * h + y) * w + x) * c + k] = data[((n * c + k) * h + y) * w + x];
+  return out;
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length, 'lengths differ');
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+let backendReady: Promise<unknown> | undefined;
+function backend(): Promise<unknown> {
+  backendReady ??= initBackend();
+  return backendReady;
+}
+after(() => shutdownBackend());
+
+for (const grid of ['8x8', '4x4']) {
+  test(`vqgan: decode_${grid} (codebook lookup, raw image within 1e-4, 8-bit image within 1 level)`, async () => {
+    await backend();
+    const t = await expectedFile('vqvae.safetensors');
+    const inter = grid === '4x4' ? await expectedFile('vqvae_intermediates.safetensors') : undefined;
+    const model = await VQModel.load(VQ_FOLDER);
+    try {
+      const tokens = t[`decode_${grid}.tokens`];
+      const shape = tokens.shape as [number, number, number];
+      const before = tf.memory().numTensors;
+      const looked = model.lookup(tokens.data as Int32Array, shape);
+      const lookErr = maxAbsDiff(
+        looked.dataSync(),
+        nchwToNhwc(t[`decode_${grid}.codebook_latents`].data, t[`decode_${grid}.codebook_latents`].shape),
+      );
+      looked.dispose();
+      assert.equal(lookErr, 0, 'codebook rows');
+
+      const traced: Record<string, tf.Tensor4D> = {};
+      const raw = model.decode(tokens.data as Int32Array, shape, (name, v) => {
+        traced[name] = tf.keep(v.clone());
+      });
+      const [, H, W, C] = raw.shape;
+      assert.deepEqual(raw.shape, [shape[0], 16 * shape[1], 16 * shape[2], 3]);
+      const want = t[`decode_${grid}.decoded_raw`];
+      const rawData = raw.dataSync() as Float32Array;
+      const rawErr = maxAbsDiff(rawData, nchwToNhwc(want.data, want.shape));
+      assert.ok(rawErr < 1e-4, `raw max error ${rawErr}`);
+      const rgb = toRgb8(rawData);
+      const wantRgb = t[`decode_${grid}.image_pil_uint8`].data;
+      const rgbErr = maxAbsDiff(rgb, wantRgb);
+      let differing = 0;
+      for (let i = 0; i < rgb.length; i++) if (rgb[i] !== wantRgb[i]) differing++;
+      assert.ok(rgbErr <= 1, `8-bit max error ${rgbErr}`);
+      console.log(
+        `vqgan decode_${grid}: raw max |error| ${rawErr.toExponential(2)}, 8-bit max error ${rgbErr} (${differing} of ${rgb.length} values differ), ${H}×${W}×${C}`,
+      );
+      raw.dispose();
+
+      if (inter) {
+        const names = [
+          'post_quant_conv',
+          'decoder.conv_in',
+          'decoder.mid_block',
+          'decoder.up_blocks.0',
+          'decoder.up_blocks.1',
+        ];
+        for (const name of names) {
+          const ref: NamedTensor = inter[`decode_4x4.${name}`];
+          assert.ok(ref, name);
+          const got = traced[name];
+          assert.ok(got, `traced ${name}`);
+          const [b, c, h, w]: number[] = ref.shape;
+          assert.deepEqual(got.shape, [b, h, w, c], name);
+          const err = maxAbsDiff(got.dataSync(), nchwToNhwc(ref.data, ref.shape));
+          assert.ok(err < 1e-4, `${name}: max error ${err}`);
+          console.log(`vqgan intermediate ${name}: max |error| ${err.toExponential(2)}`);
+        }
+      }
+      for (const v of Object.values(traced)) v.dispose();
+      assert.equal(tf.memory().numTensors, before, 'decode leaks no tensors');
+    } finally {
+      model.dispose();
+    }
+  });
+}
+
+test('vqgan: encode (img2img input) gives identical token ids and latents within 1e-4', async () => {
+  await backend();
+  const t = await expectedFile('vqvae.safetensors');
+  const model = await VQModel.load(VQ_FOLDER);
+  try {
+    const img = t['encode.image_uint8'];
+    const pixels = new Float32Array(img.data.length);
+    for (let i = 0; i < pixels.length; i++) pixels[i] = Math.fround(img.data[i] / 255);
+    const image = tf.tensor4d(pixels, img.shape as [number, number, number, number]);
+    const { ids, shape, latents } = await model.encode(image);
+    image.dispose();
+    const want = t['encode.latents'];
+    const latErr = maxAbsDiff(latents.dataSync(), nchwToNhwc(want.data, want.shape));
+    latents.dispose();
+    assert.deepEqual(shape, t['encode.token_ids'].shape);
+    assert.deepEqual([...ids], [...t['encode.token_ids'].data]);
+    assert.ok(latErr < 1e-4, `latents max error ${latErr}`);
+    console.log(`vqgan encode: latents max |error| ${latErr.toExponential(2)}, ${ids.length} token ids identical`);
+    // The looked-up rows of those ids are the quantised latents (up to the straight-through rounding).
+    const q = model.lookup(ids, shape);
+    const qErr = maxAbsDiff(q.dataSync(), nchwToNhwc(t['encode.quantized'].data, t['encode.quantized'].shape));
+    q.dispose();
+    assert.ok(qErr < 1e-5, `quantized max error ${qErr}`);
+  } finally {
+    model.dispose();
+  }
+});
+
+test('vqgan: bad weights and inputs fail with one clear line, before any tensor is allocated', async () => {
+  await backend();
+  const good = await loadComponent(VQ_FOLDER, 'diffusion_pytorch_model', 'VQModel');
+  const withTensors = (edit: (t: Record<string, NamedTensor>) => void): Component => {
+    const tensors = Object.assign(Object.create(null), good.tensors) as Record<string, NamedTensor>;
+    edit(tensors);
+    return { ...good, tensors };
+  };
+  const oneLine = (fn: () => unknown, pattern: RegExp) => {
+    const before = tf.memory().numTensors;
+    assert.throws(fn, (err: Error) => {
+      assert.ok(err instanceof MuseError, `MuseError, got ${err}`);
+      assert.ok(!err.message.includes('\n'), 'one line');
+      assert.match(err.message, pattern);
+      return true;
+    });
+    assert.equal(tf.memory().numTensors, before, 'nothing allocated');
+  };
+  oneLine(
+    () => VQModel.fromComponent(withTensors((t) => delete t['decoder.up_blocks.3.resnets.0.conv_shortcut.weight'])),
+    /tensor "decoder\.up_blocks\.3\.resnets\.0\.conv_shortcut\.weight" is missing/,
+  );
+  oneLine(
+    () =>
+      VQModel.fromComponent(
+        withTensors((t) => {
+          t['quantize.embedding.weight'] = { ...t['quantize.embedding.weight'], shape: [128, 4] };
+        }),
+      ),
+    /tensor "quantize\.embedding\.weight" has shape \[128,4\], the config needs \[64,8\]/,
+  );
+  oneLine(
+    () =>
+      VQModel.fromComponent({
+        ...good,
+        config: Object.assign(Object.create(null), good.config, { norm_type: 'spatial' }),
+      }),
+    /norm_type.*not supported/,
+  );
+  oneLine(
+    () =>
+      VQModel.fromComponent({
+        ...good,
+        config: Object.assign(Object.create(null), good.config, { block_out_channels: [8, 8, 16, 16, 32] }),
+      }),
+    /tensor "encoder\.down_blocks\.4\.resnets\.0\.conv1\.weight" has shape/,
+  );
+  const model = VQModel.fromComponent(good);
+  try {
+    oneLine(
+      () => model.decode(Int32Array.from([0, 1, 64, 2]), [1, 2, 2]),
+      /token 64 at position 2 is outside the codebook/,
+    );
+    oneLine(() => model.decode(new Int32Array(3), [1, 2, 2]), /3 tokens do not fill/);
+    const odd = tf.zeros([1, 24, 32, 3]) as tf.Tensor4D;
+    oneLine(() => model.encodeLatents(odd), /not a positive multiple of 16/);
+    odd.dispose();
+  } finally {
+    model.dispose();
+  }
+  await assert.rejects(VQModel.load(join(FIXTURES, 'tiny-amused-256', 'scheduler')), /no config\.json/);
 });
