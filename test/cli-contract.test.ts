@@ -9,33 +9,13 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
 import { readImageBytes } from '../src/cli/decoding-options.js';
-import { main } from '../src/cli/muse.js';
 import { imageGrid } from '../src/data/grid.js';
 import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
+import { runMuse } from './helpers/run-cli.js';
 import { writeTinyPipeline } from './helpers/tiny-pipeline.js';
 
-/** Runs `muse ...args` in this process; what it printed and its exit code. */
-async function muse(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const log = console.log;
-  const error = console.error;
-  let out = '';
-  let err = '';
-  console.log = (...a: unknown[]) => {
-    out += `${a.join(' ')}\n`;
-  };
-  console.error = (...a: unknown[]) => {
-    err += `${a.join(' ')}\n`;
-  };
-  try {
-    const code = await main(args);
-    return { code, out, err };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-}
-
+const muse = runMuse;
 const muse2 = (...args: string[]) => muse(...args);
 const oneLine = (s: string) => assert.equal(s.trim().split('\n').length, 1, s);
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
 // The `muse` command: one file per verb (dispatched by muse.ts).
-import { main } from './muse.js';
+import { runAsProcess } from './muse.js';
 
-process.exitCode = await main(process.argv.slice(2));
+process.exitCode = await runAsProcess(process.argv.slice(2));

@@ -11,6 +11,7 @@ import { editCommand, editHelp } from './edit.js';
 import { userMessage } from './errors.js';
 import { evalCommand, evalHelp } from './eval.js';
 import { generateCommand, generateHelp } from './generate.js';
+import { img2imgCommand, img2imgHelp } from './img2img.js';
 import { inpaintCommand, inpaintHelp } from './inpaint.js';
 import { inspectCommand } from './inspect.js';
 import { backendHelp, unknownOptionMessage } from './options.js';
@@ -36,6 +37,11 @@ const verbs: Record<string, Verb> = {
     run: inpaintCommand,
     summary: 'regenerate the masked part of an image under a prompt',
     help: inpaintHelp,
+  },
+  img2img: {
+    run: img2imgCommand,
+    summary: 'an image re-decoded toward a prompt with a strength (aMUSEd models)',
+    help: img2imgHelp,
   },
   outpaint: { run: outpaintCommand, summary: 'extend an image on any side', help: outpaintHelp },
   edit: { run: editCommand, summary: 'mask-free editing: move an image toward a new prompt', help: editHelp },
@@ -143,11 +149,23 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`muse ${verb}: ${message}`);
     return 1;
   } finally {
+    configureBackend({});
+  }
+}
+
+/**
+ * The process entry: main(), then the backend's worker threads are stopped so Node can exit. (In-process
+ * callers of main, such as tests, keep one backend for many calls: a threaded wasm backend cannot be
+ * started again after it was shut down.)
+ */
+export async function runAsProcess(argv: string[]): Promise<number> {
+  try {
+    return await main(argv);
+  } finally {
     try {
       shutdownBackend();
     } catch {
       // A backend that aborted (out of memory) cannot be shut down cleanly; its error was reported.
     }
-    configureBackend({});
   }
 }

@@ -70,7 +70,8 @@ function parseBackend(value: string | undefined): BackendName {
 // it is replaced by one that can. Browsers keep the package's factory.
 async function registerNodeWasm(threads: number): Promise<void> {
   const { instantiateThreadedWasm, instantiateSimdWasm } = await import('./wasm-node-threads.js');
-  tf.removeBackend('wasm');
+  // The package registers its factory on import; shutdownBackend removed it (a restart after shutdown).
+  if (tf.findBackendFactory('wasm')) tf.removeBackend('wasm');
   tf.registerBackend(
     'wasm',
     async () => {
