@@ -4,6 +4,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ParseArgsConfig } from 'node:util';
 import sharp, { type Metadata } from 'sharp';
+import { AmusedPipeline, isAmusedFolder, type MicroConditioning } from '../amused/pipeline.js';
 import { imageGrid } from '../data/grid.js';
 import { decodeImage, encodePng, type RgbImage, resizeCenterCrop } from '../data/image.js';
 import type { GuidanceSchedule } from '../decoding/guidance.js';
@@ -18,7 +19,8 @@ import { packageRoot } from '../util/package-root.js';
 import { Progress } from '../util/progress.js';
 import { backendHelp, numberOption } from './options.js';
 
-export const decodingHelp = `  --model DIR          model folder with pipeline.json (default: the shipped models/emoji)
+export const decodingHelp = `  --model DIR          model folder with pipeline.json (default: the shipped models/emoji), or a
+                        diffusers aMUSEd folder (model_index.json; generate, inpaint, img2img)
   -o, --out FILE        output PNG (default out.png); a grid when there are several images
   -n N                  images per prompt (default 1)
   --size PX             output size: the base size (e.g. 32) or the super-res size (e.g. 64, both
@@ -26,11 +28,15 @@ export const decodingHelp = `  --model DIR          model folder with pipeline.j
   --negative TEXT       negative prompt (replaces the empty prompt of guidance)
   --steps N             decoding steps (model default, 12 for emoji)
   --superres-steps N    decoding steps of the super-res stage (default 8)
-  --guidance T          classifier-free guidance scale t (0 = off)
+  --guidance T          classifier-free guidance t (0 = off): (1 + t)·cond − t·uncond; for aMUSEd,
+                        diffusers' guidance_scale s is t = s − 1 (its default 10 is t = 9)
   --guidance-schedule linear|constant
   --temperature T       sampling temperature (0 = most likely token)
   --top-k K             sample among the K most likely tokens (0 = all)
-  --choice-temperature T  Gumbel noise on confidences, annealed to 0 (default 4.5)
+  --choice-temperature T  Gumbel noise on confidences, annealed to 0 (default 4.5; aMUSEd 2)
+  --aesthetic-score A   aMUSEd micro-conditioning: LAION aesthetic score (default 6)
+  --crop TOP,LEFT       aMUSEd micro-conditioning: crop coordinates (default 0,0)
+  --original-size W,H   aMUSEd micro-conditioning: original image size (default: the output size)
   --schedule cosine|linear|square   how many tokens stay masked after each step
   --seed S              0 to 4294967295; same seed, same images (default 0); image i of a run
                         uses seed S + i
@@ -49,6 +55,9 @@ export const samplingArgs = {
   'top-k': { type: 'string' },
   'choice-temperature': { type: 'string' },
   schedule: { type: 'string' },
+  'aesthetic-score': { type: 'string' },
+  crop: { type: 'string' },
+  'original-size': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 export const decodingArgs = {
@@ -74,6 +83,10 @@ export function defaultModelFolder(): string {
  */
 export async function openPipeline(values: Values, options: { output?: boolean } = {}): Promise<MusePipeline> {
   const folder = values.model ?? defaultModelFolder();
+  if (isAmusedFolder(folder))
+    throw new MuseError(
+      `${folder} is an aMUSEd model: it runs generate, inpaint and img2img; this verb needs a muse-ts model (pipeline.json)`,
+    );
   const file = readPipelineFile(folder);
   if (values.size !== undefined) {
     const size = numberOption(values.size, 'size', 0, { min: 1, integer: true });
@@ -83,16 +96,31 @@ export async function openPipeline(values: Values, options: { output?: boolean }
         `--size ${size}: ${folder} makes ${sizes.join(' or ')} px images${file.superres ? '' : ' (it has no super-res stage)'}`,
       );
   }
-  if (options.output !== false) {
-    checkOutputFile(values.out ?? 'out.png');
-    if (values.frames !== undefined) {
-      if (existsSync(values.frames) && !statSync(values.frames).isDirectory())
-        throw new MuseError(`--frames ${values.frames} is a file: give a folder for the frames`);
-      makeFolder(values.frames, '--frames');
-    }
-  }
+  if (options.output !== false) checkOutputs(values);
   await initBackend();
   return MusePipeline.load(folder);
+}
+
+/** A muse-ts model folder (pipeline.json) or a diffusers aMUSEd folder (model_index.json). */
+export type AnyPipeline = MusePipeline | AmusedPipeline;
+
+/** openPipeline for the verbs every model family runs (generate, inpaint). */
+export async function openAnyPipeline(values: Values): Promise<AnyPipeline> {
+  const folder = values.model ?? defaultModelFolder();
+  if (!isAmusedFolder(folder)) return openPipeline(values);
+  checkOutputs(values);
+  await initBackend();
+  return AmusedPipeline.load(folder);
+}
+
+/** The output file and --frames folder are usable (checked before any compute). */
+function checkOutputs(values: Values): void {
+  checkOutputFile(values.out ?? 'out.png');
+  if (values.frames !== undefined) {
+    if (existsSync(values.frames) && !statSync(values.frames).isDirectory())
+      throw new MuseError(`--frames ${values.frames} is a file: give a folder for the frames`);
+    makeFolder(values.frames, '--frames');
+  }
 }
 
 function choice<T extends string>(value: string | undefined, name: string, options: readonly T[]): T | undefined {
@@ -103,7 +131,7 @@ function choice<T extends string>(value: string | undefined, name: string, optio
 }
 
 /** Decoding options from the command line (undefined = the model's default). */
-export function decodingOptions(values: Values): DecodingOptions {
+export function decodingOptions(values: Values): DecodingOptions & { microConditioning?: MicroConditioning } {
   const maybe = (v: string | undefined, name: string, o: Parameters<typeof numberOption>[3] = {}) =>
     v === undefined ? undefined : numberOption(v, name, 0, o);
   return {
@@ -122,7 +150,27 @@ export function decodingOptions(values: Values): DecodingOptions {
     choiceTemperature: maybe(values['choice-temperature'], 'choice-temperature', { max: 100 }),
     schedule: choice<MaskSchedule>(values.schedule, 'schedule', ['cosine', 'linear', 'square']),
     seed: maybe(values.seed, 'seed', { min: 0, max: 2 ** 32 - 1, integer: true }),
+    ...microConditioning(values),
   };
+}
+
+function pair(value: string | undefined, name: string): [number, number] | undefined {
+  if (value === undefined) return undefined;
+  const parts = value.split(',').map((v) => numberOption(v.trim(), name, 0, { min: 0, max: 100_000, integer: true }));
+  if (parts.length !== 2) throw new MuseError(`--${name} takes two numbers separated by a comma, got "${value}"`);
+  return [parts[0], parts[1]];
+}
+
+/** aMUSEd's micro-conditioning options (only those given). */
+function microConditioning(values: Values): { microConditioning?: MicroConditioning } {
+  const m: MicroConditioning = {};
+  if (values['aesthetic-score'] !== undefined)
+    m.aestheticScore = numberOption(values['aesthetic-score'], 'aesthetic-score', 6, { min: 0, max: 10 });
+  const crop = pair(values.crop, 'crop');
+  if (crop) m.crop = crop;
+  const size = pair(values['original-size'], 'original-size');
+  if (size) m.originalSize = size;
+  return Object.keys(m).length ? { microConditioning: m } : {};
 }
 
 /** Adds a progress line per step and, with --frames, the frame writer; call finish() after. */
@@ -213,7 +261,7 @@ async function writeResult(values: Values, r: PipelineResult, captions: string[]
  */
 export async function runAndWrite(
   values: Values,
-  muse: MusePipeline,
+  muse: { promptWarnings(prompts: string[]): string[]; dispose(): void },
   o: DecodingOptions,
   label: string,
   caption: string | string[],

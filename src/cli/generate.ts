@@ -1,7 +1,7 @@
 // `muse generate`: text to image with the shipped (or any) model folder.
 import { parseArgs } from 'node:util';
 import { MuseError } from '../util/errors.js';
-import { decodingArgs, decodingHelp, decodingOptions, openPipeline, runAndWrite } from './decoding-options.js';
+import { decodingArgs, decodingHelp, decodingOptions, openAnyPipeline, runAndWrite } from './decoding-options.js';
 
 export const generateHelp = `Usage: muse generate "PROMPT" ["PROMPT" ...] [options]
 
@@ -18,7 +18,7 @@ export async function generateCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: decodingArgs });
   if (positionals.length === 0) throw new MuseError('give a prompt: muse generate "a red apple" -o apple.png');
   const o = decodingOptions(values);
-  const muse = await openPipeline(values);
+  const muse = await openAnyPipeline(values);
   return runAndWrite(
     values,
     muse,

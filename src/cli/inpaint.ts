@@ -7,7 +7,7 @@ import {
   decodingArgs,
   decodingHelp,
   decodingOptions,
-  openPipeline,
+  openAnyPipeline,
   readImageBytes,
   readInputImage,
   runAndWrite,
@@ -37,7 +37,7 @@ export async function inpaintCommand(args: string[]): Promise<number> {
   const [imagePath, maskPath, prompt] = positionals;
   const o = decodingOptions(values);
   const feather = numberOption(values.feather, 'feather', 2, { max: 64 });
-  const muse = await openPipeline(values);
+  const muse = await openAnyPipeline(values);
   const image = await readInputImage(imagePath, muse.sizes, 'image');
   let mask = maskFromImage(await decodeImage(await readImageBytes(maskPath, 'mask'), maskPath), maskPath);
   if (mask.width !== image.width || mask.height !== image.height) {
