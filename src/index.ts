@@ -1,5 +1,18 @@
 // The public API of muse-ts.
 
+export { ClipTextModel } from './amused/clip-text.js';
+export { ClipTokenizer } from './amused/clip-tokenizer.js';
+export {
+  AMUSED_DEFAULTS,
+  type AmusedOptions,
+  AmusedPipeline,
+  type AmusedResult,
+  isAmusedFolder,
+  type MicroConditioning,
+} from './amused/pipeline.js';
+export { AmusedScheduler, type SchedulerRandom } from './amused/scheduler.js';
+export { UVit } from './amused/uvit.js';
+export { VQModel } from './amused/vqgan.js';
 export { decodeImage, encodePng, type RgbImage, resizeCenterCrop } from './data/image.js';
 export { type EditOptions as TokenEditOptions, maskFreeEdit } from './decoding/edit.js';
 export { type GuidanceSchedule, guidanceScale, guideLogits } from './decoding/guidance.js';
