@@ -1,4 +1,4 @@
-// Per-kernel profile of one reference training step (DESIGN.md): where the time goes.
+// Per-kernel profile of one reference training step (docs/ARCHITECTURE.md): where the time goes.
 // Usage: node --import tsx bench/profile.ts   (MUSE_NATIVE=0 for the pure-wasm path)
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';

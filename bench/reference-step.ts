@@ -1,4 +1,4 @@
-// The reference training step of DESIGN.md, the same model and step as
+// The reference training step of docs/ARCHITECTURE.md, the same model and step as
 // ../shared/bench/torch_ref_step.py: 4 pre-norm blocks (self-attention, cross-attention to 16 text
 // tokens, GELU MLP), width 256, 8 heads, MLP 1024, 256 image tokens, batch 8, 1024 codes + [MASK],
 // Adam lr 3e-4, cross-entropy on masked positions. Written as this project's models are: fused

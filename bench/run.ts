@@ -114,7 +114,7 @@ if (!only || only === 'conv') {
 if (!only || only === 'step') {
   const step = buildReferenceStep();
   add(
-    'reference training step (DESIGN.md)',
+    'reference training step (docs/ARCHITECTURE.md)',
     time(() => void step.step(), 5, 2),
     56e9,
   );

@@ -1,5 +1,5 @@
 // Multi-threaded tfjs-wasm under Node. tfjs-backend-wasm 4.22 cannot start its threaded build in Node
-// as shipped (measured, DESIGN.md): WASM_HAS_MULTITHREAD_SUPPORT is forced false there, the pthread
+// as shipped (measured, docs/ARCHITECTURE.md): WASM_HAS_MULTITHREAD_SUPPORT is forced false there, the pthread
 // worker script and main script are handed over as Blob URLs that worker_threads cannot load, and the
 // default thread count is cores/2. Here the threaded-SIMD module is instantiated with file paths
 // instead, and wrapped in the package's own BackendWasm class.

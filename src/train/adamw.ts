@@ -1,5 +1,5 @@
 // AdamW (Loshchilov & Hutter 2019: Adam with decoupled weight decay), updating parameters in place.
-// tfjs's own Adam costs ~15 small kernels per parameter tensor per step (DESIGN.md profile:
+// tfjs's own Adam costs ~15 small kernels per parameter tensor per step (docs/ARCHITECTURE.md profile:
 // Multiply/Add/Sqrt/Identity); here one loop per tensor over the backend's memory does the update.
 //   m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  p ← p − lr·(m̂/(√v̂ + ε) + λ·p)
 import * as tf from '@tensorflow/tfjs-core';

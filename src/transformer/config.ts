@@ -51,7 +51,7 @@ export interface TransformerData {
 export const TRANSFORMER_PRESETS: Record<string, TransformerArch> = {
   // For tests: trains in seconds.
   tiny: { width: 32, layers: 2, heads: 4, mlp: 64 },
-  // The default for 8×8 grids on 2 CPU cores; the shape of DESIGN.md's reference training step.
+  // The default for 8×8 grids on 2 CPU cores; the shape of the reference training step of docs/ARCHITECTURE.md.
   small: { width: 256, layers: 4, heads: 8, mlp: 1024 },
   // Super-res stage (8×8 → 16×16 tokens): low-res encoder of 2 self-attention blocks, 4 blocks of width 192 over
   // the 256 high-res tokens (the paper: 16 and 32 at 64×64).

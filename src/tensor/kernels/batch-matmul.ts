@@ -1,5 +1,5 @@
 // BatchMatMul for tfjs-wasm. Stock 4.22 runs XNNPACK only for untransposed operands with batch 1 on
-// both sides and a scalar loop otherwise (DESIGN.md: 0.4–2.4 GFLOP/s); every matmul gradient is a
+// both sides and a scalar loop otherwise (docs/ARCHITECTURE.md: 0.4–2.4 GFLOP/s); every matmul gradient is a
 // transposed matmul. Native path: one OpenBLAS call over the whole batch, in place on the heap.
 // Wasm path: explicit transposes, then XNNPACK on batch-1 problems.
 import { broadcast_util, type TensorInfo } from '@tensorflow/tfjs-core';

@@ -1,5 +1,5 @@
 // 2-D convolution (NHWC) through im2col + one matmul per chunk of images. tfjs-wasm 4.22 has no
-// Conv2DBackpropFilter at all and a scalar-loop Conv2DBackpropInput (DESIGN.md, ~2.4 GFLOP/s).
+// Conv2DBackpropFilter at all and a scalar-loop Conv2DBackpropInput (docs/ARCHITECTURE.md, ~2.4 GFLOP/s).
 //   forward:        y[b·OH·OW, Co]        = cols[b·OH·OW, KH·KW·Ci] · W[KH·KW·Ci, Co]
 //   filter grad:    dW[KH·KW·Ci, Co]      = Σ_chunks colsᵀ · dy
 //   input grad:     dcols[b·OH·OW, KH·KW·Ci] = dy · Wᵀ, then col2im (scatter-add) into dx

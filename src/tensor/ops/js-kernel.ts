@@ -1,6 +1,6 @@
 // Kernels written as TypeScript loops over Float32Arrays, registered for the wasm backend (reading
 // and writing the wasm heap in place) and the cpu backend. Used for fused ops whose unfused tfjs
-// form costs many small kernels and temporaries (DESIGN.md profile: layer norm, GELU, softmax).
+// form costs many small kernels and temporaries (docs/ARCHITECTURE.md profile: layer norm, GELU, softmax).
 import * as tf from '@tensorflow/tfjs-core';
 import { activeNative } from '../kernels/active-native.js';
 import type { NativeAddon } from '../native.js';
