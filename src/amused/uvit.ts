@@ -358,7 +358,7 @@ export function microCondEmbedding(values: ArrayLike<number>, dim: number): Floa
     const v = f(values[n]);
     for (let i = 0; i < half; i++) {
       const arg = f(v * freqs[i]);
-      out[n * dim + i] = Math.sin(arg);
+      out[n * dim + i] = Math.cos(arg);
       out[n * dim + half + i] = Math.sin(arg);
     }
   }
