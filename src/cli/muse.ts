@@ -1,81 +1,114 @@
 // The `muse` command's dispatcher, importable so tests can run it in-process: main(argv) → exit code.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { configureBackend, shutdownBackend } from '../tensor/backend.js';
 import { MuseError } from '../util/errors.js';
 import { packageRoot } from '../util/package-root.js';
-import { assembleCommand, assembleHelp } from './assemble.js';
-import { dataCommand, dataHelp } from './data.js';
-import { doctorCommand, doctorHelp } from './doctor.js';
-import { editCommand, editHelp } from './edit.js';
 import { userMessage } from './errors.js';
-import { evalCommand, evalHelp } from './eval.js';
-import { generateCommand, generateHelp } from './generate.js';
-import { img2imgCommand, img2imgHelp } from './img2img.js';
-import { inpaintCommand, inpaintHelp } from './inpaint.js';
-import { inspectCommand } from './inspect.js';
 import { backendHelp, unknownOptionMessage } from './options.js';
-import { outpaintCommand, outpaintHelp } from './outpaint.js';
-import { tokenizerCommand, tokenizerHelp } from './tokenizer.js';
-import { trainCommand, trainHelp } from './train.js';
-import { upscaleCommand, upscaleHelp } from './upscale.js';
 
-interface Verb {
+interface LoadedVerb {
   run: (args: string[]) => Promise<number>;
-  summary: string;
   /** The verb's help text: the options it knows, for "did you mean" suggestions. */
   help?: string;
 }
 
+// Verbs load on use: `muse --help` and `--version` start without tfjs, the models or sharp.
+interface Verb {
+  summary: string;
+  load: () => Promise<LoadedVerb>;
+}
+
 const verbs: Record<string, Verb> = {
   generate: {
-    run: generateCommand,
     summary: 'text to image (the shipped emoji model by default)',
-    help: generateHelp,
+    load: async () => {
+      const m = await import('./generate.js');
+      return { run: m.generateCommand, help: m.generateHelp };
+    },
   },
   inpaint: {
-    run: inpaintCommand,
     summary: 'regenerate the masked part of an image under a prompt',
-    help: inpaintHelp,
+    load: async () => {
+      const m = await import('./inpaint.js');
+      return { run: m.inpaintCommand, help: m.inpaintHelp };
+    },
   },
   img2img: {
-    run: img2imgCommand,
     summary: 'an image re-decoded toward a prompt with a strength (aMUSEd models)',
-    help: img2imgHelp,
+    load: async () => {
+      const m = await import('./img2img.js');
+      return { run: m.img2imgCommand, help: m.img2imgHelp };
+    },
   },
-  outpaint: { run: outpaintCommand, summary: 'extend an image on any side', help: outpaintHelp },
-  edit: { run: editCommand, summary: 'mask-free editing: move an image toward a new prompt', help: editHelp },
+  outpaint: {
+    summary: 'extend an image on any side',
+    load: async () => {
+      const m = await import('./outpaint.js');
+      return { run: m.outpaintCommand, help: m.outpaintHelp };
+    },
+  },
+  edit: {
+    summary: 'mask-free editing: move an image toward a new prompt',
+    load: async () => {
+      const m = await import('./edit.js');
+      return { run: m.editCommand, help: m.editHelp };
+    },
+  },
   upscale: {
-    run: upscaleCommand,
     summary: 'super-resolve your own base-size image (e.g. 32 → 64 px)',
-    help: upscaleHelp,
+    load: async () => {
+      const m = await import('./upscale.js');
+      return { run: m.upscaleCommand, help: m.upscaleHelp };
+    },
   },
   assemble: {
-    run: assembleCommand,
     summary: 'a model folder (pipeline.json + F16 files) from training runs',
-    help: assembleHelp,
+    load: async () => {
+      const m = await import('./assemble.js');
+      return { run: m.assembleCommand, help: m.assembleHelp };
+    },
   },
-  data: { run: dataCommand, summary: 'build emoji/shapes datasets, preview any dataset', help: dataHelp },
+  data: {
+    summary: 'build emoji/shapes datasets, preview any dataset',
+    load: async () => {
+      const m = await import('./data.js');
+      return { run: m.dataCommand, help: m.dataHelp };
+    },
+  },
   doctor: {
-    run: doctorCommand,
     summary: 'backend, threads, native path, versions, a checked matmul',
-    help: doctorHelp,
+    load: async () => {
+      const m = await import('./doctor.js');
+      return { run: m.doctorCommand, help: m.doctorHelp };
+    },
   },
   eval: {
-    run: evalCommand,
     summary: 'measure a model folder on held-out data (super-res vs bicubic, ...)',
-    help: evalHelp,
+    load: async () => {
+      const m = await import('./eval.js');
+      return { run: m.evalCommand, help: m.evalHelp };
+    },
   },
-  inspect: { run: (a) => inspectCommand(a), summary: 'metadata and tensors of a .safetensors file' },
+  inspect: {
+    summary: 'metadata and tensors of a .safetensors file',
+    load: async () => {
+      const m = await import('./inspect.js');
+      return { run: (a: string[]) => m.inspectCommand(a) };
+    },
+  },
   train: {
-    run: trainCommand,
     summary: 'train the base or super-res transformer from a token cache',
-    help: trainHelp,
+    load: async () => {
+      const m = await import('./train.js');
+      return { run: m.trainCommand, help: m.trainHelp };
+    },
   },
   tokenizer: {
-    run: tokenizerCommand,
     summary: 'train the VQ tokenizer; encode, decode, reconstruct, evaluate',
-    help: tokenizerHelp,
+    load: async () => {
+      const m = await import('./tokenizer.js');
+      return { run: m.tokenizerCommand, help: m.tokenizerHelp };
+    },
   },
 };
 
@@ -98,7 +131,7 @@ export function packageVersion(): string {
  * Takes --backend, --threads and --no-native out of a verb's arguments (they are the same for every
  * verb) and makes them initBackend's defaults. Arguments after `--` are left alone.
  */
-function takeBackendOptions(args: string[]): string[] {
+async function takeBackendOptions(args: string[]): Promise<string[]> {
   const rest: string[] = [];
   const options: { backend?: string; threads?: string; native?: boolean } = {};
   for (let i = 0; i < args.length; i++) {
@@ -121,9 +154,11 @@ function takeBackendOptions(args: string[]): string[] {
       rest.push(a);
     }
   }
-  configureBackend(options);
+  (await import('../tensor/backend.js')).configureBackend(options);
   return rest;
 }
+
+let verbRan = false;
 
 export async function main(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
@@ -135,21 +170,23 @@ export async function main(argv: string[]): Promise<number> {
     console.log(packageVersion());
     return 0;
   }
-  const command = verbs[verb];
-  if (!command) {
+  const entry = Object.hasOwn(verbs, verb) ? verbs[verb] : undefined;
+  if (!entry) {
     console.error(`muse: unknown command "${verb}"\n\n${usage}`);
     return 2;
   }
+  const command = await entry.load();
+  verbRan = true;
   try {
     // doctor declares the backend options itself (and reports what they give).
-    return await command.run(verb === 'doctor' ? rest : takeBackendOptions(rest));
+    return await command.run(verb === 'doctor' ? rest : await takeBackendOptions(rest));
   } catch (err) {
     const message = unknownOptionMessage(err, command.help) ?? userMessage(err);
     if (message === undefined) throw err;
     console.error(`muse ${verb}: ${message}`);
     return 1;
   } finally {
-    configureBackend({});
+    (await import('../tensor/backend.js')).configureBackend({});
   }
 }
 
@@ -163,7 +200,8 @@ export async function runAsProcess(argv: string[]): Promise<number> {
     return await main(argv);
   } finally {
     try {
-      shutdownBackend();
+      // Only after a verb ran (loading the backend module just to stop nothing would cost start-up).
+      if (verbRan) (await import('../tensor/backend.js')).shutdownBackend();
     } catch {
       // A backend that aborted (out of memory) cannot be shut down cleanly; its error was reported.
     }
