@@ -10,21 +10,24 @@ import { SkipReport } from '../data/sample.js';
 import { initBackend } from '../tensor/backend.js';
 import { type TokenizerConfig, tokenizerPreset, validateTokenizerConfig } from '../tokenizer/config.js';
 import { VqTokenizer } from '../tokenizer/tokenizer.js';
-import { evaluateReconstruction, trainTokenizer } from '../tokenizer/trainer.js';
+import { evaluateReconstruction, type ReconstructionStats, trainTokenizer } from '../tokenizer/trainer.js';
+import type { Scalars } from '../train/harness.js';
 import { MuseError } from '../util/errors.js';
 import { numberOption, subcommandHelp } from './options.js';
+import { runTraining, TRAINING_HELP, TRAINING_OPTIONS, trainingUsage, trainingValues } from './training.js';
+
+const DEFAULTS = { lr: 2e-4, weightDecay: 1e-4, evalEvery: 1000 };
 
 export const tokenizerHelp = `Usage: muse tokenizer <train|encode|decode|reconstruct|eval> ...
 
   muse tokenizer train --data DIR[:SIZE] [--data DIR2[:SIZE]] --out RUN [--val DIR[:SIZE]]
-      [--config small-ema|small|compact|tiny|small-f8|FILE.json] [--steps 20000] [--batch 32] [--crop 32] [--lr 2e-4]
-      [--warmup 500] [--weight-decay 1e-4] [--disc-start 5000] [--gan-weight 0.1] [--seed 0]
-      [--sample-every 500] [--checkpoint-every 500] [--eval-every 1000] [--minutes M] [--resume | --overwrite]
+      [--config small-ema|small|compact|tiny|small-f8|FILE.json] [--crop 32] [--disc-start 5000]
+      [--gan-weight 0.1] [--sample-every 500]
+    ${trainingUsage({ lr: '2e-4', weightDecay: '1e-4', evalEvery: DEFAULTS.evalEvery })}
       Trains the VQ tokenizer on random crop×crop windows of every image (each dataset read at its
       SIZE, default its dataset.json size or 32). RUN gets tokenizer.safetensors, samples/step-*.png,
       loss.png, psnr.png and the checkpoint (checkpoint.json naming a folder with the weights and the
-      optimizer state, saved as one unit) for an exact --resume. Ctrl-C saves and exits. A RUN folder
-      that is not empty is refused unless --resume continues it or --overwrite starts it over.
+      optimizer state, saved as one unit) for an exact --resume. ${TRAINING_HELP}
 
   muse tokenizer encode IMAGE --model FILE [-o tokens.json]
   muse tokenizer decode TOKENS.json --model FILE -o image.png
@@ -64,35 +67,27 @@ function configFrom(value: string | undefined): TokenizerConfig {
   return tokenizerPreset(value);
 }
 
+const reconstructionLine = (e: ReconstructionStats) =>
+  `held-out PSNR ${e.psnr.toFixed(2)} dB, SSIM ${e.ssim.toFixed(3)}, codes used ${(100 * e.used).toFixed(1)}%, perplexity ${e.perplexity.toFixed(0)}`;
+
 async function train(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
+      ...TRAINING_OPTIONS,
       data: { type: 'string', multiple: true },
       val: { type: 'string', multiple: true },
-      out: { type: 'string' },
       config: { type: 'string' },
-      steps: { type: 'string' },
-      batch: { type: 'string' },
       crop: { type: 'string' },
-      lr: { type: 'string' },
-      warmup: { type: 'string' },
-      'weight-decay': { type: 'string' },
       'disc-start': { type: 'string' },
       'gan-weight': { type: 'string' },
-      seed: { type: 'string' },
       'sample-every': { type: 'string' },
-      'checkpoint-every': { type: 'string' },
-      'eval-every': { type: 'string' },
       'val-count': { type: 'string' },
-      minutes: { type: 'string' },
-      resume: { type: 'boolean' },
-      overwrite: { type: 'boolean' },
     },
   });
   if (!values.data?.length)
     throw new MuseError('--data DIR is required (e.g. a folder made by `muse data build emoji`)');
-  if (!values.out) throw new MuseError('--out RUN_FOLDER is required');
+  const common = trainingValues(values, DEFAULTS);
   const config = configFrom(values.config);
   await initBackend();
   const images = await loadImages(values.data);
@@ -100,37 +95,29 @@ async function train(args: string[]): Promise<number> {
     ? await loadImages(values.val, numberOption(values['val-count'], 'val-count', 256, { min: 1, integer: true }))
     : [];
   console.error(`${images.length} training images, ${validation.length} held-out images`);
-  const steps = numberOption(values.steps, 'steps', 20000, { min: 1, integer: true });
-  const result = await trainTokenizer({
-    out: values.out,
-    config,
-    images,
-    validation,
-    crop: numberOption(values.crop, 'crop', 32, { min: 4, integer: true }),
-    steps,
-    batch: numberOption(values.batch, 'batch', 32, { min: 1, integer: true }),
-    lr: numberOption(values.lr, 'lr', 2e-4),
-    warmup: numberOption(values.warmup, 'warmup', 500, { integer: true }),
-    weightDecay: numberOption(values['weight-decay'], 'weight-decay', 1e-4),
-    discStart: numberOption(values['disc-start'], 'disc-start', Math.floor(steps / 4), { integer: true }),
-    ganWeight: numberOption(values['gan-weight'], 'gan-weight', 0.1),
-    seed: numberOption(values.seed, 'seed', 0, { integer: true }),
-    sampleEvery: numberOption(values['sample-every'], 'sample-every', 500, { integer: true }),
-    checkpointEvery: numberOption(values['checkpoint-every'], 'checkpoint-every', 500, { integer: true }),
-    evalEvery: numberOption(values['eval-every'], 'eval-every', 1000, { integer: true }),
-    restartEvery: 200,
-    minutes: values.minutes === undefined ? undefined : numberOption(values.minutes, 'minutes', 0),
-    resume: !!values.resume,
-    overwrite: !!values.overwrite,
-  });
-  console.log(
-    `${result.stoppedEarly ? 'stopped' : 'finished'} at step ${result.step}; weights in ${join(values.out, 'tokenizer.safetensors')}`,
+  const crop = numberOption(values.crop, 'crop', 32, { min: 4, integer: true });
+  const discStart = numberOption(values['disc-start'], 'disc-start', Math.floor(common.steps / 4), { integer: true });
+  const ganWeight = numberOption(values['gan-weight'], 'gan-weight', 0.1);
+  const sampleEvery = numberOption(values['sample-every'], 'sample-every', 500, { integer: true });
+  const view = {
+    weights: join(common.out, 'tokenizer.safetensors'),
+    fields: (s: Scalars) => ({ loss: s.loss, psnr: s.psnr, ppl: s.perplexity, lr: s.lr }),
+    validation: (e: Scalars) => reconstructionLine(e as unknown as ReconstructionStats),
+  };
+  await runTraining(view, (control) =>
+    trainTokenizer({
+      ...common,
+      ...control,
+      config,
+      images,
+      validation,
+      crop,
+      discStart,
+      ganWeight,
+      sampleEvery,
+      restartEvery: 200,
+    }),
   );
-  const e = result.history.eval.at(-1);
-  if (e)
-    console.log(
-      `held-out PSNR ${e.psnr.toFixed(2)} dB, SSIM ${e.ssim.toFixed(3)}, codes used ${(100 * e.used).toFixed(1)}%, perplexity ${e.perplexity.toFixed(0)}`,
-    );
   return 0;
 }
 

@@ -2,17 +2,20 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { initBackend } from '../tensor/backend.js';
+import type { Scalars } from '../train/harness.js';
 import { TRANSFORMER_PRESETS, transformerConfig } from '../transformer/config.js';
 import { loadTokenData } from '../transformer/token-data.js';
 import { trainBase } from '../transformer/trainer.js';
 import { MuseError } from '../util/errors.js';
 import { numberOption, subcommandHelp } from './options.js';
 import { trainClassifier, trainClassifierHelp } from './train-classifier.js';
+import { runTraining, TRAINING_HELP, TRAINING_OPTIONS, trainingUsage, trainingValues } from './training.js';
+
+const DEFAULTS = { lr: 3e-4, weightDecay: 0.045, evalEvery: 500 };
 
 export const trainHelp = `Usage: muse train base|superres|classifier --data CACHE --out RUN [--val CACHE] [--config PRESET]
-    [--steps 20000] [--batch 32] [--lr 3e-4] [--warmup 500] [--weight-decay 0.045]
-    [--label-smoothing 0.1] [--text-dropout 0.1] [--ema 0.999] [--seed 0] [--eval-every 500]
-    [--checkpoint-every 500] [--minutes M] [--resume | --overwrite] [--init WEIGHTS] [--lowres-noise 0]
+    ${trainingUsage({ ...DEFAULTS, lr: '3e-4' })}
+    [--label-smoothing 0.1] [--text-dropout 0.1] [--ema 0.999] [--init WEIGHTS] [--lowres-noise 0]
 
   Trains the Muse base transformer on the "base" token grids of a cache made by
   \`muse data encode\`: masking rate cos(π/2·u) per sample, cross-entropy with label smoothing on
@@ -20,8 +23,7 @@ export const trainHelp = `Usage: muse train base|superres|classifier --data CACH
   with warm-up + cosine, gradient clipping, optional EMA weights. --val reports the held-out
   masked-token loss and accuracy. RUN gets base.safetensors, base-ema.safetensors (with --ema),
   history.json, loss.png and the checkpoint: checkpoint.json naming a folder with the weights and the
-  optimizer state, saved as one unit, for an exact --resume. Ctrl-C saves and exits. A RUN folder
-  that is not empty is refused unless --resume continues it or --overwrite starts it over.
+  optimizer state, saved as one unit, for an exact --resume. ${TRAINING_HELP}
   \`muse train superres\` trains the super-resolution stage (Muse §2.4) on the "superres" grids of a
   cache encoded with --superres-size, conditioned on its "base" grids (presets superres-small, the
   default, and superres-tiny). --lowres-noise F replaces up to a fraction F of each sample's low-res
@@ -36,30 +38,19 @@ async function train(stage: 'base' | 'superres', args: string[]): Promise<number
   const { values } = parseArgs({
     args,
     options: {
+      ...TRAINING_OPTIONS,
       data: { type: 'string' },
       val: { type: 'string' },
-      out: { type: 'string' },
       config: { type: 'string' },
-      steps: { type: 'string' },
-      batch: { type: 'string' },
-      lr: { type: 'string' },
-      warmup: { type: 'string' },
-      'weight-decay': { type: 'string' },
       'label-smoothing': { type: 'string' },
       'text-dropout': { type: 'string' },
       ema: { type: 'string' },
-      seed: { type: 'string' },
-      'eval-every': { type: 'string' },
-      'checkpoint-every': { type: 'string' },
-      minutes: { type: 'string' },
-      resume: { type: 'boolean' },
-      overwrite: { type: 'boolean' },
       init: { type: 'string' },
       'lowres-noise': { type: 'string' },
     },
   });
   if (!values.data) throw new MuseError('--data CACHE is required (made by `muse data encode`)');
-  if (!values.out) throw new MuseError('--out RUN_FOLDER is required');
+  const common = trainingValues(values, DEFAULTS);
   const preset = values.config ?? (stage === 'base' ? 'small' : 'superres-small');
   if (!TRANSFORMER_PRESETS[preset])
     throw new MuseError(`unknown config "${preset}": choose ${Object.keys(TRANSFORMER_PRESETS).join(', ')}`);
@@ -83,36 +74,28 @@ async function train(stage: 'base' | 'superres', args: string[]): Promise<number
   console.error(
     `${data.images} images, ${data.pairImage.length} (image, caption) pairs; model ${preset}, grid ${config.grid.join('×')}, ${config.codebookSize} codes`,
   );
-  const steps = numberOption(values.steps, 'steps', 20000, { min: 1, integer: true });
-  const r = await trainBase({
-    out: values.out,
-    config,
-    data,
-    validation,
-    grid: stage,
-    lowGrid: low ? 'base' : undefined,
-    lowresNoise: numberOption(values['lowres-noise'], 'lowres-noise', 0, { max: 1 }),
-    steps,
-    batch: numberOption(values.batch, 'batch', 32, { min: 1, integer: true }),
-    lr: numberOption(values.lr, 'lr', 3e-4),
-    warmup: numberOption(values.warmup, 'warmup', 500, { integer: true }),
-    weightDecay: numberOption(values['weight-decay'], 'weight-decay', 0.045),
-    labelSmoothing: numberOption(values['label-smoothing'], 'label-smoothing', 0.1, { max: 0.99 }),
-    textDropout: numberOption(values['text-dropout'], 'text-dropout', 0.1, { max: 1 }),
-    ema: numberOption(values.ema, 'ema', 0, { max: 0.99999 }),
-    seed: numberOption(values.seed, 'seed', 0, { integer: true }),
-    evalEvery: numberOption(values['eval-every'], 'eval-every', 500, { integer: true }),
-    checkpointEvery: numberOption(values['checkpoint-every'], 'checkpoint-every', 500, { integer: true }),
-    minutes: values.minutes === undefined ? undefined : numberOption(values.minutes, 'minutes', 0),
-    resume: !!values.resume,
-    overwrite: !!values.overwrite,
-    init: values.init,
-  });
-  console.log(
-    `${r.stoppedEarly ? 'stopped' : 'finished'} at step ${r.step}: ${join(values.out, `${stage}.safetensors`)}`,
+  const view = {
+    weights: join(common.out, `${stage}.safetensors`),
+    fields: (s: Scalars) => ({ loss: s.loss, acc: s.accuracy, lr: s.lr }),
+    validation: (e: Scalars) =>
+      `validation loss ${e.loss.toFixed(3)}, masked-token accuracy ${(100 * e.accuracy).toFixed(1)}%`,
+  };
+  await runTraining(view, (control) =>
+    trainBase({
+      ...common,
+      ...control,
+      config,
+      data,
+      validation,
+      grid: stage,
+      lowGrid: low ? 'base' : undefined,
+      lowresNoise: numberOption(values['lowres-noise'], 'lowres-noise', 0, { max: 1 }),
+      labelSmoothing: numberOption(values['label-smoothing'], 'label-smoothing', 0.1, { max: 0.99 }),
+      textDropout: numberOption(values['text-dropout'], 'text-dropout', 0.1, { max: 1 }),
+      ema: numberOption(values.ema, 'ema', 0, { max: 0.99999 }),
+      init: values.init,
+    }),
   );
-  const e = r.history.eval.at(-1);
-  if (e) console.log(`validation loss ${e.loss.toFixed(3)}, masked-token accuracy ${(100 * e.accuracy).toFixed(1)}%`);
   return 0;
 }
 

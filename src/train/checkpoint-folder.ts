@@ -66,7 +66,6 @@ export interface RunFolderOptions {
    * all its parts present are at one step (stepOf reads a part's step); marker says one is there.
    */
   legacy?: { marker: string; parts: string[]; stepOf: (path: string) => Promise<number> };
-  quiet?: boolean;
 }
 
 /** A short reason for a file system error (ENOSPC: "no space left on device"). */
@@ -161,6 +160,8 @@ export class RunFolder {
     private readonly o: RunFolderOptions,
     checkpoint: Checkpoint | undefined,
     current: string | undefined,
+    /** Whether opening removed an earlier run's files (--overwrite of a folder that held some). */
+    readonly overwritten = false,
   ) {
     this.checkpoint = checkpoint;
     this.current = current;
@@ -190,8 +191,7 @@ export class RunFolder {
       for (const name of entries)
         if (own.has(name) || CHECKPOINT_FOLDER.test(name) || TEMP_FILE.test(name))
           await fs.rm(join(dir, name), { recursive: true, force: true });
-      if (!o.quiet) console.error(`overwriting the run in ${dir}`);
-      return new RunFolder(dir, o, undefined, undefined);
+      return new RunFolder(dir, o, undefined, undefined, true);
     }
     const manifest = readManifest(dir);
     await removeStale(dir, manifest?.folder);

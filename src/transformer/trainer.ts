@@ -6,21 +6,18 @@
 // A run folder holds its checkpoint (checkpoint.json and the folder it names: weights, EMA weights
 // and state.safetensors for an exact resume, saved as one unit: see src/train/checkpoint-folder.ts),
 // base.safetensors and base-ema.safetensors (EMA weights, if enabled) published from it (superres.*
-// for the super-res stage), history.json and loss.png.
+// for the super-res stage), history.json and loss.png. The loop is src/train/harness.ts's.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { newVariable } from '../tensor/params.js';
-import { Rng, type RngState } from '../tensor/random.js';
-import { loadSafetensors, saveSafetensors } from '../tensor/safetensors.js';
+import { Rng } from '../tensor/random.js';
 import { AdamW, clipByGlobalNorm } from '../train/adamw.js';
-import { RunFolder, writeFileAtomic } from '../train/checkpoint-folder.js';
+import { writeFileAtomic } from '../train/checkpoint-folder.js';
 import { namedGrads } from '../train/grads.js';
-import { deadline, endOfStep, interruptHandler, momentsFromTensors, momentsToTensors } from '../train/run-state.js';
-import { learningRate } from '../train/schedule.js';
+import { type History, type StepContext, type TrainOptions, type TrainResult, train } from '../train/harness.js';
 import { MuseError } from '../util/errors.js';
 import { lineChartPng } from '../util/plot.js';
-import { Progress } from '../util/progress.js';
 import { loadTransformer, saveTransformer } from './checkpoint.js';
 import { maskTokenId, sequenceLength, type TransformerConfig } from './config.js';
 import { maskedCrossEntropy } from './loss.js';
@@ -28,8 +25,7 @@ import { applyMask, sampleTrainingMasks } from './masking.js';
 import { forward, initTransformer, type Params } from './model.js';
 import type { TokenData } from './token-data.js';
 
-export interface BaseTrainOptions {
-  out: string;
+export interface BaseTrainOptions extends TrainOptions<BaseStats> {
   config: TransformerConfig;
   data: TokenData;
   validation?: TokenData;
@@ -42,35 +38,25 @@ export interface BaseTrainOptions {
    * replaced by random codes, so the model learns to cope with the base model's imperfect grids.
    */
   lowresNoise?: number;
-  steps: number;
   batch: number;
-  lr: number;
-  warmup: number;
   weightDecay: number;
   labelSmoothing: number;
   /** Fraction of samples trained with the empty prompt. */
   textDropout: number;
   /** EMA decay of the weights (0: no EMA). */
   ema: number;
-  seed: number;
-  evalEvery: number;
-  checkpointEvery: number;
-  minutes?: number;
-  resume: boolean;
-  /** Start over in a run folder that holds files (without resume or overwrite such a folder is refused). */
-  overwrite?: boolean;
   /** Start a fresh run from these weights (a base.safetensors of the same config) instead of random ones. */
   init?: string;
-  quiet?: boolean;
-  onStep?: (step: number, stats: { loss: number; accuracy: number }) => void;
 }
 
-export interface BaseHistory {
-  train: Array<{ step: number; loss: number; accuracy: number; lr: number }>;
-  eval: Array<{ step: number; loss: number; accuracy: number }>;
-}
+export type BaseStats = {
+  loss: number;
+  accuracy: number;
+};
 
-interface Batch {
+export type BaseHistory = History<BaseStats, BaseStats>;
+
+export interface BaseBatch {
   tokens: tf.Tensor2D;
   low?: tf.Tensor2D;
   targets: Int32Array;
@@ -88,7 +74,7 @@ function makeBatch(
   rng: Rng,
   dropout: number,
   pairs?: Int32Array,
-): Batch {
+): BaseBatch {
   const { grid } = grids;
   const n = sequenceLength(c);
   const nLow = c.lowres ? c.lowres.grid[0] * c.lowres.grid[1] : 0;
@@ -190,150 +176,107 @@ async function loadInitWeights(path: string, config: TransformerConfig): Promise
   return loaded.params;
 }
 
-/** The step a safetensors file of a run records in its metadata (NaN: none). */
-async function safetensorsStep(path: string): Promise<number> {
-  return Number((await loadSafetensors(path)).metadata.step);
+/** The base transformer's optimizer: no weight decay on embeddings, biases, gains and the null text. */
+export function baseOptimizer(weightDecay: number): AdamW {
+  const decays = (name: string, p: tf.Variable) => p.rank >= 2 && !name.includes('emb') && name !== 'text.null';
+  return new AdamW({ beta1: 0.9, beta2: 0.96, weightDecay, decays });
 }
 
-export async function trainBase(
-  o: BaseTrainOptions,
-): Promise<{ step: number; history: BaseHistory; stoppedEarly: boolean }> {
+/**
+ * The training step the harness runs (and `npm run bench base` times): masked-token cross-entropy,
+ * gradients clipped to norm 1, AdamW, then the EMA weights (if any). The batch stays the caller's.
+ */
+export function baseStep(
+  o: Pick<BaseTrainOptions, 'config' | 'labelSmoothing' | 'ema'>,
+  params: Params,
+  opt: AdamW,
+  ema?: Params,
+): (b: BaseBatch, ctx: Pick<StepContext, 'lr'>) => BaseStats {
+  return (b, { lr }) => {
+    let accuracy = 0;
+    const { value, grads } = namedGrads(() => {
+      const r = maskedCrossEntropy(
+        forward(params, o.config, b.tokens, b.text, b.lengths, b.low),
+        b.targets,
+        b.mask,
+        o.labelSmoothing,
+      );
+      accuracy = r.accuracy;
+      return r.loss;
+    }, params);
+    const clipped = clipByGlobalNorm(grads, 1);
+    opt.apply(params, clipped.grads, lr);
+    const loss = value.dataSync()[0];
+    tf.dispose([value, ...Object.values(grads), ...Object.values(clipped.grads)]);
+    if (ema) {
+      for (const [k, v] of Object.entries(ema))
+        tf.tidy(() => v.assign(tf.add(tf.mul(v, o.ema), tf.mul(params[k], 1 - o.ema))));
+    }
+    return { loss, accuracy };
+  };
+}
+
+function lossCurve(stage: string, history: BaseHistory): Promise<Uint8Array> {
+  return lineChartPng(
+    [
+      { name: 'train (masked tokens)', points: history.train.map((h) => [h.step, h.loss]) },
+      { name: 'validation', points: history.eval.map((h) => [h.step, h.loss]), smooth: 0, color: '#d62728' },
+    ],
+    { title: `${stage} transformer: masked-token cross-entropy`, xLabel: 'step', yLabel: 'loss', smooth: 0.9 },
+  );
+}
+
+export async function trainBase(o: BaseTrainOptions): Promise<TrainResult<BaseStats, BaseStats>> {
   checkData(o, o.data, 'the training cache');
   if (o.validation) checkData(o, o.validation, 'the validation cache');
   const stage = o.config.lowres ? 'superres' : 'base';
   const kind = o.config.lowres ? 'muse-superres' : 'muse-base';
   const weightsName = `${stage}.safetensors`;
   const emaName = `${stage}-ema.safetensors`;
-  const stateName = 'state.safetensors';
-  const run = await RunFolder.open(o.out, {
-    resume: o.resume,
-    overwrite: o.overwrite,
+  const textEncoder = o.data.manifest.textEncoder.id;
+  const save =
+    (params: Params, step: number, extra: Record<string, string> = {}) =>
+    (path: string) =>
+      saveTransformer(path, params, o.config, { kind, extra: { step: String(step), ...extra, textEncoder } });
+  return train<BaseBatch, BaseStats, BaseStats>(o, {
     kind,
+    label: stage,
     publish: [weightsName, emaName],
-    runFiles: ['history.json', 'loss.png'],
-    legacy: { marker: stateName, parts: [weightsName, emaName, stateName], stepOf: safetensorsStep },
-    quiet: o.quiet,
-  });
-  let rng = new Rng(o.seed);
-  let params: Params;
-  let ema: Params | undefined;
-  let step = 0;
-  let history: BaseHistory = { train: [], eval: [] };
-  const decays = (name: string, p: tf.Variable) => p.rank >= 2 && !name.includes('emb') && name !== 'text.null';
-  const opt = new AdamW({ beta1: 0.9, beta2: 0.96, weightDecay: o.weightDecay, decays });
-  const checkpoint = run.checkpoint;
-  if (checkpoint) {
-    const loaded = await loadTransformer(checkpoint.path(weightsName));
-    if (JSON.stringify(loaded.config) !== JSON.stringify(o.config))
-      throw new MuseError(`${o.out} holds a run with another model config`);
-    params = loaded.params;
-    if (o.ema > 0) ema = (await loadTransformer(checkpoint.path(emaName))).params;
-    const { tensors, metadata } = await loadSafetensors(checkpoint.path(stateName));
-    step = checkpoint.step;
-    rng = new Rng(JSON.parse(metadata.rng) as RngState);
-    history = JSON.parse(metadata.history) as BaseHistory;
-    opt.loadState(momentsFromTensors('opt', tensors, Number(metadata.optStep)));
-    if (!o.quiet) console.error(`resuming ${o.out} at step ${step}`);
-  } else {
-    params = o.init ? await loadInitWeights(o.init, o.config) : initTransformer(o.config, rng.fork());
-    if (o.init && !o.quiet) console.error(`starting from the weights of ${o.init}`);
-    if (o.ema > 0)
-      ema = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, newVariable(v.clone(), undefined, false)]));
-  }
-
-  const save = async () => {
-    const textEncoder = o.data.manifest.textEncoder.id;
-    await run.save(step, {
-      [weightsName]: (path) =>
-        saveTransformer(path, params, o.config, { kind, extra: { step: String(step), textEncoder } }),
-      ...(ema && {
-        [emaName]: (path: string) =>
-          saveTransformer(path, ema, o.config, {
-            kind,
-            extra: { step: String(step), ema: String(o.ema), textEncoder },
-          }),
-      }),
-      [stateName]: (path) =>
-        saveSafetensors(path, momentsToTensors('opt', opt, params), {
-          metadata: {
-            step: String(step),
-            optStep: String(opt.step),
-            rng: JSON.stringify(rng.state()),
-            history: JSON.stringify(history),
-          },
-        }),
-    });
-    await writeFileAtomic(join(o.out, 'history.json'), `${JSON.stringify(history)}\n`);
-    await writeFileAtomic(
-      join(o.out, 'loss.png'),
-      await lineChartPng(
-        [
-          { name: 'train (masked tokens)', points: history.train.map((h) => [h.step, h.loss]) },
-          { name: 'validation', points: history.eval.map((h) => [h.step, h.loss]), smooth: 0, color: '#d62728' },
-        ],
-        { title: `${stage} transformer: masked-token cross-entropy`, xLabel: 'step', yLabel: 'loss', smooth: 0.9 },
-      ),
-    );
-  };
-
-  const sigint = interruptHandler();
-  const outOfTime = deadline(o.minutes);
-  const progress = o.quiet ? undefined : new Progress({ total: o.steps, label: stage, unit: 'step', startAt: step });
-  let stoppedEarly = false;
-  try {
-    while (step < o.steps) {
-      const lr = learningRate({ peak: o.lr, warmup: o.warmup, total: o.steps }, step);
-      const b = makeBatch(o.data, o, o.config, o.batch, rng, o.textDropout);
-      let accuracy = 0;
-      const { value, grads } = namedGrads(() => {
-        const r = maskedCrossEntropy(
-          forward(params, o.config, b.tokens, b.text, b.lengths, b.low),
-          b.targets,
-          b.mask,
-          o.labelSmoothing,
-        );
-        accuracy = r.accuracy;
-        return r.loss;
-      }, params);
-      const clipped = clipByGlobalNorm(grads, 1);
-      opt.apply(params, clipped.grads, lr);
-      const loss = value.dataSync()[0];
-      tf.dispose([
-        value,
-        b.tokens,
-        b.text,
-        ...(b.low ? [b.low] : []),
-        ...Object.values(grads),
-        ...Object.values(clipped.grads),
-      ]);
-      if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}: lower --lr`);
-      if (ema) {
-        for (const [k, v] of Object.entries(ema))
-          tf.tidy(() => v.assign(tf.add(tf.mul(v, o.ema), tf.mul(params[k], 1 - o.ema))));
-      }
-      step++;
-      if (step % 10 === 0 || step === 1) history.train.push({ step, loss, accuracy, lr });
-      o.onStep?.(step, { loss, accuracy });
-      progress?.tick(1, { loss, acc: accuracy, lr });
-      const last = step === o.steps;
-      if (o.validation && o.evalEvery > 0 && (step % o.evalEvery === 0 || last)) {
-        const e = { step, ...evaluateBase(ema ?? params, o.config, o.validation, o.grid, 256, 32, o.lowGrid) };
-        history.eval.push(e);
-        if (!o.quiet)
-          console.error(
-            `\nstep ${step}: validation loss ${e.loss.toFixed(3)}, masked-token accuracy ${(100 * e.accuracy).toFixed(1)}%`,
+    runFiles: ['loss.png'],
+    create: async ({ checkpoint, rng, emit }) => {
+      let params: Params;
+      let ema: Params | undefined;
+      if (checkpoint) {
+        const loaded = await loadTransformer(checkpoint.path(weightsName));
+        if (JSON.stringify(loaded.config) !== JSON.stringify(o.config))
+          throw new MuseError(`${o.out} holds a run with another model config`);
+        params = loaded.params;
+        if (o.ema > 0) ema = (await loadTransformer(checkpoint.path(emaName))).params;
+      } else {
+        params = o.init ? await loadInitWeights(o.init, o.config) : initTransformer(o.config, rng.fork());
+        if (o.init) emit({ type: 'message', text: `starting from the weights of ${o.init}` });
+        if (o.ema > 0)
+          ema = Object.fromEntries(
+            Object.entries(params).map(([k, v]) => [k, newVariable(v.clone(), undefined, false)]),
           );
       }
-      const end = endOfStep(step, last, o.checkpointEvery, await sigint.interrupted(), outOfTime());
-      if (end.save) await save();
-      if (end.stop) {
-        stoppedEarly = !last;
-        break;
-      }
-    }
-  } finally {
-    sigint.dispose();
-  }
-  progress?.finish();
-  return { step, history, stoppedEarly };
+      const opt = baseOptimizer(o.weightDecay);
+      const step = baseStep(o, params, opt, ema);
+      const { validation } = o;
+      return {
+        optimizers: { opt: { opt, params } },
+        batch: (r) => makeBatch(o.data, o, o.config, o.batch, r, o.textDropout),
+        step,
+        disposeBatch: (b) => tf.dispose([b.tokens, b.text, ...(b.low ? [b.low] : [])]),
+        evaluate: validation
+          ? () => evaluateBase(ema ?? params, o.config, validation, o.grid, 256, 32, o.lowGrid)
+          : undefined,
+        weights: (s) => ({
+          [weightsName]: save(params, s),
+          ...(ema && { [emaName]: save(ema, s, { ema: String(o.ema) }) }),
+        }),
+        afterSave: async (history) => writeFileAtomic(join(o.out, 'loss.png'), await lossCurve(stage, history)),
+      };
+    },
+  });
 }
