@@ -2,9 +2,10 @@
 // and writes bench/results/<date>-<path>.json. Run with MUSE_NATIVE=0 for the pure-wasm path.
 //   matmul 1024³ in all four transpose combinations; batched 64×(256×64 @ 64×256);
 //   conv2d 3×3 [4,64,64,128]→128 forward and forward+backward; the reference training step;
-//   the default base transformer's training samples/s; seconds per generated image (batch 1 and 8);
-//   seconds per image of the evaluation's feature networks; the VQ tokenizer's training step (both
-//   codebooks) and its encoding and decoding speed; SSIM per 64 px image. `npm run bench NAME` runs one part.
+//   the default base transformer's training samples/s (the trainer's own step); seconds per generated
+//   image (batch 1 and 8); seconds per image of the evaluation's feature networks; the VQ tokenizer's
+//   training step (the trainer's own, both codebooks) and its encoding and decoding speed; SSIM per
+//   64 px image. `npm run bench NAME` runs one part.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -15,15 +16,14 @@ import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
 import { tokenizerPreset } from '../src/tokenizer/config.js';
-import { decodeLatents, initTokenizer } from '../src/tokenizer/model.js';
-import { optimizedParams, quantizeImages } from '../src/tokenizer/quantizer.js';
+import { DEFAULT_DISCRIMINATOR, initDiscriminator } from '../src/tokenizer/discriminator.js';
+import { initTokenizer } from '../src/tokenizer/model.js';
 import { VqTokenizer } from '../src/tokenizer/tokenizer.js';
-import { AdamW } from '../src/train/adamw.js';
-import { namedGrads } from '../src/train/grads.js';
+import { TokenizerTraining } from '../src/tokenizer/trainer.js';
 import { transformerConfig } from '../src/transformer/config.js';
-import { maskedCrossEntropy } from '../src/transformer/loss.js';
 import { applyMask, sampleTrainingMasks } from '../src/transformer/masking.js';
-import { forward, initTransformer } from '../src/transformer/model.js';
+import { initTransformer } from '../src/transformer/model.js';
+import { baseOptimizer, baseStep } from '../src/transformer/trainer.js';
 import { packageRoot } from '../src/util/package-root.js';
 import { buildReferenceStep } from './reference-step.js';
 
@@ -130,7 +130,6 @@ if (!only || only === 'base') {
   const config = transformerConfig('small', { codebookSize: 1024, grid: [8, 8], textDim: 512, textTokens: 24 });
   const rng = new Rng(9);
   const params = initTransformer(config, rng);
-  const opt = new AdamW({ weightDecay: 0.045 });
   const batch = 32;
   const n = 64;
   const targets = Int32Array.from({ length: batch * n }, () => rng.int(1024));
@@ -138,14 +137,9 @@ if (!only || only === 'base') {
   const tokens = tf.tensor2d(applyMask(targets, mask, 1024), [batch, n], 'int32');
   const text = randn([batch, 24, 512], 10) as tf.Tensor3D;
   const lengths = new Int32Array(batch).fill(6);
-  const step = () => {
-    const { value, grads } = namedGrads(
-      () => maskedCrossEntropy(forward(params, config, tokens, text, lengths), targets, mask, 0.1).loss,
-      params,
-    );
-    opt.apply(params, grads, 1e-4);
-    tf.dispose([value, ...Object.values(grads)]);
-  };
+  // The trainer's own step (what `muse train base` runs each step): loss, clipping, AdamW.
+  const trainStep = baseStep({ config, labelSmoothing: 0.1, ema: 0 }, params, baseOptimizer(0.045));
+  const step = () => void trainStep({ tokens, targets, mask, text, lengths }, { lr: 1e-4 });
   const s = time(step, 5, 2);
   add(`base transformer (small) step, batch ${batch}`, s);
   rows[rows.length - 1].samplesPerSecond = batch / s;
@@ -159,18 +153,16 @@ if (!only || only === 'tokenizer') {
   for (const preset of ['small', 'small-ema']) {
     const config = tokenizerPreset(preset);
     const params = initTokenizer(config, new Rng(3));
-    const trainable = optimizedParams(params, config);
-    const opt = new AdamW({ weightDecay: 1e-4 });
     const x = tf.clipByValue(randn([32, 32, 32, 3], 11), -1, 1) as tf.Tensor4D;
-    const step = () => {
-      const { value, grads } = namedGrads(() => {
-        const q = quantizeImages(params, config, x);
-        const diff = tf.sub(decodeLatents(params, config, q.latents), x);
-        return tf.addN([tf.mean(tf.abs(diff)), tf.mean(tf.square(diff)), q.loss]) as tf.Scalar;
-      }, trainable);
-      opt.apply(trainable, grads, 1e-4);
-      tf.dispose([value, ...Object.values(grads)]);
-    };
+    // The trainer's own step (what `muse tokenizer train` runs before --disc-start): losses, clipping,
+    // AdamW, the EMA codebook (small-ema) and code usage.
+    const training = new TokenizerTraining(
+      { config, discStart: Number.POSITIVE_INFINITY, ganWeight: 0, restartEvery: 0, steps: 1, weightDecay: 1e-4 },
+      params,
+      initDiscriminator(DEFAULT_DISCRIMINATOR, new Rng(4)),
+    );
+    const ctx = { step: 0, lr: 1e-4, rng: new Rng(5) };
+    const step = () => void training.step(x, ctx);
     const s = time(step, 5, 2);
     add(`tokenizer (${preset}) step, batch 32 at 32 px`, s);
     rows[rows.length - 1].samplesPerSecond = 32 / s;
@@ -195,7 +187,7 @@ if (!only || only === 'tokenizer') {
         add(`tokenizer decode ${size} px, batch 32 (per image)`, time(() => tok.decode(tokens, grid, grid), 3) / 32);
       }
     }
-    tf.dispose([...Object.values(params), x]);
+    tf.dispose([...Object.values(params), ...Object.values(training.disc), x]);
   }
 }
 
