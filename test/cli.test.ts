@@ -208,6 +208,17 @@ test('Ctrl-C (SIGINT) or SIGTERM during training saves a checkpoint and exits cl
     assert.match(err, new RegExp(`${signal}: saving a checkpoint`));
     assert.match(out, /stopped at step \d+/);
     assert.ok(existsSync(join(run, 'tokenizer.safetensors')) && existsSync(join(run, 'checkpoint.json')));
+    if (signal === 'SIGTERM') {
+      // A time budget: the resumed run ends (saving) after one step of its --max-minutes 0.
+      const saved = Number(/stopped at step (\d+)/.exec(out)?.[1]);
+      const data = join(dir, 'shapes', 'train');
+      const flags = ['--config', 'tiny', '--crop', '16', '--batch', '2', '--steps', '100000', '--sample-every', '0'];
+      const r = muse('tokenizer', 'train', '--data', data, '--out', run, ...flags, '--resume', '--max-minutes', '0');
+      assert.equal(r.code, 0, r.err);
+      assert.match(r.err, new RegExp(`resuming ${run} at step ${saved}`));
+      assert.match(r.out, new RegExp(`stopped at step ${saved + 1}; weights in `));
+      assert.equal(JSON.parse(readFileSync(join(run, 'checkpoint.json'), 'utf8')).step, saved + 1);
+    }
   }
 });
 

@@ -14,7 +14,7 @@ import { evaluateReconstruction, type ReconstructionStats, trainTokenizer } from
 import type { Scalars } from '../train/harness.js';
 import { MuseError } from '../util/errors.js';
 import { numberOption, subcommandHelp } from './options.js';
-import { runTraining, TRAINING_HELP, TRAINING_OPTIONS, trainingUsage, trainingValues } from './training.js';
+import { runTraining, TRAINING_OPTIONS, trainingHelp, trainingUsage, trainingValues } from './training.js';
 
 const DEFAULTS = { lr: 2e-4, weightDecay: 1e-4, evalEvery: 1000 };
 
@@ -23,11 +23,12 @@ export const tokenizerHelp = `Usage: muse tokenizer <train|encode|decode|reconst
   muse tokenizer train --data DIR[:SIZE] [--data DIR2[:SIZE]] --out RUN [--val DIR[:SIZE]]
       [--config small-ema|small|compact|tiny|small-f8|FILE.json] [--crop 32] [--disc-start 5000]
       [--gan-weight 0.1] [--sample-every 500]
-    ${trainingUsage({ lr: '2e-4', weightDecay: '1e-4', evalEvery: DEFAULTS.evalEvery })}
+${trainingUsage({ lr: '2e-4', weightDecay: '1e-4', evalEvery: DEFAULTS.evalEvery }, '      ')}
       Trains the VQ tokenizer on random crop×crop windows of every image (each dataset read at its
       SIZE, default its dataset.json size or 32). RUN gets tokenizer.safetensors, samples/step-*.png,
       loss.png, psnr.png and the checkpoint (checkpoint.json naming a folder with the weights and the
-      optimizer state, saved as one unit) for an exact --resume. ${TRAINING_HELP}
+      optimizer state, saved as one unit) for an exact --resume.
+${trainingHelp('      ')}
 
   muse tokenizer encode IMAGE --model FILE [-o tokens.json]
   muse tokenizer decode TOKENS.json --model FILE -o image.png

@@ -9,12 +9,12 @@ import { trainBase } from '../transformer/trainer.js';
 import { MuseError } from '../util/errors.js';
 import { numberOption, subcommandHelp } from './options.js';
 import { trainClassifier, trainClassifierHelp } from './train-classifier.js';
-import { runTraining, TRAINING_HELP, TRAINING_OPTIONS, trainingUsage, trainingValues } from './training.js';
+import { runTraining, TRAINING_OPTIONS, trainingHelp, trainingUsage, trainingValues } from './training.js';
 
 const DEFAULTS = { lr: 3e-4, weightDecay: 0.045, evalEvery: 500 };
 
 export const trainHelp = `Usage: muse train base|superres|classifier --data CACHE --out RUN [--val CACHE] [--config PRESET]
-    ${trainingUsage({ ...DEFAULTS, lr: '3e-4' })}
+${trainingUsage({ ...DEFAULTS, lr: '3e-4' }, '    ')}
     [--label-smoothing 0.1] [--text-dropout 0.1] [--ema 0.999] [--init WEIGHTS] [--lowres-noise 0]
 
   Trains the Muse base transformer on the "base" token grids of a cache made by
@@ -23,7 +23,8 @@ export const trainHelp = `Usage: muse train base|superres|classifier --data CACH
   with warm-up + cosine, gradient clipping, optional EMA weights. --val reports the held-out
   masked-token loss and accuracy. RUN gets base.safetensors, base-ema.safetensors (with --ema),
   history.json, loss.png and the checkpoint: checkpoint.json naming a folder with the weights and the
-  optimizer state, saved as one unit, for an exact --resume. ${TRAINING_HELP}
+  optimizer state, saved as one unit, for an exact --resume.
+${trainingHelp('  ')}
   \`muse train superres\` trains the super-resolution stage (Muse §2.4) on the "superres" grids of a
   cache encoded with --superres-size, conditioned on its "base" grids (presets superres-small, the
   default, and superres-tiny). --lowres-noise F replaces up to a fraction F of each sample's low-res

@@ -25,15 +25,20 @@ export const TRAINING_OPTIONS = {
   overwrite: { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
 
-/** The help line of those options (after the verb's own). */
-export const trainingUsage = (d: Record<'lr' | 'weightDecay' | 'evalEvery', string | number>) =>
-  `[--steps 20000] [--batch 32] [--lr ${d.lr}] [--warmup 500] [--weight-decay ${d.weightDecay}] [--seed 0]
-    [--eval-every ${d.evalEvery}] [--checkpoint-every 500] [--max-minutes M] [--resume | --overwrite]`;
+/** The help lines of those options (after the verb's own), each line indented by `indent`. */
+export const trainingUsage = (d: Record<'lr' | 'weightDecay' | 'evalEvery', string | number>, indent: string) =>
+  `${indent}[--steps 20000] [--batch 32] [--lr ${d.lr}] [--warmup 500] [--weight-decay ${d.weightDecay}] [--seed 0]
+${indent}[--eval-every ${d.evalEvery}] [--checkpoint-every 500] [--max-minutes M] [--resume | --overwrite]`;
 
-/** What the help of every training verb says about the run folder, stopping and the time budget. */
-export const TRAINING_HELP = `Ctrl-C (or SIGTERM) saves a checkpoint and exits; --max-minutes M (alias --minutes) stops
-  and saves after M minutes, before a machine's or a job's time ends. A RUN folder that is not
-  empty is refused unless --resume continues it or --overwrite starts it over.`;
+/** What the help of every training verb says about stopping, the time budget and the run folder. */
+export const trainingHelp = (indent: string) =>
+  [
+    'Ctrl-C (or SIGTERM) saves a checkpoint and exits. --max-minutes M (or --minutes M) stops and',
+    "saves after M minutes, before a machine's or a job's time ends. A RUN folder that is not empty",
+    'is refused unless --resume continues it or --overwrite starts it over.',
+  ]
+    .map((line) => indent + line)
+    .join('\n');
 
 type Values = {
   [K in keyof typeof TRAINING_OPTIONS]?: (typeof TRAINING_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string;

@@ -18,7 +18,7 @@ import { scoped } from '../tensor/scope.js';
 import { AdamW, clipByGlobalNorm } from '../train/adamw.js';
 import { writeFileAtomic } from '../train/checkpoint-folder.js';
 import { namedGrads, namedGradsWithAux } from '../train/grads.js';
-import { type History, type StepContext, type TrainOptions, type TrainResult, train } from '../train/harness.js';
+import { type History, STATE, type StepContext, type TrainOptions, type TrainResult, train } from '../train/harness.js';
 import { MuseError } from '../util/errors.js';
 import { lineChartPng } from '../util/plot.js';
 import { loadTokenizer, saveTokenizer } from './checkpoint.js';
@@ -295,8 +295,7 @@ export async function trainTokenizer(
         disc = initDiscriminator(dc, new Rng(0));
         for (const [k, v] of Object.entries(disc)) {
           const t = state.tensors[k];
-          if (!t)
-            throw new MuseError(`${checkpoint.path('state.safetensors')}: discriminator tensor "${k}" is missing`);
+          if (!t) throw new MuseError(`${checkpoint.path(STATE)}: discriminator tensor "${k}" is missing`);
           assignValues(v, Float32Array.from(t.data));
         }
       } else {
