@@ -152,7 +152,9 @@ test('cache token ids, pair indices and text lengths out of range are refused on
 
 // ---- image folders ----
 
-test('an image folder reads only regular files inside it; links out, FIFOs and devices are skipped and reported', async () => {
+test('an image folder reads only regular files inside it; links out, FIFOs and devices are skipped and reported', {
+  timeout: 60_000,
+}, async () => {
   const dir = tempDir();
   const outside = tempDir();
   writeFileSync(join(outside, 'secret.txt'), 'a secret from outside');
@@ -174,9 +176,7 @@ test('an image folder reads only regular files inside it; links out, FIFOs and d
   execFileSync('mkfifo', [join(dir, 'sub', 'h.png')]);
   symlinkSync(join(dir, 'sub', 'h.png'), join(dir, 'sub', 'i.png'));
   const skip = new SkipReport();
-  const started = Date.now();
-  const got = await collect(readImageFolder(dir, { size: 8, skip }));
-  assert.ok(Date.now() - started < 10_000);
+  const got = await collect(readImageFolder(dir, { size: 8, skip })); // a FIFO read would hang: the test's timeout
   assert.deepEqual(
     got.map((s) => [s.key, s.captions[0]]),
     [
