@@ -61,6 +61,13 @@ const verbs: Record<string, Verb> = {
       return { run: m.upscaleCommand, help: m.upscaleHelp };
     },
   },
+  serve: {
+    summary: 'web UI and HTTP API (jobs with live progress, OpenAI-compatible image endpoints)',
+    load: async () => {
+      const m = await import('./serve.js');
+      return { run: m.serveCommand, help: m.serveHelp };
+    },
+  },
   assemble: {
     summary: 'a model folder (pipeline.json + F16 files) from training runs',
     load: async () => {

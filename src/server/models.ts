@@ -1,0 +1,81 @@
+// The models a server holds: loaded once at start, shared by every job (the queue runs one at a time).
+import { basename, resolve } from 'node:path';
+import { AMUSED_DEFAULTS, AmusedPipeline, isAmusedFolder } from '../amused/pipeline.js';
+import { MusePipeline } from '../pipeline/pipeline.js';
+import { initBackend } from '../tensor/backend.js';
+import { HttpError } from './errors.js';
+
+export type ServedPipeline = MusePipeline | AmusedPipeline;
+
+export type Verb = 'generate' | 'inpaint' | 'outpaint' | 'edit' | 'upscale' | 'img2img';
+export const VERBS: Verb[] = ['generate', 'inpaint', 'outpaint', 'edit', 'upscale', 'img2img'];
+
+export interface ServedModel {
+  name: string;
+  pipeline: ServedPipeline;
+}
+
+export interface ModelInfo {
+  name: string;
+  kind: 'muse' | 'amused';
+  sizes: number[];
+  defaultSize: number;
+  defaults: { steps: number; guidance: number };
+  verbs: Verb[];
+}
+
+export function modelInfo(m: ServedModel): ModelInfo {
+  const p = m.pipeline;
+  if (p instanceof AmusedPipeline)
+    return {
+      name: m.name,
+      kind: 'amused',
+      sizes: p.sizes,
+      defaultSize: p.imageSize,
+      defaults: { steps: AMUSED_DEFAULTS.steps, guidance: AMUSED_DEFAULTS.guidance },
+      verbs: ['generate', 'inpaint', 'img2img'],
+    };
+  return {
+    name: m.name,
+    kind: 'muse',
+    sizes: p.sizes,
+    defaultSize: p.defaultSize,
+    defaults: { steps: p.defaults.steps, guidance: p.defaults.guidance },
+    verbs: ['generate', 'inpaint', 'outpaint', 'edit', ...(p.superres ? (['upscale'] as Verb[]) : [])],
+  };
+}
+
+export class ModelSet {
+  constructor(readonly models: ServedModel[]) {
+    if (!models.length) throw new Error('a server needs at least one model');
+  }
+
+  /** The named model, or the first one when no name is given; 400 for a name not served. */
+  get(name: unknown): ServedModel {
+    if (name === undefined || name === null || name === '') return this.models[0];
+    const found = typeof name === 'string' ? this.models.find((m) => m.name === name) : undefined;
+    if (!found)
+      throw new HttpError(
+        400,
+        `unknown model ${JSON.stringify(name)}; this server has ${this.models.map((m) => m.name).join(', ')}`,
+      );
+    return found;
+  }
+
+  info(): ModelInfo[] {
+    return this.models.map(modelInfo);
+  }
+}
+
+/** Loads model folders (muse-ts pipeline.json or diffusers aMUSEd), named by their folder names. */
+export async function loadModels(folders: string[]): Promise<ServedModel[]> {
+  await initBackend();
+  const out: ServedModel[] = [];
+  for (const folder of folders) {
+    const pipeline = isAmusedFolder(folder) ? await AmusedPipeline.load(folder) : await MusePipeline.load(folder);
+    let name = basename(resolve(folder));
+    for (let i = 2; out.some((m) => m.name === name); i++) name = `${basename(resolve(folder))}-${i}`;
+    out.push({ name, pipeline });
+  }
+  return out;
+}
