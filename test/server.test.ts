@@ -261,7 +261,7 @@ describe('muse serve API', { timeout: 120_000 }, () => {
     await assertError(
       await raw('/api/jobs', { headers: { 'content-type': 'application/xml' }, body: '<a/>' }),
       415,
-      /./,
+      /unsupported content type "application\/xml": send application\/json/,
     );
     // Oversized body.
     const huge = JSON.stringify({ prompt: 'x', image: 'A'.repeat(server.limits.maxBodyBytes + 10) });

@@ -174,6 +174,8 @@ export async function createServer(options: ServerOptions): Promise<MuseServer> 
     else if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500)
       [status, message] = [e.statusCode, e.message ?? 'bad request'];
     else request.log.error(err);
+    if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
+      message = `unsupported content type ${JSON.stringify(request.headers['content-type'] ?? '')}: send application/json (multipart/form-data for /v1/images/edits)`;
     if (status === 413 && !/\d/.test(message))
       message = `${message} (this server takes bodies up to ${limits.maxBodyBytes} bytes, images up to ${limits.maxImageBytes})`;
     reply.code(status).send({ error: { message, ...(e.code && status < 500 ? { code: e.code } : {}) } });
