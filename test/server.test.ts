@@ -8,6 +8,7 @@ import sharp from 'sharp';
 import { decodeImage, encodePng, type RgbImage } from '../src/data/image.js';
 import { pngDimensions } from '../src/server/image-input.js';
 import { shutdownBackend } from '../src/tensor/backend.js';
+import { runMuse } from './helpers/run-cli.js';
 import { readEvents, removeTinyFolder, startTestServer, type TestServer } from './helpers/server.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: JSON answers, checked field by field
@@ -363,4 +364,18 @@ describe('muse serve API', { timeout: 120_000 }, () => {
       /4096×8/,
     );
   });
+});
+
+test('muse serve: --help, and bad options are one line before any model loads', async () => {
+  const help = await runMuse('serve', '--help');
+  assert.equal(help.code, 0);
+  assert.match(help.out, /muse serve \[--model DIR/);
+  assert.match(help.out, /one at a time/);
+  const port = await runMuse('serve', '--port', '70000');
+  assert.equal(port.code, 1);
+  assert.match(port.err, /port/);
+  assert.equal(port.err.trim().split('\n').length, 1, port.err);
+  const extra = await runMuse('serve', 'models/emoji');
+  assert.equal(extra.code, 1);
+  assert.match(extra.err, /positional/);
 });
