@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { microCondEmbedding, parseUVitConfig, UVit, uvitTensorSpecs } from '../src/amused/uvit.js';
-import { initBackend } from '../src/tensor/backend.js';
+import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
 import { loadSafetensors, type NamedTensor, saveSafetensors } from '../src/tensor/safetensors.js';
 import { MuseError } from '../src/util/errors.js';
@@ -36,6 +36,7 @@ before(async () => {
 after(async () => {
   model?.dispose();
   if (temp) await rm(temp, { recursive: true, force: true });
+  shutdownBackend(); // a threaded wasm backend (the pure-wasm path) otherwise keeps the process alive
 });
 
 /** NCHW data → NHWC order (for comparing PyTorch feature maps with ours). */
