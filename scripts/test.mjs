@@ -16,18 +16,35 @@ const files = readdirSync('test')
 const only = process.argv.slice(2);
 const selected = only.length ? only : files;
 
+/** A pass silent for this long has hung (a test file whose process never exits): it is stopped and fails. */
+const SILENCE_LIMIT_MS = 10 * 60 * 1000;
+
 /** Runs a command, echoing its output as it comes; resolves with the exit code and the output. */
 function runStreaming(label, command, args, env = {}) {
   console.log(`\n== ${label} ==`);
   return new Promise((resolve) => {
     const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
+    let watchdog;
+    const arm = () => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => {
+        console.log(`\n== ${label}: no output for ${SILENCE_LIMIT_MS / 60000} minutes; stopped as hung ==`);
+        child.kill('SIGKILL');
+      }, SILENCE_LIMIT_MS);
+    };
+    arm();
+    child.stdout.on('data', arm);
+    child.stderr.on('data', arm);
     child.stdout.on('data', (chunk) => {
       out += chunk;
       process.stdout.write(chunk);
     });
     child.stderr.on('data', (chunk) => process.stderr.write(chunk));
-    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 1 : 0), out }));
+    child.on('close', (code, signal) => {
+      clearTimeout(watchdog);
+      resolve({ code: code ?? (signal ? 1 : 0), out });
+    });
   });
 }
 
