@@ -45,11 +45,17 @@ function writeAppWithLock(app: string, tarballName: string): void {
   for (const [path, entry] of Object.entries(lock.packages as Record<string, { dev?: boolean }>)) {
     if (path.startsWith('node_modules/') && !entry.dev) packages[path] = entry;
   }
-  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', type: 'module', dependencies: { 'muse-ts': spec } }));
+  writeFileSync(
+    join(app, 'package.json'),
+    JSON.stringify({ name: 'app', version: '1.0.0', type: 'module', dependencies: { 'muse-ts': spec } }),
+  );
   // As muse-ts's own .npmrc: nsfwjs names the whole @tensorflow/tfjs as a peer, which muse-ts does not use
   // (it depends on the tfjs parts it runs); a default install would fetch it, which this offline test cannot.
   writeFileSync(join(app, '.npmrc'), 'legacy-peer-deps=true\n');
-  writeFileSync(join(app, 'package-lock.json'), JSON.stringify({ name: 'app', version: '1.0.0', lockfileVersion: 3, requires: true, packages }));
+  writeFileSync(
+    join(app, 'package-lock.json'),
+    JSON.stringify({ name: 'app', version: '1.0.0', lockfileVersion: 3, requires: true, packages }),
+  );
 }
 
 test('the packed tarball installs into a fresh app and runs the README snippet', { timeout: 900_000 }, () => {
@@ -60,7 +66,6 @@ test('the packed tarball installs into a fresh app and runs the README snippet',
     const packed = JSON.parse(
       run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', work], root).stdout,
     );
-    const tarball = join(work, packed[0].filename);
     const paths: string[] = packed[0].files.map((f: { path: string }) => f.path);
     for (const needed of ['vendor/tfjs-gradients.cjs', 'dist/src/index.js', 'dist/src/cli/main.js']) {
       assert.ok(paths.includes(needed), `the tarball lacks ${needed}`);
