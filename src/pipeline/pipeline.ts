@@ -17,6 +17,7 @@ import {
   validateExtension,
   windowTokens,
 } from '../decoding/outpaint.js';
+import { initBackend } from '../tensor/backend.js';
 import { Rng } from '../tensor/random.js';
 import type { TextEncoder } from '../text/encoder.js';
 import { USE_LITE_ID, UseLiteEncoder } from '../text/use-lite.js';
@@ -94,9 +95,14 @@ export class MusePipeline {
     readonly superres: Stage | undefined,
   ) {}
 
-  /** Loads a model folder; pass `textEncoder` for one that is not built in (its id must match). */
+  /**
+   * Loads a model folder; pass `textEncoder` for one that is not built in (its id must match). Starts
+   * the default tensor backend when none is started (forgetting initBackend used to mean tfjs's slow
+   * cpu backend).
+   */
   static async load(folder: string, options: { textEncoder?: TextEncoder } = {}): Promise<MusePipeline> {
     const file = readPipelineFile(folder);
+    await initBackend();
     const tokenizer = await VqTokenizer.load(join(folder, file.tokenizer));
     const f = tokenizer.downsample;
     const base = await loadTransformer(join(folder, file.base));
