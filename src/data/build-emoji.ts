@@ -36,7 +36,7 @@ export interface BuildEmojiResult {
 export async function buildEmojiDataset(options: BuildEmojiOptions): Promise<BuildEmojiResult> {
   const { size, out } = options;
   if (!Number.isInteger(size) || size < 8 || size > 1024) {
-    throw new MuseError(`--size must be an integer from 8 to 1024, got ${size}`);
+    throw new MuseError(`size must be an integer from 8 to 1024, got ${size}`);
   }
   const styles = options.styles ?? [...EMOJI_STYLES];
   for (const s of styles) if (!EMOJI_STYLES.includes(s)) throw new MuseError(`unknown emoji style "${s}"`);

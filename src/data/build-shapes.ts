@@ -26,9 +26,9 @@ export async function buildShapesDataset(
 ): Promise<{ counts: Record<string, Record<string, number>> }> {
   const { size, out, seed } = options;
   if (!Number.isInteger(size) || size < 16 || size > 1024) {
-    throw new MuseError(`--size must be an integer from 16 to 1024 for shapes, got ${size}`);
+    throw new MuseError(`size must be an integer from 16 to 1024 for shapes, got ${size}`);
   }
-  if (!Number.isFinite(seed)) throw new MuseError(`--seed must be a number, got ${seed}`);
+  if (!Number.isFinite(seed)) throw new MuseError(`seed must be a number, got ${seed}`);
   const samples: ShapeSample[] = [
     ...generateShapes({ count: options.train, seed, split: 'train' }),
     ...generateShapes({ count: options.heldout, seed: seed + 1, split: 'heldout' }),

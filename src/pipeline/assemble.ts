@@ -48,7 +48,9 @@ export async function assemblePipeline(o: AssembleOptions): Promise<PipelineFile
     );
   const textEncoder = base.metadata.textEncoder ?? o.textEncoder;
   if (!textEncoder)
-    throw new MuseError(`${o.base} does not say which text encoder it was trained with: pass its id (--text-encoder)`);
+    throw new MuseError(
+      `${o.base} does not say which text encoder it was trained with: pass its id (the textEncoder option)`,
+    );
   if (o.textEncoder && textEncoder !== o.textEncoder)
     throw new MuseError(`${o.base} was trained with the text encoder ${textEncoder}, not ${o.textEncoder}`);
   await saveStage(join(o.out, 'base.safetensors'), base, 'muse-base', o.base, { ...notes, textEncoder });

@@ -269,9 +269,10 @@ export async function trainTokenizer(
   o: TokenizerTrainOptions,
 ): Promise<TrainResult<TokenizerStepStats, ReconstructionStats>> {
   const f = downsampleFactor(o.config);
-  if (o.crop % f !== 0) throw new MuseError(`--crop ${o.crop} must be a multiple of the tokenizer's factor ${f}`);
+  if (o.crop % f !== 0) throw new MuseError(`crop ${o.crop} must be a multiple of the tokenizer's factor ${f}`);
   const small = o.images.find((i) => i.width < o.crop || i.height < o.crop);
-  if (small) throw new MuseError(`a training image of ${small.width}×${small.height} is smaller than --crop ${o.crop}`);
+  if (small)
+    throw new MuseError(`a training image of ${small.width}×${small.height} is smaller than the crop ${o.crop}`);
   if (o.images.length === 0) throw new MuseError('no training images');
   const weightsName = 'tokenizer.safetensors';
   const dc = o.discriminator ?? DEFAULT_DISCRIMINATOR;

@@ -173,7 +173,7 @@ export class RunFolder {
    * stale temporary files, and (resuming) verifies and returns the checkpoint there.
    */
   static async open(dir: string, o: RunFolderOptions): Promise<RunFolder> {
-    if (o.resume && o.overwrite) throw new MuseError('--resume and --overwrite exclude each other: choose one');
+    if (o.resume && o.overwrite) throw new MuseError('resume and overwrite exclude each other: choose one');
     await fs.mkdir(dir, { recursive: true });
     const entries = readdirSync(dir);
     if (entries.length && !o.resume && !o.overwrite) {

@@ -169,10 +169,10 @@ function checkData(o: BaseTrainOptions, d: TokenData, name: string): void {
 }
 
 async function loadInitWeights(path: string, config: TransformerConfig): Promise<Params> {
-  if (!existsSync(path)) throw new MuseError(`--init ${path}: no such file`);
+  if (!existsSync(path)) throw new MuseError(`init ${path}: no such file`);
   const loaded = await loadTransformer(path, { allowZeroInitAdditions: true });
   if (JSON.stringify(loaded.config) !== JSON.stringify(config))
-    throw new MuseError(`--init ${path}: its model config differs from this run's (${JSON.stringify(loaded.config)})`);
+    throw new MuseError(`init ${path}: its model config differs from this run's (${JSON.stringify(loaded.config)})`);
   return loaded.params;
 }
 
