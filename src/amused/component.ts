@@ -29,25 +29,34 @@ function isRegularFile(path: string): boolean {
   }
 }
 
-/** config.json of a component folder, as an object; one clear line when missing or malformed. */
-export function readComponentConfig(folder: string, expectedClass?: string | string[]): ComponentConfig {
-  const file = join(folder, 'config.json');
-  if (!isRegularFile(file)) throw new MuseError(`${folder}: no config.json (is this a diffusers component folder?)`);
+/**
+ * A small JSON object file of a diffusers folder (config.json, model_index.json, scheduler_config.json)
+ * as a null-prototype object; one clear line when missing, too large, malformed or not an object.
+ */
+export function readJsonObject(file: string, missing: string): ComponentConfig {
+  if (!isRegularFile(file)) throw new MuseError(missing);
   if (statSync(file).size > MAX_CONFIG_BYTES) throw new MuseError(`${file}: larger than ${MAX_CONFIG_BYTES} bytes`);
-  let config: unknown;
+  let value: unknown;
   try {
-    config = JSON.parse(readFileSync(file, 'utf8'));
+    value = JSON.parse(readFileSync(file, 'utf8'));
   } catch (err) {
     throw new MuseError(`${file}: not valid JSON (${(err as Error).message})`);
   }
-  if (typeof config !== 'object' || config === null || Array.isArray(config))
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
     throw new MuseError(`${file}: not a JSON object`);
-  const cls = (config as ComponentConfig)._class_name;
+  return Object.assign(Object.create(null), value) as ComponentConfig;
+}
+
+/** config.json of a component folder, as an object; one clear line when missing or malformed. */
+export function readComponentConfig(folder: string, expectedClass?: string | string[]): ComponentConfig {
+  const file = join(folder, 'config.json');
+  const config = readJsonObject(file, `${folder}: no config.json (is this a diffusers component folder?)`);
+  const cls = config._class_name;
   const wanted = expectedClass === undefined ? [] : Array.isArray(expectedClass) ? expectedClass : [expectedClass];
   if (wanted.length && !wanted.includes(cls as string)) {
     throw new MuseError(`${file}: _class_name ${JSON.stringify(cls)} is not ${wanted.join(' or ')}`);
   }
-  return Object.assign(Object.create(null), config) as ComponentConfig;
+  return config;
 }
 
 /** The weight file of a component: `<stem>.safetensors`, else `<stem>.<variant>.safetensors`. */

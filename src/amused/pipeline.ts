@@ -10,17 +10,18 @@
 //    (1 = the reference; 0 = greedy argmax); aMUSEd's own temperature is `choiceTemperature`;
 //  - random draws come from muse-ts's seeded Rng, one stream per image (image i of a batch equals a
 //    single run with seed + i), not from torch's generator.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import type { RgbImage } from '../data/image.js';
 import type { GuidanceSchedule } from '../decoding/guidance.js';
-import { featherComposite, type PixelMask } from '../pipeline/masks.js';
+import type { PixelMask, RgbImage } from '../image/image.js';
+import { featherComposite } from '../pipeline/masks.js';
 import { initBackend } from '../tensor/backend.js';
 import type { MaskSchedule } from '../transformer/masking.js';
 import { MuseError } from '../util/errors.js';
 import { ClipTextModel } from './clip-text.js';
 import { ClipTokenizer } from './clip-tokenizer.js';
+import { readJsonObject } from './component.js';
 import { AmusedScheduler, type SchedulerRandom, SeededSchedulerRandom } from './scheduler.js';
 import { UVit } from './uvit.js';
 import { toRgb8, VQModel } from './vqgan.js';
@@ -108,17 +109,7 @@ interface StartState {
 function readModelIndex(folder: string): Record<string, unknown> {
   const file = join(folder, 'model_index.json');
   if (!existsSync(folder)) throw new MuseError(`model folder ${folder} does not exist`);
-  if (!existsSync(file) || !statSync(file).isFile())
-    throw new MuseError(`${folder} is not a diffusers pipeline folder: it has no model_index.json`);
-  if (statSync(file).size > 1_000_000) throw new MuseError(`${file}: larger than 1000000 bytes`);
-  let index: unknown;
-  try {
-    index = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new MuseError(`${file}: not valid JSON (${(err as Error).message})`);
-  }
-  if (typeof index !== 'object' || index === null || Array.isArray(index))
-    throw new MuseError(`${file}: not a JSON object`);
+  const index = readJsonObject(file, `${folder} is not a diffusers pipeline folder: it has no model_index.json`);
   const cls = (index as Record<string, unknown>)._class_name;
   if (!PIPELINE_CLASSES.includes(cls as string))
     throw new MuseError(

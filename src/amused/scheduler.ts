@@ -13,10 +13,10 @@
 //   confidence_i = log(max(p_i[pred_i], 1e-20)) + τ_t·g_i  (g: Gumbel noise; known tokens use p = f32 max);
 //   positions whose confidence is strictly below the mask_len-th smallest (0-based: sorted[mask_len])
 //   are masked again.
-import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Rng } from '../tensor/random.js';
 import { MuseError } from '../util/errors.js';
+import { readJsonObject } from './component.js';
 
 export type MaskingSchedule = 'cosine' | 'linear';
 
@@ -236,16 +236,7 @@ export class AmusedScheduler {
   /** Reads `scheduler_config.json` of a diffusers scheduler folder (AmusedScheduler). */
   static fromFolder(folder: string): AmusedScheduler {
     const file = join(folder, 'scheduler_config.json');
-    if (!existsSync(file) || !statSync(file).isFile()) throw new MuseError(`${folder}: no scheduler_config.json`);
-    if (statSync(file).size > 1_000_000) throw new MuseError(`${file}: larger than 1000000 bytes`);
-    let config: Record<string, unknown>;
-    try {
-      config = JSON.parse(readFileSync(file, 'utf8'));
-    } catch (err) {
-      throw new MuseError(`${file}: not valid JSON (${(err as Error).message})`);
-    }
-    if (typeof config !== 'object' || config === null || Array.isArray(config))
-      throw new MuseError(`${file}: not a JSON object`);
+    const config = readJsonObject(file, `${folder}: no scheduler_config.json`);
     if (config._class_name !== 'AmusedScheduler')
       throw new MuseError(`${file}: _class_name ${JSON.stringify(config._class_name)} is not AmusedScheduler`);
     const id = config.mask_token_id;
