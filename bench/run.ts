@@ -11,7 +11,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { FrozenFeatures } from '../src/eval/frozen-features.js';
-import { ssim } from '../src/eval/image-metrics.js';
+import { ssim } from '../src/image/metrics.js';
 import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';

@@ -13,7 +13,6 @@ export {
 export { AmusedScheduler, type SchedulerRandom } from './amused/scheduler.js';
 export { UVit } from './amused/uvit.js';
 export { VQModel } from './amused/vqgan.js';
-export { decodeImage, encodePng, type RgbImage, resizeCenterCrop } from './data/image.js';
 export { type EditOptions as TokenEditOptions, maskFreeEdit } from './decoding/edit.js';
 export { type GuidanceSchedule, guidanceScale, guideLogits } from './decoding/guidance.js';
 export { type GuidanceOptions, guidedTransformer, type PromptBatch } from './decoding/guided-transformer.js';
@@ -21,7 +20,8 @@ export { type Extension, extendCanvas, outpaintCanvas, outpaintWindows } from '.
 export { type DecodeOptions, type DecodeProblem, type LogitsFn, parallelDecode } from './decoding/parallel-decode.js';
 export { type SamplingOptions, sampleToken } from './decoding/sampling.js';
 export { confidenceNoise, decodingSteps, maskedCounts } from './decoding/schedule.js';
-export { maskFromImage, type PixelMask, resizeMask, tokenMask } from './pipeline/masks.js';
+export { decodeImage, encodePng, type PixelMask, type RgbImage, resizeCenterCrop } from './image/image.js';
+export { maskFromImage, resizeMask, tokenMask } from './pipeline/masks.js';
 export { type DecodingOptions, type EditOptions, MusePipeline, type PipelineResult } from './pipeline/pipeline.js';
 export { DECODING_DEFAULTS, type DecodingDefaults, type PipelineFile } from './pipeline/pipeline-file.js';
 export {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { AmusedPipeline } from '../src/amused/pipeline.js';
-import { decodeImage } from '../src/data/image.js';
+import { decodeImage } from '../src/image/image.js';
 import { shutdownBackend } from '../src/tensor/backend.js';
 import { runMuse } from './helpers/run-cli.js';
 

@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { type CacheGrid, encodeCache, loadCacheShard, readManifest } from '../src/data/cache.js';
-import type { RgbImage } from '../src/data/image.js';
 import { type Sample, SkipReport } from '../src/data/sample.js';
+import type { RgbImage } from '../src/image/image.js';
 import { hashTextEncoder, seededPatchTokenizer } from './helpers/seeded-codecs.js';
 
 function solid(size: number, r: number, g: number, b: number): RgbImage {

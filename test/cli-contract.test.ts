@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
 import { readImageBytes } from '../src/cli/decoding-options.js';
-import { imageGrid } from '../src/data/grid.js';
+import { imageGrid } from '../src/image/grid.js';
 import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { runMuse } from './helpers/run-cli.js';

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { buildEmojiDataset } from '../src/data/build-emoji.js';
 import { EMOJI_STYLES, emojiCaptions, emojiSplit, emojiSvg, listEmoji } from '../src/data/emoji.js';
-import { decodeImage } from '../src/data/image.js';
+import { decodeImage } from '../src/image/image.js';
 
 const all = listEmoji();
 

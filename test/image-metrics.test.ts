@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import sharp from 'sharp';
-import { type RgbImage, toUnitRange } from '../src/data/image.js';
+import { type RgbImage, toUnitRange } from '../src/image/image.js';
 import {
   meanPsnr,
   meanSsim,
@@ -12,7 +12,7 @@ import {
   ssim,
   ssimFloat,
   ssimWindowSize,
-} from '../src/eval/image-metrics.js';
+} from '../src/image/metrics.js';
 import { lineChartPng } from '../src/util/plot.js';
 
 // ---- helpers ----

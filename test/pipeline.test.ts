@@ -10,16 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
-import { decodeImage, encodePng, type RgbImage } from '../src/data/image.js';
 import { guidedTransformer } from '../src/decoding/guided-transformer.js';
+import { decodeImage, encodePng, type PixelMask, type RgbImage } from '../src/image/image.js';
 import { assemblePipeline } from '../src/pipeline/assemble.js';
-import {
-  distanceInsideMask,
-  featherComposite,
-  maskFromImage,
-  type PixelMask,
-  tokenMask,
-} from '../src/pipeline/masks.js';
+import { distanceInsideMask, featherComposite, maskFromImage, tokenMask } from '../src/pipeline/masks.js';
 import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import sharp from 'sharp';
-import { decodeImage, encodePng, type RgbImage } from '../src/data/image.js';
+import { decodeImage, encodePng, type RgbImage } from '../src/image/image.js';
 import { pngDimensions } from '../src/server/image-input.js';
 import { shutdownBackend } from '../src/tensor/backend.js';
 import { runMuse } from './helpers/run-cli.js';

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { RgbImage } from '../src/data/image.js';
 import type { Sample } from '../src/data/sample.js';
 import {
   CATEGORIES,
@@ -30,6 +29,7 @@ import {
   specFailure,
 } from '../src/data/shapes.js';
 import { scoreMany, scoreShapes } from '../src/eval/shapes-score.js';
+import type { RgbImage } from '../src/image/image.js';
 import { Rng } from '../src/tensor/random.js';
 import { MuseError } from '../src/util/errors.js';
 

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
-import type { RgbImage } from '../src/data/image.js';
+import type { RgbImage } from '../src/image/image.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
 import { loadTokenizer, saveTokenizer } from '../src/tokenizer/checkpoint.js';

@@ -19,9 +19,9 @@ import {
   readManifest,
 } from '../src/data/cache.js';
 import { readImageFolder } from '../src/data/folder.js';
-import type { RgbImage } from '../src/data/image.js';
 import { type Sample, SkipReport } from '../src/data/sample.js';
 import { MAX_MEMBER_BYTES, readTarEntries, readWebDataset, writeTar } from '../src/data/webdataset.js';
+import type { RgbImage } from '../src/image/image.js';
 import { loadSafetensors, saveSafetensors } from '../src/tensor/safetensors.js';
 import { MuseError } from '../src/util/errors.js';
 import { hashTextEncoder, seededPatchTokenizer } from './helpers/seeded-codecs.js';

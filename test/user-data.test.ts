@@ -9,7 +9,6 @@ import { after, test } from 'node:test';
 import sharp from 'sharp';
 import { openDataset } from '../src/data/dataset.js';
 import { readImageFolder } from '../src/data/folder.js';
-import type { RgbImage } from '../src/data/image.js';
 import { type Sample, SkipReport } from '../src/data/sample.js';
 import {
   captionsFrom,
@@ -19,6 +18,7 @@ import {
   type TarEntry,
   writeTar,
 } from '../src/data/webdataset.js';
+import type { RgbImage } from '../src/image/image.js';
 import { MuseError } from '../src/util/errors.js';
 
 const dirs: string[] = [];

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium, type Page } from 'playwright-core';
-import { decodeImage, encodePng } from '../src/data/image.js';
+import { decodeImage, encodePng } from '../src/image/image.js';
 import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { removeTinyFolder, startTestServer, type TestServer } from './helpers/server.js';

@@ -1,6 +1,6 @@
 // `muse inpaint`: regenerate the white part of a mask under a prompt; the rest of the image is kept.
 import { parseArgs } from 'node:util';
-import { decodeImage } from '../data/image.js';
+import { decodeImage } from '../image/image.js';
 import { maskFromImage, resizeMask } from '../pipeline/masks.js';
 import { MuseError } from '../util/errors.js';
 import {

@@ -1,5 +1,6 @@
 // `muse data build emoji`: renders every (emoji, style) pair at one size into the folder format.
 
+import { renderSvg } from '../image/image.js';
 import { MuseError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
 import { forEachLimited, writeBuiltSample, writeSummary } from './build.js';
@@ -15,7 +16,6 @@ import {
   HELD_OUT,
   listEmoji,
 } from './emoji.js';
-import { renderSvg } from './image.js';
 import { SkipReport } from './sample.js';
 
 export interface BuildEmojiOptions {

@@ -4,7 +4,7 @@
 // folder reads back through readImageFolder like any user dataset.
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { encodePng, type RgbImage } from './image.js';
+import { encodePng, type RgbImage } from '../image/image.js';
 
 export interface BuiltSample {
   split: string;

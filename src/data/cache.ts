@@ -12,11 +12,11 @@
 // interrupted run resumes after the last complete shard.
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { type RgbImage, resizeRgb } from '../image/image.js';
 import { loadSafetensors, MAX_HEADER_BYTES, type NamedTensor, saveSafetensors } from '../tensor/safetensors.js';
 import type { TextEncoder } from '../text/encoder.js';
 import { MuseError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
-import { type RgbImage, resizeRgb } from './image.js';
 import type { Sample, SkipReport } from './sample.js';
 
 /** Maps images to token grids. Implemented by the VQ tokenizer. */

@@ -1,5 +1,5 @@
 // What every dataset yields, and how a long job accounts for the samples it had to skip.
-import type { RgbImage } from './image.js';
+import type { RgbImage } from '../image/image.js';
 
 /** One image–text pair. `captions` holds every phrasing; training samples one per visit. */
 export interface Sample {

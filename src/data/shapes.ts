@@ -10,9 +10,9 @@
 // listed in HELDOUT_PAIRS and HELDOUT_RELATIONS. All randomness comes from the seeded Rng, so the
 // same options give the same samples.
 
+import { type RgbImage, renderSvg } from '../image/image.js';
 import { Rng } from '../tensor/random.js';
 import { MuseError } from '../util/errors.js';
-import { type RgbImage, renderSvg } from './image.js';
 import type { Sample } from './sample.js';
 
 export const SHAPES = ['circle', 'square', 'triangle', 'cross'] as const;

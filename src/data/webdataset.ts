@@ -7,8 +7,8 @@ import { createReadStream } from 'node:fs';
 import { open, rename, stat, unlink } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
+import { type RgbImage, resizeCenterCrop } from '../image/image.js';
 import { MuseError } from '../util/errors.js';
-import { type RgbImage, resizeCenterCrop } from './image.js';
 import type { Sample, SkipReport } from './sample.js';
 
 /** One regular file in a tar archive. */

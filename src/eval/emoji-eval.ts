@@ -4,8 +4,9 @@
 // - FID-like: the Fréchet distance between InceptionV3 features of images generated from held-out
 //   captions and of the real held-out images, beside the same distance for the tokenizer's
 //   reconstructions of those images (the floor a generator using this tokenizer can reach).
-import type { RgbImage } from '../data/image.js';
+
 import type { Sample } from '../data/sample.js';
+import type { RgbImage } from '../image/image.js';
 import type { DecodingOptions, MusePipeline } from '../pipeline/pipeline.js';
 import { MuseError } from '../util/errors.js';
 import { type FeatureClassifier, topK } from './feature-classifier.js';

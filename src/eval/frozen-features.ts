@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import type { RgbImage } from '../data/image.js';
+import type { RgbImage } from '../image/image.js';
 import { MuseError } from '../util/errors.js';
 import type { FeatureSet } from './frechet.js';
 

@@ -2,9 +2,10 @@
 // caption, then check the claim (objects, counts, colours, positions, attribute binding) from the
 // generated pixels alone (shapes-score.ts). In-distribution captions come from the train split,
 // held-out compositions from the heldout split (colour–shape pairs and relations never trained).
-import type { RgbImage } from '../data/image.js';
+
 import type { Sample } from '../data/sample.js';
 import type { ShapeSpec } from '../data/shapes.js';
+import type { RgbImage } from '../image/image.js';
 import type { DecodingOptions, MusePipeline } from '../pipeline/pipeline.js';
 import { type ShapesReport, scoreMany, scoreShapes, tallyScores } from './shapes-score.js';
 

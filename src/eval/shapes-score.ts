@@ -7,7 +7,7 @@
 // best; pixels with α ≥ CORE_ALPHA form components, components smaller than MIN_AREA of the image
 // are edge debris and are ignored. Shape features use soft coverage (α) over the component and a
 // one-pixel ring around it, so they are sub-pixel accurate even at 32 px.
-import type { RgbImage } from '../data/image.js';
+
 import {
   CATEGORIES,
   COLORS,
@@ -18,6 +18,7 @@ import {
   type ShapeSpec,
   specFailure,
 } from '../data/shapes.js';
+import type { RgbImage } from '../image/image.js';
 import { MuseError } from '../util/errors.js';
 
 export interface DetectedObject {

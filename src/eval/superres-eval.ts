@@ -4,11 +4,12 @@
 //   reconstruction: the real image → tokens at the super-res size → decoded (the tokenizer's ceiling)
 // each against the real image (PSNR, SSIM). Super-res is decoded twice: the pipeline's sampling and
 // greedy (temperature 0, no confidence noise), since PSNR rewards the most likely image.
-import { type RgbImage, resizeRgb } from '../data/image.js';
+
 import type { Sample } from '../data/sample.js';
+import { type RgbImage, resizeRgb } from '../image/image.js';
+import { type ImagePair, meanPsnr, meanSsim } from '../image/metrics.js';
 import type { MusePipeline } from '../pipeline/pipeline.js';
 import { MuseError } from '../util/errors.js';
-import { type ImagePair, meanPsnr, meanSsim } from './image-metrics.js';
 
 export interface SuperresScores {
   images: number;

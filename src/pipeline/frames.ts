@@ -2,8 +2,8 @@
 // image appear (masked tokens grey).
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { imageGrid } from '../data/grid.js';
-import type { RgbImage } from '../data/image.js';
+import { imageGrid } from '../image/grid.js';
+import type { RgbImage } from '../image/image.js';
 import { makeFolder, writeFileAtomic } from '../util/files.js';
 
 export class FrameWriter {

@@ -1,14 +1,7 @@
 // Inpainting masks at pixel and token level, and the feathered composite of generated pixels into the
 // original image (only inside the mask; every pixel outside it stays the original's).
-import type { RgbImage } from '../data/image.js';
+import type { PixelMask, RgbImage } from '../image/image.js';
 import { MuseError } from '../util/errors.js';
-
-/** A pixel mask: 1 = regenerate, 0 = keep; width·height bytes. */
-export interface PixelMask {
-  width: number;
-  height: number;
-  data: Uint8Array;
-}
 
 /**
  * White (luminance ≥ 128) regenerates, black keeps. Any image mode is fine (it arrives as RGB on

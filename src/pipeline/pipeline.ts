@@ -5,7 +5,6 @@
 //   const muse = await MusePipeline.load('models/emoji');
 //   const { images } = await muse.generate('a red apple', { n: 4, seed: 1 });
 import { join } from 'node:path';
-import type { RgbImage } from '../data/image.js';
 import { maskFreeEdit } from '../decoding/edit.js';
 import type { GuidanceSchedule } from '../decoding/guidance.js';
 import type { PromptBatch } from '../decoding/guided-transformer.js';
@@ -17,6 +16,8 @@ import {
   validateExtension,
   windowTokens,
 } from '../decoding/outpaint.js';
+import type { PixelMask, RgbImage } from '../image/image.js';
+import { downsampleImage, downsampleMask } from '../image/resample.js';
 import { initBackend } from '../tensor/backend.js';
 import { Rng } from '../tensor/random.js';
 import type { TextEncoder } from '../text/encoder.js';
@@ -27,9 +28,8 @@ import type { TransformerConfig } from '../transformer/config.js';
 import type { MaskSchedule } from '../transformer/masking.js';
 import type { Params } from '../transformer/model.js';
 import { MuseError } from '../util/errors.js';
-import { featherComposite, type PixelMask, tokenMask } from './masks.js';
+import { featherComposite, tokenMask } from './masks.js';
 import { type DecodingDefaults, type PipelineFile, readPipelineFile } from './pipeline-file.js';
-import { downsampleImage, downsampleMask } from './resample.js';
 import { Stage, type StageGuidance } from './stage.js';
 
 export interface DecodingOptions {

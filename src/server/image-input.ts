@@ -2,8 +2,8 @@
 // file header before any pixel is decoded, so a small file claiming 20000×20000 px (a decompression
 // bomb) is refused without allocating its pixels.
 import sharp, { type Metadata } from 'sharp';
-import { decodeImage, type RgbImage, resizeCenterCrop } from '../data/image.js';
-import { maskFromImage, type PixelMask, resizeMask } from '../pipeline/masks.js';
+import { decodeImage, type PixelMask, type RgbImage, resizeCenterCrop } from '../image/image.js';
+import { maskFromImage, resizeMask } from '../pipeline/masks.js';
 import { HttpError } from './errors.js';
 
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];

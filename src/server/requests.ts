@@ -2,8 +2,7 @@
 // turned into the work a job runs.
 import { randomInt } from 'node:crypto';
 import { AmusedPipeline } from '../amused/pipeline.js';
-import { encodePng, type RgbImage } from '../data/image.js';
-import type { PixelMask } from '../pipeline/masks.js';
+import { encodePng, type PixelMask, type RgbImage } from '../image/image.js';
 import type { DecodingOptions } from '../pipeline/pipeline.js';
 import { HttpError } from './errors.js';
 import type { JobImage, JobResult, JobWork } from './jobs.js';

@@ -1,7 +1,7 @@
 // A trained tokenizer as users and the rest of the pipeline use it: images ↔ token grids.
 import * as tf from '@tensorflow/tfjs-core';
 import type { ImageTokenizer } from '../data/cache.js';
-import { fromUnitRange, type RgbImage, toUnitRange } from '../data/image.js';
+import { fromUnitRange, type RgbImage, toUnitRange } from '../image/image.js';
 import { scoped } from '../tensor/scope.js';
 import { MuseError } from '../util/errors.js';
 import { loadTokenizer } from './checkpoint.js';

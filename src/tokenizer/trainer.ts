@@ -7,9 +7,9 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { imageGrid } from '../data/grid.js';
-import type { RgbImage } from '../data/image.js';
-import { psnrFloat, ssimFloat } from '../eval/image-metrics.js';
+import { imageGrid } from '../image/grid.js';
+import type { RgbImage } from '../image/image.js';
+import { psnrFloat, ssimFloat } from '../image/metrics.js';
 import { stopGradient } from '../tensor/ops/stop-gradient.js';
 import { assignValues } from '../tensor/params.js';
 import { Rng } from '../tensor/random.js';

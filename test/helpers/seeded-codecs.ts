@@ -1,7 +1,7 @@
 // Small seeded stand-ins for the VQ tokenizer and the text encoder, for testing code that only needs
 // their interfaces (caches, data loaders). Real ones: src/tokenizer, src/text.
 import type { ImageTokenizer, TextEncoder } from '../../src/data/cache.js';
-import type { RgbImage } from '../../src/data/image.js';
+import type { RgbImage } from '../../src/image/image.js';
 import { Rng } from '../../src/tensor/random.js';
 
 /** Each f×f patch → the nearest of K seeded random patches (a VQ with a random codebook). */

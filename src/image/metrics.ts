@@ -19,7 +19,7 @@
 // Images smaller than 11 px on a side (where scikit-image refuses) use the largest odd window that
 // fits, min(W, H) rounded down to odd, with the same σ = 1.5 Gaussian truncated to that window and
 // renormalised.
-import type { RgbImage } from '../data/image.js';
+import type { RgbImage } from './image.js';
 
 /** Peak value of the 0–255 scale all metrics use. */
 export const DATA_RANGE = 255;

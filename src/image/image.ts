@@ -10,6 +10,13 @@ export interface RgbImage {
   data: Uint8Array;
 }
 
+/** A pixel mask: 1 = regenerate, 0 = keep; width·height bytes. */
+export interface PixelMask {
+  width: number;
+  height: number;
+  data: Uint8Array;
+}
+
 const WHITE = { r: 255, g: 255, b: 255 };
 
 async function toRgb(pipeline: Sharp): Promise<RgbImage> {

@@ -1,8 +1,8 @@
 // Moving images and masks between the two stages' sizes (integer ratios): area-average downsampling
 // of pixels, max-pooling of masks (a low-res pixel is regenerated if any pixel it covers is).
-import type { RgbImage } from '../data/image.js';
+
 import { MuseError } from '../util/errors.js';
-import type { PixelMask } from './masks.js';
+import type { PixelMask, RgbImage } from './image.js';
 
 function ratio(from: number, to: number): number {
   const r = from / to;
