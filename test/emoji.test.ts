@@ -99,7 +99,10 @@ test('a small build writes images, captions, counts and the attribution', async 
 });
 
 test('bad options are clear errors', async () => {
-  await assert.rejects(buildEmojiDataset({ size: 3, out: tmpdir(), quiet: true }), /size must be an integer from 8 to 1024, got 3/);
+  await assert.rejects(
+    buildEmojiDataset({ size: 3, out: tmpdir(), quiet: true }),
+    /size must be an integer from 8 to 1024, got 3/,
+  );
   await assert.rejects(
     buildEmojiDataset({ size: 32, out: tmpdir(), styles: ['pixel' as never], quiet: true }),
     /unknown emoji style/,
