@@ -46,6 +46,8 @@ export {
 } from './tensor/safetensors.js';
 export type { TextEncoder } from './text/encoder.js';
 export { UseLiteEncoder } from './text/use-lite.js';
+export { type TokenizerConfig, tokenizerPreset } from './tokenizer/config.js';
 export { VqTokenizer } from './tokenizer/tokenizer.js';
 export { AdamW, type AdamWOptions, type AdamWState, clipByGlobalNorm } from './train/adamw.js';
+export { type TransformerConfig, transformerConfig } from './transformer/config.js';
 export { MuseError } from './util/errors.js';
