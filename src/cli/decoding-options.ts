@@ -6,6 +6,7 @@ import type { ParseArgsConfig } from 'node:util';
 import sharp, { type Metadata } from 'sharp';
 import { AmusedPipeline, isAmusedFolder, type MicroConditioning } from '../amused/pipeline.js';
 import type { GuidanceSchedule } from '../decoding/guidance.js';
+import { resolveModelArgument } from '../hub/hub-cache.js';
 import { imageGrid } from '../image/grid.js';
 import { decodeImage, encodePng, type RgbImage, resizeCenterCrop } from '../image/image.js';
 import { FrameWriter } from '../pipeline/frames.js';
@@ -20,7 +21,8 @@ import { Progress } from '../util/progress.js';
 import { backendHelp, numberOption } from './options.js';
 
 export const decodingHelp = `  --model DIR          model folder with pipeline.json (default: the shipped models/emoji), or a
-                        diffusers aMUSEd folder (model_index.json; generate, inpaint, img2img)
+                        diffusers aMUSEd folder (model_index.json; generate, inpaint, img2img),
+                        or ORG/NAME fetched with muse pull (e.g. amused/amused-256)
   -o, --out FILE        output PNG (default out.png); a grid when there are several images
   -n N                  images per prompt (default 1)
   --size PX             output size: the base size (e.g. 32) or the super-res size (e.g. 64, both
@@ -77,12 +79,17 @@ export function defaultModelFolder(): string {
   return join(packageRoot(), 'models', 'emoji');
 }
 
+/** The --model folder: a path, or ORG/NAME pulled into the Hugging Face cache (muse pull); default emoji. */
+export function modelFolder(values: Values): string {
+  return values.model === undefined ? defaultModelFolder() : resolveModelArgument(values.model);
+}
+
 /**
  * Checks what can be checked before any weights load (the --size against pipeline.json, the output
  * file and --frames folder), then starts the backend and loads the model folder.
  */
 export async function openPipeline(values: Values, options: { output?: boolean } = {}): Promise<MusePipeline> {
-  const folder = values.model ?? defaultModelFolder();
+  const folder = modelFolder(values);
   if (isAmusedFolder(folder))
     throw new MuseError(
       `${folder} is an aMUSEd model: it runs generate, inpaint and img2img; this verb needs a muse-ts model (pipeline.json)`,
@@ -106,7 +113,7 @@ export type AnyPipeline = MusePipeline | AmusedPipeline;
 
 /** openPipeline for the verbs every model family runs (generate, inpaint). */
 export async function openAnyPipeline(values: Values): Promise<AnyPipeline> {
-  const folder = values.model ?? defaultModelFolder();
+  const folder = modelFolder(values);
   if (!isAmusedFolder(folder)) return openPipeline(values);
   checkOutputs(values);
   await initBackend();

@@ -103,6 +103,13 @@ const verbs: Record<string, Verb> = {
       return { run: (a: string[]) => m.inspectCommand(a) };
     },
   },
+  pull: {
+    summary: 'download a Hugging Face Hub model (e.g. amused/amused-256) for --model ORG/NAME',
+    load: async () => {
+      const m = await import('./pull.js');
+      return { run: m.pullCommand, help: m.pullHelp };
+    },
+  },
   train: {
     summary: 'train the base or super-res transformer from a token cache',
     load: async () => {
@@ -185,8 +192,8 @@ export async function main(argv: string[]): Promise<number> {
   const command = await entry.load();
   verbRan = true;
   try {
-    // doctor declares the backend options itself (and reports what they give).
-    return await command.run(verb === 'doctor' ? rest : await takeBackendOptions(rest));
+    // doctor declares the backend options itself (and reports what they give); pull computes nothing.
+    return await command.run(verb === 'doctor' || verb === 'pull' ? rest : await takeBackendOptions(rest));
   } catch (err) {
     const message = unknownOptionMessage(err, command.help) ?? userMessage(err);
     if (message === undefined) throw err;

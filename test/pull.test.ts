@@ -1,0 +1,293 @@
+// `muse pull` against a local server that mimics the Hugging Face Hub's URLs (never the internet):
+// the standard cache layout, nothing fetched twice, resume after a broken connection, sha256 checks,
+// hostile file names, and --model ORG/NAME resolving from the cache.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { modelFolder } from '../src/cli/decoding-options.js';
+import { hubCacheRoot, repoCacheFolder, resolveCachedRepo, resolveModelArgument } from '../src/hub/hub-cache.js';
+import { pullRepo, selectFiles } from '../src/hub/pull.js';
+import { runMuse } from './helpers/run-cli.js';
+
+const FIXTURE = 'test/fixtures/amused/tiny-amused-256';
+const COMMIT = 'a'.repeat(40);
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const gitSha1 = (b: Buffer) =>
+  createHash('sha1')
+    .update(Buffer.concat([Buffer.from(`blob ${b.length}\0`), b]))
+    .digest('hex');
+
+interface FakeFile {
+  content: Buffer;
+  lfs: boolean;
+  /** Served instead of `content` (the etag still names `content`): a corrupted download. */
+  served?: Buffer;
+}
+
+interface FakeRepo {
+  commit: string;
+  files: Map<string, FakeFile>;
+  /** Extra sibling names the listing claims (hostile ones). */
+  extraSiblings?: string[];
+}
+
+const repos = new Map<string, FakeRepo>();
+const log: { method: string; url: string; range?: string }[] = [];
+/** Paths whose next GET breaks the connection half-way (once each). */
+const breakOnce = new Set<string>();
+let server: Server;
+let endpoint: string;
+let cache: string;
+
+function fixtureRepo(): FakeRepo {
+  const files = new Map<string, FakeFile>();
+  const add = (name: string) =>
+    files.set(name, { content: readFileSync(join(FIXTURE, name)), lfs: name.endsWith('.safetensors') });
+  for (const name of [
+    'model_index.json',
+    'scheduler/scheduler_config.json',
+    'text_encoder/config.json',
+    'text_encoder/model.safetensors',
+    'tokenizer/special_tokens_map.json',
+    'tokenizer/tokenizer_config.json',
+    'tokenizer/vocab.json.gz',
+    'tokenizer/merges.txt.gz',
+    'transformer/config.json',
+    'transformer/diffusion_pytorch_model.safetensors',
+    'vqvae/config.json',
+    'vqvae/diffusion_pytorch_model.safetensors',
+  ])
+    add(name);
+  files.set('README.md', { content: Buffer.from('# tiny\n'), lfs: false });
+  return { commit: COMMIT, files };
+}
+
+function handle(req: IncomingMessage, res: ServerResponse): void {
+  const url = new URL(req.url ?? '/', 'http://x');
+  const path = decodeURIComponent(url.pathname);
+  log.push({ method: req.method ?? '', url: path, range: req.headers.range });
+  const api = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/(.+)$/.exec(path);
+  if (api) {
+    const repo = repos.get(api[1]);
+    if (!repo) return void res.writeHead(404).end('{"error":"Repository not found"}');
+    const siblings = [...repo.files.keys(), ...(repo.extraSiblings ?? [])].map((rfilename) => ({ rfilename }));
+    res.writeHead(200, { 'content-type': 'application/json' });
+    return void res.end(JSON.stringify({ id: api[1], sha: repo.commit, siblings }));
+  }
+  const cdn = /^\/cdn\/([^/]+\/[^/]+)\/(.+)$/.exec(path);
+  const resolve = /^\/([^/]+\/[^/]+)\/resolve\/([0-9a-f]{40})\/(.+)$/.exec(path);
+  const repoName = cdn?.[1] ?? resolve?.[1];
+  const name = cdn?.[2] ?? resolve?.[3];
+  const repo = repoName ? repos.get(repoName) : undefined;
+  const file = repo && name ? repo.files.get(name) : undefined;
+  if (!repo || !name || !file || (resolve && resolve[2] !== repo.commit)) return void res.writeHead(404).end();
+  if (resolve && file.lfs) {
+    // The hub answers an LFS file with a redirect to its CDN, the sha256 and size in x-linked-*.
+    res.writeHead(302, {
+      location: `/cdn/${repoName}/${name}`,
+      'x-repo-commit': repo.commit,
+      'x-linked-etag': `"${sha256(file.content)}"`,
+      'x-linked-size': String(file.content.length),
+    });
+    return void res.end();
+  }
+  const body = file.served ?? file.content;
+  const headers: Record<string, string> = {
+    'x-repo-commit': repo.commit,
+    etag: `"${file.lfs ? sha256(file.content) : gitSha1(file.content)}"`,
+    'accept-ranges': 'bytes',
+  };
+  if (req.method === 'HEAD')
+    return void res.writeHead(200, { ...headers, 'content-length': String(body.length) }).end();
+  const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+  const start = m ? Number(m[1]) : 0;
+  const part = body.subarray(start);
+  res.writeHead(m ? 206 : 200, {
+    ...headers,
+    'content-length': String(part.length),
+    ...(m ? { 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` } : {}),
+  });
+  if (breakOnce.delete(`${repoName}/${name}`)) {
+    res.write(part.subarray(0, Math.floor(part.length / 2)), () => res.socket?.destroy());
+    return;
+  }
+  res.end(part);
+}
+
+before(async () => {
+  server = createServer(handle);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  cache = mkdtempSync(join(tmpdir(), 'muse-hub-'));
+  process.env.HF_HUB_CACHE = cache;
+  process.env.HF_ENDPOINT = endpoint;
+});
+
+after(() => {
+  server.closeAllConnections();
+  server.close();
+});
+
+test('the cache root follows HF_HUB_CACHE, HF_HOME and ~/.cache', () => {
+  assert.equal(hubCacheRoot({ HF_HUB_CACHE: '/c' }), '/c');
+  assert.equal(hubCacheRoot({ HF_HOME: '/h' }), '/h/hub');
+  assert.match(hubCacheRoot({}), /\.cache\/huggingface\/hub$/);
+  assert.equal(repoCacheFolder('amused/amused-256', '/c'), '/c/models--amused--amused-256');
+});
+
+test('the files an aMUSEd pipeline needs, one weight variant', () => {
+  const names = [
+    'a.json',
+    'b/merges.txt',
+    'README.md',
+    'm.bin',
+    'm.safetensors',
+    'm.fp16.safetensors',
+    'n.safetensors',
+  ];
+  assert.deepEqual(selectFiles(names), ['a.json', 'b/merges.txt', 'm.safetensors', 'n.safetensors']);
+  assert.deepEqual(selectFiles(names, 'fp16'), ['a.json', 'b/merges.txt', 'm.fp16.safetensors', 'n.safetensors']);
+});
+
+test('pull writes the standard layout, a second pull downloads nothing, --model ORG/NAME resolves', async () => {
+  repos.set('tiny/amused', fixtureRepo());
+  assert.equal(resolveCachedRepo('tiny/amused'), undefined);
+  assert.throws(
+    () => resolveModelArgument('tiny/amused'),
+    /tiny\/amused is not downloaded: run muse pull tiny\/amused/,
+  );
+  log.length = 0;
+  const first = await pullRepo('tiny/amused');
+  const folder = join(cache, 'models--tiny--amused');
+  assert.equal(first.snapshot, join(folder, 'snapshots', COMMIT));
+  assert.equal(readFileSync(join(folder, 'refs', 'main'), 'utf8'), COMMIT);
+  const repo = repos.get('tiny/amused') as FakeRepo;
+  // Only *.json/*.txt/*.safetensors: not README.md, not the .gz tokenizer files.
+  assert.deepEqual(first.files.sort(), [...repo.files.keys()].filter((n) => /\.(json|safetensors)$/.test(n)).sort());
+  for (const name of first.files) {
+    const link = join(first.snapshot, name);
+    assert.ok(lstatSync(link).isSymbolicLink(), name);
+    const file = repo.files.get(name) as FakeFile;
+    const etag = file.lfs ? sha256(file.content) : gitSha1(file.content);
+    assert.equal(
+      readlinkSync(link),
+      join(
+        ...name
+          .split('/')
+          .slice(1)
+          .map(() => '..'),
+        '..',
+        '..',
+        'blobs',
+        etag,
+      ),
+      name,
+    );
+    assert.deepEqual(readFileSync(link), file.content, name);
+  }
+  assert.ok(!readdirSync(join(folder, 'blobs')).some((b) => b.endsWith('.incomplete')));
+  assert.ok(
+    log.some((r) => r.url.startsWith('/cdn/')),
+    'LFS files follow the redirect',
+  );
+
+  log.length = 0;
+  const second = await pullRepo('tiny/amused');
+  assert.deepEqual(second.downloaded, []);
+  assert.deepEqual(
+    log.map((r) => r.url),
+    [`/api/models/tiny/amused/revision/main`],
+  );
+
+  assert.equal(resolveCachedRepo('tiny/amused'), first.snapshot);
+  assert.equal(resolveModelArgument('tiny/amused'), first.snapshot);
+  assert.equal(modelFolder({ model: 'tiny/amused' }), first.snapshot);
+  assert.equal(resolveModelArgument(FIXTURE), FIXTURE, 'an existing folder wins');
+  assert.equal(resolveCachedRepo('tiny/amused', COMMIT), first.snapshot);
+});
+
+test('a download cut off half-way resumes with a Range request and ends verified', async () => {
+  const repo = fixtureRepo();
+  repo.commit = 'b'.repeat(40);
+  repos.set('tiny/resume', repo);
+  const name = 'transformer/diffusion_pytorch_model.safetensors';
+  breakOnce.add(`tiny/resume/${name}`);
+  log.length = 0;
+  const r = await pullRepo('tiny/resume');
+  assert.equal(breakOnce.size, 0, 'the server broke the download');
+  const content = (repo.files.get(name) as FakeFile).content;
+  const half = Math.floor(content.length / 2);
+  assert.ok(
+    log.some((l) => l.url === `/cdn/tiny/resume/${name}` && l.range === `bytes=${half}-`),
+    JSON.stringify(log),
+  );
+  assert.deepEqual(readFileSync(join(r.snapshot, name)), content);
+  assert.deepEqual(readFileSync(join(r.snapshot, 'model_index.json')), readFileSync(join(FIXTURE, 'model_index.json')));
+});
+
+test('a partial file left by an interrupted run is resumed by the next pull', async () => {
+  const repo = fixtureRepo();
+  repo.commit = 'c'.repeat(40);
+  repos.set('tiny/later', repo);
+  const name = 'vqvae/diffusion_pytorch_model.safetensors';
+  const content = (repo.files.get(name) as FakeFile).content;
+  const blobs = join(cache, 'models--tiny--later', 'blobs');
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(blobs, { recursive: true });
+  writeFileSync(join(blobs, `${sha256(content)}.incomplete`), content.subarray(0, 100));
+  log.length = 0;
+  const r = await pullRepo('tiny/later');
+  assert.ok(log.some((l) => l.url === `/cdn/tiny/later/${name}` && l.range === 'bytes=100-'));
+  assert.deepEqual(readFileSync(join(r.snapshot, name)), content);
+});
+
+test('a file whose content is not its sha256 etag is refused and not left in the cache', async () => {
+  const repo = fixtureRepo();
+  repo.commit = 'd'.repeat(40);
+  const name = 'text_encoder/model.safetensors';
+  const file = repo.files.get(name) as FakeFile;
+  file.served = Buffer.from(file.content);
+  file.served[file.served.length - 1] ^= 0xff;
+  repos.set('tiny/corrupt', repo);
+  await assert.rejects(pullRepo('tiny/corrupt'), /model\.safetensors: the content's sha256 .* refused/);
+  const folder = join(cache, 'models--tiny--corrupt');
+  assert.ok(!readdirSync(join(folder, 'blobs')).includes(sha256(file.content)));
+  assert.ok(!readdirSync(join(folder, 'blobs')).some((b) => b.endsWith('.incomplete')));
+  assert.ok(!existsSync(join(folder, 'snapshots', repo.commit, name)));
+  assert.ok(!existsSync(join(folder, 'refs', 'main')));
+  assert.equal(resolveCachedRepo('tiny/corrupt'), undefined);
+});
+
+test('file names and repo ids that leave the cache are refused', async () => {
+  for (const evil of ['../../evil', '../../evil.json', '/etc/evil.json', 'a/../../evil.json', 'a\\..\\evil.json']) {
+    const repo = fixtureRepo();
+    repo.commit = 'e'.repeat(40);
+    repo.extraSiblings = [evil];
+    repos.set('tiny/evil', repo);
+    await assert.rejects(pullRepo('tiny/evil'), /refused/, evil);
+  }
+  assert.ok(!existsSync(join(cache, 'evil')) && !existsSync(join(cache, 'evil.json')));
+  assert.ok(!existsSync(join(cache, 'models--tiny--evil')), 'nothing written for a refused listing');
+  for (const id of ['../x', 'a/..', '/abs/x', 'a/b/c', 'a--b/c', 'a', '.a/b'])
+    await assert.rejects(pullRepo(id), /not a Hub model id/, id);
+  await assert.rejects(pullRepo('tiny/amused', { revision: '../../x' }), /--revision/);
+});
+
+test('muse pull on the command line: one line for a missing repo, the snapshot path on success', async () => {
+  const missing = await runMuse('pull', 'nobody/nothing');
+  assert.equal(missing.code, 1);
+  assert.equal(missing.err.trim().split('\n').length, 1, missing.err);
+  assert.match(missing.err, /not found on the hub/);
+  const ok = await runMuse('pull', 'tiny/amused');
+  assert.equal(ok.code, 0, ok.err);
+  assert.equal(ok.out.trim(), resolveCachedRepo('tiny/amused'));
+  assert.match(ok.err, /already in the cache/);
+  const gen = await runMuse('generate', 'x', '--model', 'not/pulled', '-o', join(cache, 'x.png'));
+  assert.equal(gen.code, 1);
+  assert.match(gen.err, /not\/pulled is not downloaded: run muse pull not\/pulled/);
+});
