@@ -12,7 +12,6 @@ import { decodeImage, encodePng, type RgbImage, resizeCenterCrop } from '../imag
 import { FrameWriter } from '../pipeline/frames.js';
 import { type DecodingOptions, MusePipeline, type PipelineResult } from '../pipeline/pipeline.js';
 import { readPipelineFile } from '../pipeline/pipeline-file.js';
-import { initBackend } from '../tensor/backend.js';
 import type { MaskSchedule } from '../transformer/masking.js';
 import { MuseError } from '../util/errors.js';
 import { checkOutputFile, makeFolder, writeFileAtomic } from '../util/files.js';
@@ -104,8 +103,7 @@ export async function openPipeline(values: Values, options: { output?: boolean }
       );
   }
   if (options.output !== false) checkOutputs(values);
-  await initBackend();
-  return MusePipeline.load(folder);
+  return MusePipeline.load(folder); // which starts the backend (with the CLI's --backend/--threads)
 }
 
 /** A muse-ts model folder (pipeline.json) or a diffusers aMUSEd folder (model_index.json). */
@@ -116,7 +114,6 @@ export async function openAnyPipeline(values: Values): Promise<AnyPipeline> {
   const folder = modelFolder(values);
   if (!isAmusedFolder(folder)) return openPipeline(values);
   checkOutputs(values);
-  await initBackend();
   return AmusedPipeline.load(folder);
 }
 

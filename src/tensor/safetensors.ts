@@ -473,32 +473,12 @@ export async function saveSafetensors(
   options: EncodeOptions = {},
 ): Promise<void> {
   const bytes = encodeSafetensors(tensors, options);
-  const fs = await import('node:fs/promises');
-  const temp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+  // Node's file system is loaded on use: the codec above also runs in browsers.
+  const { writeFileDurably } = await import('../util/files.js');
   try {
-    const handle = await fs.open(temp, 'wx');
-    try {
-      await handle.writeFile(bytes);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await fs.rename(temp, path);
+    await writeFileDurably(path, bytes);
   } catch (err) {
-    await fs.rm(temp, { force: true }).catch(() => {});
     throw new SafetensorsError(`${path}: cannot write: ${(err as Error).message}`, path);
-  }
-  await syncFolder(path);
-}
-
-/** Best effort: make the rename itself durable (not possible on every platform). */
-async function syncFolder(path: string): Promise<void> {
-  const [fs, { dirname }] = await Promise.all([import('node:fs/promises'), import('node:path')]);
-  try {
-    const dir = await fs.open(dirname(path), 'r');
-    await dir.sync().finally(() => dir.close());
-  } catch {
-    // ignored: e.g. Windows cannot open folders
   }
 }
 

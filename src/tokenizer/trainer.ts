@@ -16,7 +16,7 @@ import { Rng } from '../tensor/random.js';
 import type { NamedTensor } from '../tensor/safetensors.js';
 import { scoped } from '../tensor/scope.js';
 import { AdamW, clipByGlobalNorm } from '../train/adamw.js';
-import { writeFileAtomic } from '../train/checkpoint-folder.js';
+import { writeRunFile } from '../train/checkpoint-folder.js';
 import { namedGrads, namedGradsWithAux } from '../train/grads.js';
 import { type History, STATE, type StepContext, type TrainOptions, type TrainResult, train } from '../train/harness.js';
 import { MuseError } from '../util/errors.js';
@@ -355,8 +355,8 @@ async function writeSamples(
     cell: 64,
     title: `step ${step}: held-out originals (top) and reconstructions (bottom)`,
   });
-  await writeFileAtomic(join(o.out, 'samples', `step-${String(step).padStart(6, '0')}.png`), grid);
-  await writeFileAtomic(
+  await writeRunFile(join(o.out, 'samples', `step-${String(step).padStart(6, '0')}.png`), grid);
+  await writeRunFile(
     join(o.out, 'loss.png'),
     await lineChartPng([{ name: 'reconstruction loss (L1 + L2)', points: history.train.map((h) => [h.step, h.rec]) }], {
       title: 'tokenizer training loss',
@@ -367,7 +367,7 @@ async function writeSamples(
     }),
   );
   if (history.eval.length) {
-    await writeFileAtomic(
+    await writeRunFile(
       join(o.out, 'psnr.png'),
       await lineChartPng([{ name: 'held-out PSNR (dB)', points: history.eval.map((e) => [e.step, e.psnr]) }], {
         title: 'held-out reconstruction PSNR',

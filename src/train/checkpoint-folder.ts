@@ -21,6 +21,7 @@ import { createReadStream, existsSync, readdirSync, readFileSync, statSync } fro
 import * as fs from 'node:fs/promises';
 import { join } from 'node:path';
 import { MuseError } from '../util/errors.js';
+import { writeFileDurably } from '../util/files.js';
 
 export const MANIFEST = 'checkpoint.json';
 const FORMAT = 'muse-checkpoint';
@@ -97,20 +98,11 @@ async function sha256(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
-/** Writes a file by temp + fsync + rename, so readers see the old or the new one; errors as MuseError. */
-export async function writeFileAtomic(path: string, bytes: Uint8Array | string): Promise<void> {
-  const temp = `${path}.tmp-${process.pid}-${suffix()}`;
+/** A run's file (manifest, history, curves, samples) written durably; errors as one MuseError line. */
+export async function writeRunFile(path: string, bytes: Uint8Array | string): Promise<void> {
   try {
-    const handle = await fs.open(temp, 'wx');
-    try {
-      await handle.writeFile(bytes);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await fs.rename(temp, path);
+    await writeFileDurably(path, bytes);
   } catch (err) {
-    await fs.rm(temp, { force: true }).catch(() => {});
     throw new MuseError(`cannot write ${path}: ${reason(err)}`);
   }
 }
@@ -232,7 +224,7 @@ export class RunFolder {
       await syncPath(temp);
       await fs.rename(temp, join(dir, folder));
       stage = 'commit';
-      await writeFileAtomic(join(dir, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
+      await writeRunFile(join(dir, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
       await syncPath(dir);
     } catch (err) {
       await fs.rm(temp, { recursive: true, force: true }).catch(() => {});

@@ -20,7 +20,7 @@ import type * as tf from '@tensorflow/tfjs-core';
 import { Rng, type RngState } from '../tensor/random.js';
 import { type DecodedSafetensors, loadSafetensors, type NamedTensor, saveSafetensors } from '../tensor/safetensors.js';
 import type { AdamW } from './adamw.js';
-import { type Checkpoint, RunFolder, writeFileAtomic } from './checkpoint-folder.js';
+import { type Checkpoint, RunFolder, writeRunFile } from './checkpoint-folder.js';
 import { momentsFromTensors, momentsToTensors } from './run-state.js';
 import { learningRate } from './schedule.js';
 
@@ -180,7 +180,7 @@ export async function train<B, S extends Scalars, E extends Scalars>(
 
   const save = async () => {
     await run.save(step, { ...model.weights(step), [STATE]: (path) => saveState(path, model, step, rng, history) });
-    await writeFileAtomic(join(o.out, 'history.json'), `${JSON.stringify(history)}\n`);
+    await writeRunFile(join(o.out, 'history.json'), `${JSON.stringify(history)}\n`);
     await model.afterSave?.(history);
     emit({ type: 'checkpoint', step });
   };

@@ -13,7 +13,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { newVariable } from '../tensor/params.js';
 import { Rng } from '../tensor/random.js';
 import { AdamW, clipByGlobalNorm } from '../train/adamw.js';
-import { writeFileAtomic } from '../train/checkpoint-folder.js';
+import { writeRunFile } from '../train/checkpoint-folder.js';
 import { namedGrads } from '../train/grads.js';
 import { type History, type StepContext, type TrainOptions, type TrainResult, train } from '../train/harness.js';
 import { MuseError } from '../util/errors.js';
@@ -275,7 +275,7 @@ export async function trainBase(o: BaseTrainOptions): Promise<TrainResult<BaseSt
           [weightsName]: save(params, s),
           ...(ema && { [emaName]: save(ema, s, { ema: String(o.ema) }) }),
         }),
-        afterSave: async (history) => writeFileAtomic(join(o.out, 'loss.png'), await lossCurve(stage, history)),
+        afterSave: async (history) => writeRunFile(join(o.out, 'loss.png'), await lossCurve(stage, history)),
       };
     },
   });

@@ -52,6 +52,35 @@ export function writeFileAtomic(path: string, data: Uint8Array | string): void {
 }
 
 /**
+ * Replaces a file durably: a temporary file beside it is written and fsynced, renamed over `path`, and
+ * the folder is synced (best effort), so a crash or a full disk leaves the old file or the new one,
+ * never a mix. Errors are the file system's own (the temporary file is removed first): callers word them.
+ */
+export async function writeFileDurably(path: string, data: Uint8Array | string): Promise<void> {
+  const fs = await import('node:fs/promises');
+  const temp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+  try {
+    const handle = await fs.open(temp, 'wx');
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fs.rename(temp, path);
+  } catch (err) {
+    await fs.rm(temp, { force: true }).catch(() => {});
+    throw err;
+  }
+  try {
+    const folder = await fs.open(dirname(resolve(path)), 'r');
+    await folder.sync().finally(() => folder.close());
+  } catch {
+    // ignored: not every platform can open a folder (Windows)
+  }
+}
+
+/**
  * Makes a folder and its missing parents one level at a time (Node's recursive mkdir loops forever
  * under /proc), refusing a path that is a file or under an unwritable folder.
  */
