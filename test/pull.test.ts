@@ -222,10 +222,14 @@ test('a download cut off half-way resumes with a Range request and ends verified
   assert.equal(breakOnce.size, 0, 'the server broke the download');
   const content = (repo.files.get(name) as FakeFile).content;
   const half = Math.floor(content.length / 2);
-  assert.ok(
-    log.some((l) => l.url === `/cdn/tiny/resume/${name}` && l.range === `bytes=${half}-`),
-    JSON.stringify(log),
-  );
+  // The resume starts where the first attempt's bytes on disk end: at most the half the server sent
+  // (bytes still queued in the response stream when the connection broke are dropped with it, so the
+  // exact point depends on timing), and after at least some of them.
+  const resumedAt = log
+    .filter((l) => l.url === `/cdn/tiny/resume/${name}` && l.range)
+    .map((l) => Number(/^bytes=(\d+)-$/.exec(l.range as string)?.[1]));
+  assert.equal(resumedAt.length, 1, JSON.stringify(log));
+  assert.ok(resumedAt[0] > 0 && resumedAt[0] <= half, `resumed at byte ${resumedAt[0]} of a half of ${half}`);
   assert.deepEqual(readFileSync(join(r.snapshot, name)), content);
   assert.deepEqual(readFileSync(join(r.snapshot, 'model_index.json')), readFileSync(join(FIXTURE, 'model_index.json')));
 });
