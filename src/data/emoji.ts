@@ -1,22 +1,31 @@
-// The emoji image–text dataset, built offline from pinned npm packages: Noto (@iconify-json/noto,
-// Apache-2.0), Twemoji (@twemoji/svg, graphics CC-BY-4.0) and Fluent flat
-// (@iconify-json/fluent-emoji-flat, MIT), captioned from emojibase-data (CLDR labels and tags, MIT).
+// The emoji image–text dataset, built offline from pinned npm packages: ten emoji styles (their
+// sources and licences: emoji-styles.ts), captioned from emojibase-data (CLDR labels and tags, MIT).
 // One skin tone (the default); the "component" group (skin-tone swatches, hair parts) is left out.
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import {
+  charsMap,
+  EMOJI_STYLES,
+  type EmojiNames,
+  type EmojiStyle,
+  type IconSet,
+  iconSvg,
+  loadIconSet,
+  matchByName,
+  normaliseCode,
+  STYLE_SOURCES,
+  twemojiFiles,
+} from './emoji-styles.js';
+
+export { EMOJI_STYLES, type EmojiStyle, FIRST_STYLES, normaliseCode } from './emoji-styles.js';
 
 const require = createRequire(import.meta.url);
 
-export const EMOJI_STYLES = ['noto', 'twemoji', 'fluent'] as const;
-export type EmojiStyle = (typeof EMOJI_STYLES)[number];
-
 /** Words used for each style in captions. */
-export const STYLE_WORDS: Record<EmojiStyle, string> = {
-  noto: 'noto',
-  twemoji: 'twemoji',
-  fluent: 'fluent flat',
-};
+export const STYLE_WORDS = Object.fromEntries(EMOJI_STYLES.map((s) => [s, STYLE_SOURCES[s].words])) as Record<
+  EmojiStyle,
+  string
+>;
 
 export type EmojiSplit = 'train' | 'test_emoji' | 'test_pair';
 export const EMOJI_SPLITS: EmojiSplit[] = ['train', 'test_emoji', 'test_pair'];
@@ -41,73 +50,65 @@ interface EmojibaseEntry {
   subgroup?: number;
 }
 
-interface IconSet {
-  icons: Record<string, { body: string; width?: number; height?: number }>;
-  aliases?: Record<string, { parent: string; hFlip?: boolean; vFlip?: boolean; rotate?: number }>;
-  width?: number;
-  height?: number;
-}
-
 const COMPONENT_GROUP = 2;
+const SHORTCODE_LISTS = ['github', 'emojibase', 'joypixels', 'iamcal'];
 
-export function normaliseCode(hexcode: string): string {
-  return hexcode
-    .toLowerCase()
-    .split('-')
-    .filter((c) => c !== 'fe0f')
-    .join('-');
+/** One style's icons: code → SVG document (undefined where the style lacks the emoji). */
+type StyleLookup = { has(code: string): boolean; svg(code: string): string | undefined };
+
+function emojibase(): EmojibaseEntry[] {
+  return (require('emojibase-data/en/data.json') as EmojibaseEntry[]).filter((e) => e.group !== COMPONENT_GROUP);
 }
 
-function byCode(chars: Record<string, string>): Map<string, string> {
-  return new Map(Object.entries(chars).map(([code, name]) => [normaliseCode(code), name]));
-}
-
-class Sources {
-  readonly noto = require('@iconify-json/noto/icons.json') as IconSet;
-  readonly fluent = require('@iconify-json/fluent-emoji-flat/icons.json') as IconSet;
-  readonly notoChars = byCode(require('@iconify-json/noto/chars.json') as Record<string, string>);
-  readonly fluentChars = byCode(require('@iconify-json/fluent-emoji-flat/chars.json') as Record<string, string>);
-  readonly twemojiDir = dirname(require.resolve('@twemoji/svg/package.json'));
-  readonly twemojiFiles = new Map(
-    readdirSync(this.twemojiDir)
-      .filter((f) => f.endsWith('.svg'))
-      .map((f) => [normaliseCode(f.slice(0, -4)), f]),
+function emojiNames(): EmojiNames[] {
+  const lists = SHORTCODE_LISTS.map(
+    (l) => require(`emojibase-data/en/shortcodes/${l}.json`) as Record<string, string | string[]>,
   );
+  return emojibase().map((e) => ({
+    code: normaliseCode(e.hexcode),
+    label: e.label,
+    shortcodes: lists.flatMap((l) => [l[e.hexcode] ?? []].flat()),
+  }));
 }
 
-let sources: Sources | undefined;
-const src = () => {
-  sources ??= new Sources();
-  return sources;
-};
+function iconLookup(set: IconSet, names: Map<string, string>): StyleLookup {
+  return {
+    has: (code) => names.has(code),
+    svg: (code) => {
+      const name = names.get(code);
+      return name === undefined ? undefined : iconSvg(set, name);
+    },
+  };
+}
 
-function iconSvg(set: IconSet, name: string): string | undefined {
-  let icon = set.icons[name];
-  let flip = '';
-  if (!icon) {
-    const alias = set.aliases?.[name];
-    if (!alias) return undefined;
-    icon = set.icons[alias.parent];
-    if (!icon || alias.rotate) return undefined;
-    if (alias.hFlip || alias.vFlip) flip = `${alias.hFlip ? 'h' : ''}${alias.vFlip ? 'v' : ''}`;
+const lookups = new Map<EmojiStyle, StyleLookup>();
+
+function styleLookup(style: EmojiStyle): StyleLookup {
+  let found = lookups.get(style);
+  if (found) return found;
+  const source = STYLE_SOURCES[style];
+  if (source.lookup === 'files') {
+    const files = twemojiFiles();
+    found = {
+      has: (code) => files.has(code),
+      svg: (code) => {
+        const file = files.get(code);
+        return file === undefined ? undefined : readFileSync(file, 'utf8');
+      },
+    };
+  } else if (source.lookup === 'chars') {
+    found = iconLookup(loadIconSet(source.package), charsMap(source.package));
+  } else {
+    const set = loadIconSet(source.package);
+    found = iconLookup(set, matchByName(set, emojiNames(), charsMap(STYLE_SOURCES.noto.package)));
   }
-  const w = icon.width ?? set.width ?? 16;
-  const h = icon.height ?? set.height ?? 16;
-  const transform = flip
-    ? ` transform="translate(${flip.includes('h') ? w : 0} ${flip.includes('v') ? h : 0}) scale(${flip.includes('h') ? -1 : 1} ${flip.includes('v') ? -1 : 1})"`
-    : '';
-  return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}"><g${transform}>${icon.body}</g></svg>`;
+  lookups.set(style, found);
+  return found;
 }
 
 /** The SVG document of an emoji in a style, or undefined when that style lacks it. */
 export function emojiSvg(code: string, style: EmojiStyle): string | undefined {
-  const s = src();
-  if (style === 'twemoji') {
-    const file = s.twemojiFiles.get(code);
-    return file ? readFileSync(join(s.twemojiDir, file), 'utf8') : undefined;
-  }
-  const name = (style === 'noto' ? s.notoChars : s.fluentChars).get(code);
-  return name ? iconSvg(style === 'noto' ? s.noto : s.fluent, name) : undefined;
+  return styleLookup(style).svg(code);
 }
 
 function words(slug: string): string {
@@ -121,14 +122,11 @@ export function listEmoji(): EmojiEntry[] {
     groups: Record<string, string>;
     subgroups: Record<string, string>;
   };
-  const s = src();
   const out: EmojiEntry[] = [];
   for (const e of data) {
     if (e.group === COMPONENT_GROUP) continue;
     const code = normaliseCode(e.hexcode);
-    const styles = EMOJI_STYLES.filter((st) =>
-      st === 'twemoji' ? s.twemojiFiles.has(code) : (st === 'noto' ? s.notoChars : s.fluentChars).has(code),
-    );
+    const styles = EMOJI_STYLES.filter((st) => styleLookup(st).has(code));
     if (styles.length === 0) continue;
     out.push({
       code,
@@ -193,14 +191,9 @@ export function emojiSplit(e: EmojiEntry, style: EmojiStyle): EmojiSplit {
 export const EMOJI_ATTRIBUTION = `# Attribution of the emoji dataset
 
 Images rendered by muse-ts from these packages (pinned in package.json); no image is modified
-except for rasterisation on a white background and resizing.
+except for rasterisation on a white background and resizing. Where a style's licence is
+share-alike (CC BY-SA 4.0), its renders are under the same licence.
 
-- **Noto Emoji** — Google Inc., https://github.com/googlefonts/noto-emoji — Apache License 2.0.
-  Through the npm package @iconify-json/noto (Iconify).
-- **Twemoji** — Twitter, Inc. and other contributors, https://github.com/jdecked/twemoji —
-  graphics licensed under CC-BY 4.0 (https://creativecommons.org/licenses/by/4.0/); code MIT.
-  Through the npm package @twemoji/svg.
-- **Fluent Emoji (flat)** — Microsoft Corporation, https://github.com/microsoft/fluentui-emoji —
-  MIT License. Through the npm package @iconify-json/fluent-emoji-flat (Iconify).
+${EMOJI_STYLES.map((s) => `- ${STYLE_SOURCES[s].attribution} Through the npm package ${STYLE_SOURCES[s].package}.`).join('\n')}
 - **Captions** — emojibase-data (Miles Johnson, MIT), CLDR annotations (Unicode License).
 `;
