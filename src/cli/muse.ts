@@ -68,6 +68,13 @@ const verbs: Record<string, Verb> = {
       return { run: m.serveCommand, help: m.serveHelp };
     },
   },
+  'export-web': {
+    summary: 'a static site (UI, browser bundle, models) that generates in the browser',
+    load: async () => {
+      const m = await import('./export-web.js');
+      return { run: m.exportWebCommand, help: m.exportWebHelp };
+    },
+  },
   assemble: {
     summary: 'a model folder (pipeline.json + F16 files) from training runs',
     load: async () => {

@@ -2,20 +2,9 @@
 // encoded with sharp (prebuilt libvips from npm; renders SVG with librsvg).
 import sharp, { type Sharp } from 'sharp';
 import { MuseError } from '../util/errors.js';
+import type { RgbImage } from './rgb.js';
 
-/** An 8-bit RGB image, row-major, 3 bytes per pixel. */
-export interface RgbImage {
-  width: number;
-  height: number;
-  data: Uint8Array;
-}
-
-/** A pixel mask: 1 = regenerate, 0 = keep; width·height bytes. */
-export interface PixelMask {
-  width: number;
-  height: number;
-  data: Uint8Array;
-}
+export { fromUnitRange, type PixelMask, type RgbImage, toUnitRange } from './rgb.js';
 
 const WHITE = { r: 255, g: 255, b: 255 };
 
@@ -90,18 +79,4 @@ export async function encodePng(img: RgbImage): Promise<Buffer> {
   return sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })
     .png({ compressionLevel: 9 })
     .toBuffer();
-}
-
-/** Pixels as floats in [-1, 1], HWC (the tokenizer's input range). */
-export function toUnitRange(img: RgbImage): Float32Array {
-  const out = new Float32Array(img.data.length);
-  for (let i = 0; i < out.length; i++) out[i] = img.data[i] / 127.5 - 1;
-  return out;
-}
-
-/** Floats in [-1, 1] (HWC) back to 8-bit RGB, clamped. */
-export function fromUnitRange(values: Float32Array, width: number, height: number): RgbImage {
-  const data = new Uint8Array(width * height * 3);
-  for (let i = 0; i < data.length; i++) data[i] = Math.max(0, Math.min(255, Math.round((values[i] + 1) * 127.5)));
-  return { width, height, data };
 }

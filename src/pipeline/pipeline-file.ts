@@ -1,100 +1,27 @@
 // A model folder (diffusers-style): pipeline.json names the components and the decoding defaults; each
-// component is a safetensors file beside it.
+// component is a safetensors file beside it. Reading one from disk (Node); the format: pipeline-spec.ts.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { GuidanceSchedule } from '../decoding/guidance.js';
-import type { MaskSchedule } from '../transformer/masking.js';
 import { MuseError } from '../util/errors.js';
 import { fileInside, readRegularFileSync } from '../util/untrusted.js';
+import { MAX_PIPELINE_FILE_BYTES, type PipelineFile, parsePipelineFile } from './pipeline-spec.js';
 
-/** The largest pipeline.json read (it holds a few names and numbers). */
-const MAX_PIPELINE_FILE_BYTES = 1 << 20;
-
-export interface DecodingDefaults {
-  steps: number;
-  /** Decoding steps of the super-res stage (paper: 8). */
-  superresSteps: number;
-  guidance: number;
-  guidanceSchedule: GuidanceSchedule;
-  temperature: number;
-  topK: number;
-  choiceTemperature: number;
-  schedule: MaskSchedule;
-}
-
-export interface PipelineFile {
-  format: 'muse-ts-pipeline';
-  version: 1;
-  /** File names inside the folder. */
-  tokenizer: string;
-  base: string;
-  /** The super-res transformer (optional); the same tokenizer decodes both sizes. */
-  superres?: string;
-  /** The text encoder the transformers were trained with (its id). */
-  textEncoder: string;
-  /** Side of the base model's images in pixels. */
-  imageSize: number;
-  /** Side of the super-res stage's images in pixels (with `superres`). */
-  superresSize?: number;
-  /** What `generate` makes unless told: imageSize, or superresSize when there is a super-res stage. */
-  defaultSize?: number;
-  defaults: DecodingDefaults;
-}
-
-export const DECODING_DEFAULTS: DecodingDefaults = {
-  steps: 12,
-  superresSteps: 8,
-  guidance: 3,
-  guidanceSchedule: 'linear',
-  temperature: 1,
-  topK: 0,
-  choiceTemperature: 4.5,
-  schedule: 'cosine',
-};
+export {
+  DECODING_DEFAULTS,
+  type DecodingDefaults,
+  MAX_PIPELINE_FILE_BYTES,
+  type PipelineFile,
+  parsePipelineFile,
+} from './pipeline-spec.js';
 
 export function readPipelineFile(folder: string): PipelineFile {
   const file = join(folder, 'pipeline.json');
   if (!existsSync(folder)) throw new MuseError(`model folder ${folder} does not exist`);
   if (!existsSync(file)) throw new MuseError(`${folder} is not a model folder: it has no pipeline.json`);
   const bytes = readRegularFileSync(file, MAX_PIPELINE_FILE_BYTES, 'a pipeline.json');
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
-  } catch (err) {
-    throw new MuseError(`${file}: not valid JSON (${(err as Error).message})`);
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
-    throw new MuseError(
-      `${file}: not a muse-ts pipeline file (a JSON ${parsed === null ? 'null' : Array.isArray(parsed) ? 'array' : typeof parsed}, not an object)`,
-    );
-  const raw = parsed as Partial<PipelineFile>;
-  if (raw.format !== 'muse-ts-pipeline')
-    throw new MuseError(`${file}: not a muse-ts pipeline file (format "${raw.format}")`);
-  if (raw.version !== 1) throw new MuseError(`${file}: version ${raw.version} is not supported (this muse-ts reads 1)`);
-  for (const key of ['tokenizer', 'base', 'textEncoder'] as const) {
-    if (typeof raw[key] !== 'string') throw new MuseError(`${file}: "${key}" must be a string`);
-  }
-  if (raw.superres !== undefined && typeof raw.superres !== 'string')
-    throw new MuseError(`${file}: "superres" must be a string`);
   // Component files: regular files inside the folder (no "..", no absolute path, no symlink out,
   // no FIFO or device), whatever the folder's author wrote.
-  for (const key of ['tokenizer', 'base', 'superres'] as const) {
-    if (raw[key] !== undefined) fileInside(folder, raw[key] as string, `${file}: "${key}"`);
-  }
-  if (!Number.isInteger(raw.imageSize) || (raw.imageSize as number) < 1)
-    throw new MuseError(`${file}: imageSize must be a positive integer`);
-  if (
-    raw.superres &&
-    (!Number.isInteger(raw.superresSize) || (raw.superresSize as number) <= (raw.imageSize as number))
-  )
-    throw new MuseError(`${file}: superresSize must be an integer larger than imageSize`);
-  const sizes = [raw.imageSize, ...(raw.superres ? [raw.superresSize] : [])];
-  if (raw.defaultSize !== undefined && !sizes.includes(raw.defaultSize))
-    throw new MuseError(`${file}: defaultSize must be one of ${sizes.join(', ')}`);
-  if (
-    raw.defaults !== undefined &&
-    (typeof raw.defaults !== 'object' || raw.defaults === null || Array.isArray(raw.defaults))
-  )
-    throw new MuseError(`${file}: "defaults" must be an object`);
-  return { ...(raw as PipelineFile), defaults: { ...DECODING_DEFAULTS, ...raw.defaults } };
+  return parsePipelineFile(bytes, file, (name, where) => {
+    fileInside(folder, name, where);
+  });
 }

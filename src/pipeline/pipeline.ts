@@ -4,7 +4,6 @@
 //
 //   const muse = await MusePipeline.load('models/emoji');
 //   const { images } = await muse.generate('a red apple', { n: 4, seed: 1 });
-import { join } from 'node:path';
 import { maskFreeEdit } from '../decoding/edit.js';
 import type { GuidanceSchedule } from '../decoding/guidance.js';
 import type { PromptBatch } from '../decoding/guided-transformer.js';
@@ -16,7 +15,7 @@ import {
   validateExtension,
   windowTokens,
 } from '../decoding/outpaint.js';
-import type { PixelMask, RgbImage } from '../image/image.js';
+import type { PixelMask, RgbImage } from '../image/rgb.js';
 import { downsampleImage, downsampleMask } from '../image/resample.js';
 import { initBackend } from '../tensor/backend.js';
 import { Rng } from '../tensor/random.js';
@@ -28,8 +27,10 @@ import type { TransformerConfig } from '../transformer/config.js';
 import type { MaskSchedule } from '../transformer/masking.js';
 import type { Params } from '../transformer/model.js';
 import { MuseError } from '../util/errors.js';
+import type { ModelSource } from '../util/model-source.js';
 import { featherComposite, tokenMask } from './masks.js';
-import { type DecodingDefaults, type PipelineFile, readPipelineFile } from './pipeline-file.js';
+import { openModel } from './model-folder.js';
+import { type DecodingDefaults, type PipelineFile, readPipelineFrom } from './pipeline-spec.js';
 import { Stage, type StageGuidance } from './stage.js';
 
 export interface DecodingOptions {
@@ -96,20 +97,26 @@ export class MusePipeline {
   ) {}
 
   /**
-   * Loads a model folder; pass `textEncoder` for one that is not built in (its id must match). Starts
-   * the default tensor backend when none is started (forgetting initBackend used to mean tfjs's slow
-   * cpu backend).
+   * Loads a model folder (a path under Node, a URL in a browser) or any ModelSource (a FetchSource:
+   * files read with fetch); pass `textEncoder` for one that is not built in (its id must match), or
+   * `textEncoderFiles` for where the built-in one's files are. Starts the default tensor backend when
+   * none is started (forgetting initBackend used to mean tfjs's slow cpu backend).
    */
-  static async load(folder: string, options: { textEncoder?: TextEncoder } = {}): Promise<MusePipeline> {
-    const file = readPipelineFile(folder);
+  static async load(
+    from: string | ModelSource,
+    options: { textEncoder?: TextEncoder; textEncoderFiles?: ModelSource } = {},
+  ): Promise<MusePipeline> {
+    const { source, file } =
+      typeof from === 'string' ? await openModel(from) : { source: from, file: await readPipelineFrom(from) };
+    const folder = source.location;
     await initBackend();
-    const tokenizer = await VqTokenizer.load(join(folder, file.tokenizer));
+    const tokenizer = await VqTokenizer.load({ source, name: file.tokenizer });
     const f = tokenizer.downsample;
-    const base = await loadTransformer(join(folder, file.base));
+    const base = await loadTransformer({ source, name: file.base });
     checkStage(folder, 'base', base.config, tokenizer.codebookSize, file.imageSize / f);
     let superres: Stage | undefined;
     if (file.superres) {
-      const sr = await loadTransformer(join(folder, file.superres));
+      const sr = await loadTransformer({ source, name: file.superres });
       checkStage(folder, 'superres', sr.config, tokenizer.codebookSize, (file.superresSize as number) / f);
       if (!sr.config.lowres || sr.config.lowres.grid.join() !== base.config.grid.join())
         throw new MuseError(
@@ -125,7 +132,7 @@ export class MusePipeline {
     if (!text) {
       if (file.textEncoder !== USE_LITE_ID)
         throw new MuseError(`${folder} needs the text encoder ${file.textEncoder}: pass it to MusePipeline.load`);
-      text = await UseLiteEncoder.load({ maxTokens: base.config.textTokens });
+      text = await UseLiteEncoder.load({ maxTokens: base.config.textTokens, files: options.textEncoderFiles });
     }
     if (text.id !== file.textEncoder)
       throw new MuseError(`${folder} was trained with the text encoder ${file.textEncoder}, not ${text.id}`);

@@ -2,10 +2,10 @@
 // pack (and the native BLAS path when its addon is built); `webgpu` where a GPU exists.
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { BackendWasm, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { MuseError } from '../util/errors.js';
 import { registerGradientFixes, registerGradients } from './gradients.js';
 import { type KernelPackInfo, registerKernelPack } from './kernels/index.js';
+import { cores, isNode, nativeAvailable, registerWasm, registerWebgpu } from './platform.js';
 import type { WasmModule } from './wasm-node-threads.js';
 
 export type BackendName = 'wasm' | 'webgpu' | 'cpu';
@@ -25,7 +25,6 @@ export interface BackendInfo {
   kernels: KernelPackInfo;
 }
 
-const isNode = typeof process !== 'undefined' && !!process.versions?.node;
 let started: BackendInfo | undefined;
 let wasmModule: WasmModule | undefined;
 
@@ -33,19 +32,11 @@ function envValue(name: string): string | undefined {
   return isNode ? process.env[name] : undefined;
 }
 
-async function cores(): Promise<number> {
-  if (isNode) return (await import('node:os')).availableParallelism();
-  return globalThis.navigator?.hardwareConcurrency ?? 1;
-}
-
 // With the native addon doing the matmuls and convolutions on its own threads, extra wasm worker
 // threads only compete for the same cores: measured on the 2-core machine, the tokenizer's
 // training step ran at 0.92 step/s with 1 wasm thread against 0.64 with 2.
 async function defaultThreads(backend: BackendName, native: boolean): Promise<number> {
-  if (backend === 'wasm' && native && isNode) {
-    const { loadNative } = await import('./native.js');
-    if (loadNative()) return 1;
-  }
+  if (backend === 'wasm' && native && (await nativeAvailable())) return 1;
   return cores();
 }
 
@@ -64,38 +55,6 @@ function parseBackend(value: string | undefined): BackendName {
     throw new MuseError(`unknown backend "${name}": choose wasm, webgpu or cpu`);
   }
   return name;
-}
-
-// In Node the package's own wasm backend factory cannot use threads (see wasm-node-threads.ts), so
-// it is replaced by one that can. Browsers keep the package's factory.
-async function registerNodeWasm(threads: number): Promise<void> {
-  const { instantiateThreadedWasm, instantiateSimdWasm } = await import('./wasm-node-threads.js');
-  // The package registers its factory on import; shutdownBackend removed it (a restart after shutdown).
-  if (tf.findBackendFactory('wasm')) tf.removeBackend('wasm');
-  tf.registerBackend(
-    'wasm',
-    async () => {
-      wasmModule = threads > 1 ? await instantiateThreadedWasm(threads) : await instantiateSimdWasm();
-      setThreadsCount(threads);
-      return new BackendWasm(wasmModule as never);
-    },
-    3,
-  );
-}
-
-async function registerNodeWebgpu(): Promise<void> {
-  const webgpu = (await import('webgpu')) as unknown as {
-    create(flags: string[]): unknown;
-    globals: Record<string, unknown>;
-  };
-  Object.assign(globalThis, webgpu.globals);
-  const nav = (globalThis.navigator ?? {}) as { gpu?: unknown };
-  if (!nav.gpu) {
-    Object.defineProperty(globalThis, 'navigator', {
-      value: Object.assign(nav, { gpu: webgpu.create([]) }),
-      configurable: true,
-    });
-  }
 }
 
 async function requireWebgpuAdapter(): Promise<void> {
@@ -162,10 +121,12 @@ function removeHandlersAddedSince(before: Map<ProcessEvent, unknown[]> | undefin
 }
 
 async function startBackend(backend: BackendName, threads: number, native: boolean): Promise<BackendInfo> {
-  if (backend === 'wasm' && isNode) await registerNodeWasm(threads);
-  if (backend === 'wasm' && !isNode) setThreadsCount(threads);
+  if (backend === 'wasm')
+    await registerWasm(threads, (m) => {
+      wasmModule = m;
+    });
   if (backend === 'webgpu') {
-    if (isNode) await registerNodeWebgpu();
+    await registerWebgpu();
     await requireWebgpuAdapter();
     await import('@tensorflow/tfjs-backend-webgpu');
   }

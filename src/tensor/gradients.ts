@@ -1,26 +1,11 @@
-// Registers tfjs-core's gradient definitions. Its Node bundle registers none, and the ESM files that
-// hold them cannot be loaded by Node directly; scripts/bundle-gradients.mjs packs them into
-// vendor/tfjs-gradients.cjs at build time (see there for why one extra copy of core code is safe).
+// Gradient definitions: tfjs-core's (loaded per platform, see platform.ts) and this project's fixes.
 import * as tf from '@tensorflow/tfjs-core';
 
+/** Registers tfjs-core's gradient definitions once (how depends on the platform: platform.ts). */
 export async function registerGradients(): Promise<void> {
   if (tf.getGradient('Concat')) return;
-  const isNode = typeof process !== 'undefined' && !!process.versions?.node;
-  if (!isNode) {
-    // Bundlers resolve tfjs-core's ESM build, where this module exists as a side-effect import.
-    const path = '@tensorflow/tfjs-core/dist/register_all_gradients';
-    await import(/* @vite-ignore */ path);
-    return;
-  }
-  const { createRequire } = await import('node:module');
-  const { join } = await import('node:path');
-  const { packageRoot } = await import('../util/package-root.js');
-  const file = join(packageRoot(), 'vendor', 'tfjs-gradients.cjs');
-  try {
-    createRequire(import.meta.url)(file);
-  } catch (err) {
-    throw new Error(`cannot load ${file} (run "npm run build" to make it): ${(err as Error).message}`);
-  }
+  const { loadGradientDefinitions } = await import('./platform.js');
+  await loadGradientDefinitions();
 }
 
 // tfjs-core's BatchMatMul gradient does not reduce over broadcast batch dimensions, so

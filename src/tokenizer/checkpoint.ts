@@ -3,6 +3,7 @@
 import { checkedShapes, paramsFromTensors, paramsToTensors } from '../tensor/params.js';
 import { configFromMetadata, loadSafetensors, metadataWithConfig, saveSafetensors } from '../tensor/safetensors.js';
 import { MuseError } from '../util/errors.js';
+import type { SourceFile } from '../util/model-source.js';
 import { type TokenizerConfig, validateTokenizerConfig } from './config.js';
 import { type Params, tokenizerLayout } from './model.js';
 
@@ -25,8 +26,9 @@ export interface LoadedTokenizer {
 }
 
 /** Loads weights into variables; every expected tensor must be present with its shape. */
-export async function loadTokenizer(path: string): Promise<LoadedTokenizer> {
-  const { tensors, metadata } = await loadSafetensors(path);
+export async function loadTokenizer(file: string | SourceFile): Promise<LoadedTokenizer> {
+  const { tensors, metadata } = await loadSafetensors(file);
+  const path = typeof file === 'string' ? file : file.source.where(file.name);
   if (metadata.kind !== undefined && metadata.kind !== 'muse-tokenizer') {
     throw new MuseError(`${path}: a ${metadata.kind} file, not a tokenizer`);
   }

@@ -1,9 +1,10 @@
 // A trained tokenizer as users and the rest of the pipeline use it: images ↔ token grids.
 import * as tf from '@tensorflow/tfjs-core';
 import type { ImageTokenizer } from '../data/cache.js';
-import { fromUnitRange, type RgbImage, toUnitRange } from '../image/image.js';
+import { fromUnitRange, type RgbImage, toUnitRange } from '../image/rgb.js';
 import { scoped } from '../tensor/scope.js';
 import { MuseError } from '../util/errors.js';
+import type { SourceFile } from '../util/model-source.js';
 import { loadTokenizer } from './checkpoint.js';
 import { downsampleFactor, quantizerKind, type TokenizerConfig } from './config.js';
 import { decodeLatents, type Params } from './model.js';
@@ -41,9 +42,9 @@ export class VqTokenizer implements ImageTokenizer {
     this.codebookSize = config.codebookSize;
   }
 
-  static async load(path: string): Promise<VqTokenizer> {
-    const { params, config, metadata } = await loadTokenizer(path);
-    return new VqTokenizer(params, config, metadata.id ?? path);
+  static async load(file: string | SourceFile): Promise<VqTokenizer> {
+    const { params, config, metadata } = await loadTokenizer(file);
+    return new VqTokenizer(params, config, metadata.id ?? (typeof file === 'string' ? file : file.source.where(file.name)));
   }
 
   private checkSize(img: RgbImage): void {

@@ -3,6 +3,7 @@
 import { checkedShapes, paramsFromTensors, paramsToTensors } from '../tensor/params.js';
 import { configFromMetadata, loadSafetensors, metadataWithConfig, saveSafetensors } from '../tensor/safetensors.js';
 import { MuseError } from '../util/errors.js';
+import type { SourceFile } from '../util/model-source.js';
 import { type TransformerConfig, validateTransformerConfig } from './config.js';
 import { type Params, transformerLayout } from './model.js';
 
@@ -25,10 +26,11 @@ export async function saveTransformer(
 export const ZERO_INIT_ADDITIONS = /^lowres\.to_input\./;
 
 export async function loadTransformer(
-  path: string,
+  file: string | SourceFile,
   options: { allowZeroInitAdditions?: boolean } = {},
 ): Promise<{ config: TransformerConfig; params: Params; metadata: Record<string, string> }> {
-  const { tensors, metadata } = await loadSafetensors(path);
+  const { tensors, metadata } = await loadSafetensors(file);
+  const path = typeof file === 'string' ? file : file.source.where(file.name);
   if (metadata.kind !== undefined && !metadata.kind.startsWith('muse-base') && metadata.kind !== 'muse-superres') {
     throw new MuseError(`${path}: a ${metadata.kind} file, not a transformer`);
   }
