@@ -37,7 +37,12 @@ export const dataHelp = `Usage: muse data <build|preview|encode> ...
       Runs the VQ tokenizer and the frozen text encoder (USE-lite) once over a dataset and writes
       sharded token grids + per-token text embeddings, so transformer training streams tokens.
       With --superres-size, each image is also tokenized at that size (the super-res stage's
-      targets). Resumable: run the same command again after an interruption.`;
+      targets). Resumable: run the same command again after an interruption.
+      --queue redis://HOST:PORT: one job per input shard (each .tar, or each sub-folder of an image
+      folder) for \`muse worker --queue URL --encode\` processes; each output shard is written
+      atomically and once (shard-<input index>.safetensors), and the command waits for all, then
+      writes cache.json (watch with \`muse queue status\`; run it again to resume or retry). Each
+      input shard must fit one cache shard (--shard-size).`;
 
 function positiveInt(value: string | undefined, name: string, fallback: number, max = 1e9): number {
   return numberOption(value, name, fallback, { min: 1, max, integer: true });
@@ -150,10 +155,12 @@ async function encode(args: string[]): Promise<number> {
       'shard-size': { type: 'string' },
       captions: { type: 'string' },
       'max-tokens': { type: 'string' },
+      queue: { type: 'string' },
     },
   });
   const path = positionals[0];
   if (!path) throw new MuseError('muse data encode needs a dataset path');
+  if (values.queue !== undefined) return encodeOnQueue(path, values as Record<string, string | undefined>);
   if (!values.tokenizer) throw new MuseError('--tokenizer FILE.safetensors is required (from `muse tokenizer train`)');
   if (!values.out) throw new MuseError('--out CACHE_FOLDER is required');
   for (const f of [values.tokenizer, values['superres-tokenizer']])
@@ -184,6 +191,41 @@ async function encode(args: string[]): Promise<number> {
     `${images} images, ${pairs} (image, caption) pairs in ${m.shards.length} shards → ${values.out} (${((performance.now() - t0) / 1000).toFixed(1)} s)`,
   );
   console.log(skip.summary());
+  return 0;
+}
+
+/** `muse data encode --queue`: the shards go to workers; this process queues them, waits, writes cache.json. */
+async function encodeOnQueue(path: string, values: Record<string, string | undefined>): Promise<number> {
+  const url = values.queue as string;
+  const tokenizer = values.tokenizer as string;
+  const out = values.out as string;
+  const { redisOptions } = await import('../queue/connection.js');
+  redisOptions(url);
+  makeFolder(out);
+  const { runQueuedEncode } = await import('../queue/encode.js');
+  const t0 = performance.now();
+  let last = -1;
+  const m = await runQueuedEncode({
+    url,
+    dataset: path,
+    out,
+    tokenizer,
+    superresTokenizer: values['superres-tokenizer'],
+    size: positiveInt(values.size, 'size', builtSize(path) ?? 32, 1024),
+    superresSize: values['superres-size'] ? positiveInt(values['superres-size'], 'superres-size', 64, 2048) : undefined,
+    shardSize: positiveInt(values['shard-size'], 'shard-size', 1024),
+    captions: values.captions ? positiveInt(values.captions, 'captions', 0) : undefined,
+    maxTokens: positiveInt(values['max-tokens'], 'max-tokens', 24, 512),
+    onProgress: (done, total) => {
+      if (done !== last) console.error(`encode: ${done}/${total} shards done`);
+      last = done;
+    },
+  });
+  const images = m.shards.reduce((a, s) => a + s.images, 0);
+  const pairs = m.shards.reduce((a, s) => a + s.pairs, 0);
+  console.log(
+    `${images} images, ${pairs} (image, caption) pairs in ${m.shards.length} shards → ${out} (${((performance.now() - t0) / 1000).toFixed(1)} s, on the queue)`,
+  );
   return 0;
 }
 

@@ -9,6 +9,7 @@ import { defaultModelFolder } from './decoding-options.js';
 import { backendHelp, numberOption } from './options.js';
 
 export const serveHelp = `Usage: muse serve [--model DIR ...] [--host 127.0.0.1] [--port 7860] [--max-queue ${DEFAULT_LIMITS.maxQueued}]
+       muse serve --queue redis://HOST:PORT [--host ...] [--port ...] [--max-queue N]
 
   Serves a web UI at / and an HTTP API:
     POST /api/jobs (verb generate|inpaint|outpaint|edit|upscale|img2img) → {id};
@@ -22,7 +23,13 @@ export const serveHelp = `Usage: muse serve [--model DIR ...] [--host 127.0.0.1]
                         the first is the default (default: the shipped models/emoji)
   --host HOST          address to listen on (default 127.0.0.1: this machine only)
   --port PORT          port (default 7860; 0 picks a free one)
-  --max-queue N        jobs that may wait behind the running one (default ${DEFAULT_LIMITS.maxQueued})
+  --max-queue N        jobs that may wait behind the running one (default ${DEFAULT_LIMITS.maxQueued}; per model
+                        with --queue)
+  --queue URL          scale out: every request becomes a BullMQ job on the Redis at URL, run by
+                        \`muse worker --queue URL --model DIR\` processes (any number, any machine);
+                        progress and results come back to the same endpoints. The models are those
+                        the live workers announce (no --model here). Redis down: 503 "queue
+                        unavailable" until it returns. See docs/DEPLOY.md.
 ${backendHelp}`;
 
 export async function serveCommand(args: string[]): Promise<number> {
@@ -38,6 +45,7 @@ export async function serveCommand(args: string[]): Promise<number> {
       host: { type: 'string' },
       port: { type: 'string' },
       'max-queue': { type: 'string' },
+      queue: { type: 'string' },
     },
   });
   if (positionals.length) throw new MuseError('muse serve takes no positional arguments (see --help)');
@@ -48,12 +56,26 @@ export async function serveCommand(args: string[]): Promise<number> {
     integer: true,
   });
   const host = values.host ?? '127.0.0.1';
-  const folders = values.model?.length ? values.model : [defaultModelFolder()];
-  console.error(`loading ${folders.join(', ')} ...`);
-  const models = await loadModels(folders);
-  const { app } = await createServer({ models, limits: { maxQueued } });
+  let app: Awaited<ReturnType<typeof createServer>>['app'];
+  let what: string;
+  if (values.queue !== undefined) {
+    if (values.model?.length)
+      throw new MuseError('with --queue the workers load the models: give --model to `muse worker`, not to serve');
+    const { redisOptions } = await import('../queue/connection.js');
+    redisOptions(values.queue); // a bad URL is one line before anything starts
+    const { QueueJobRunner } = await import('../queue/runner.js');
+    const runner = await QueueJobRunner.open({ url: values.queue, maxQueued });
+    ({ app } = await createServer({ runner, limits: { maxQueued } }));
+    what = `queue ${values.queue}${runner.available ? '' : ' (not reachable yet: requests answer 503 until it is)'}`;
+  } else {
+    const folders = values.model?.length ? values.model : [defaultModelFolder()];
+    console.error(`loading ${folders.join(', ')} ...`);
+    const models = await loadModels(folders);
+    ({ app } = await createServer({ models, limits: { maxQueued } }));
+    what = `models: ${models.map((m) => m.name).join(', ')}`;
+  }
   const address = await app.listen({ host, port });
-  console.error(`muse serve: ${address} (models: ${models.map((m) => m.name).join(', ')}); Ctrl-C stops`);
+  console.error(`muse serve: ${address} (${what}); Ctrl-C stops`);
   await new Promise<void>((resolve) => {
     const stop = () => {
       process.off('SIGINT', stop);

@@ -11,8 +11,9 @@
 //   POST   /v1/images/edits        OpenAI: multipart image, mask, prompt → inpainting
 //   GET    /v1/files/:name         images answered with response_format "url" (kept fileTtlMs)
 //
-// Every computation goes through one bounded JobQueue (see jobs.ts: the tensor backend is not
-// re-entrant, so jobs run one at a time). Every error is JSON {error: {message}} with a 4xx status
+// Every computation goes through a JobRunner (runner.ts): in-process, one bounded JobQueue (see
+// jobs.ts: the tensor backend is not re-entrant, so jobs run one at a time); with `muse serve --queue`,
+// BullMQ jobs on Redis run by `muse worker` processes (src/queue), with the same events and answers. Every error is JSON {error: {message}} with a 4xx status
 // for a bad request; the server keeps serving after any of them.
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -24,22 +25,24 @@ import { MuseError } from '../util/errors.js';
 import { packageRoot } from '../util/package-root.js';
 import { HttpError } from './errors.js';
 import { fromBase64, readMask, readUpload } from './image-input.js';
-import { type Job, JobQueue, terminalEvent } from './jobs.js';
-import { ModelSet, type ServedModel, VERBS, type Verb } from './models.js';
+import { type Job, terminalEvent } from './jobs.js';
+import { ModelSet, modelInfo, type ServedModel, VERBS, type Verb } from './models.js';
 import {
   type ComputeRequest,
   checkRequest,
   DEFAULT_LIMITS,
   number,
   parseOptions,
-  requestSummary,
   type ServerLimits,
   text,
-  workFor,
 } from './requests.js';
+import { InProcessRunner, type JobRunner } from './runner.js';
 
 export interface ServerOptions {
-  models: ServedModel[];
+  /** Models loaded in this process: jobs run here, one at a time (the default runner). */
+  models?: ServedModel[];
+  /** Runs jobs elsewhere instead (src/queue's QueueJobRunner: BullMQ workers); then `models` is unused. */
+  runner?: JobRunner;
   limits?: Partial<ServerLimits>;
   /** Folder of the web UI (default: the package's web/). */
   webRoot?: string;
@@ -49,7 +52,7 @@ export interface ServerOptions {
 
 export interface MuseServer {
   app: FastifyInstance;
-  queue: JobQueue;
+  runner: JobRunner;
   limits: ServerLimits;
 }
 
@@ -112,7 +115,7 @@ function openAiSize(value: unknown, model: ServedModel): number | undefined {
   if (!m) throw new HttpError(400, `size must be like "32x32", got ${JSON.stringify(value)}`);
   if (m[1] !== m[2]) throw new HttpError(400, `size ${value}: this server makes square images only`);
   const size = Number(m[1]);
-  const sizes = model.pipeline.sizes;
+  const sizes = modelInfo(model).sizes;
   if (!sizes.includes(size))
     throw new HttpError(400, `size ${value}: model ${model.name} makes ${sizes.map((s) => `${s}x${s}`).join(' or ')}`);
   return size;
@@ -126,7 +129,7 @@ function responseFormat(value: unknown): 'b64_json' | 'url' {
 }
 
 /** The state of a job as GET /api/jobs/:id reports it. */
-function jobView(job: Job, queue: JobQueue): Record<string, unknown> {
+function jobView(job: Job, runner: JobRunner): Record<string, unknown> {
   const view: Record<string, unknown> = {
     id: job.id,
     status: job.status,
@@ -136,7 +139,7 @@ function jobView(job: Job, queue: JobQueue): Record<string, unknown> {
     finished: job.finished ?? null,
     progress: { step: job.step, total: job.total },
   };
-  if (job.status === 'queued') view.position = queue.position(job);
+  if (job.status === 'queued') view.position = runner.position(job) ?? null;
   if (job.status === 'succeeded') view.result = terminalEvent(job).data;
   if (job.status === 'failed') view.error = { message: job.error };
   return view;
@@ -144,17 +147,19 @@ function jobView(job: Job, queue: JobQueue): Record<string, unknown> {
 
 export async function createServer(options: ServerOptions): Promise<MuseServer> {
   const limits: ServerLimits = { ...DEFAULT_LIMITS, ...options.limits };
-  const models = new ModelSet(options.models);
   const webRoot = options.webRoot ?? join(packageRoot(), 'web');
-  const queue = new JobQueue({
-    maxQueued: limits.maxQueued,
-    describeError: (err) => {
-      const message = userMessage(err);
-      if (message !== undefined) return { status: 400, message };
-      app.log.error(err);
-      return { status: 500, message: `internal error: ${(err as Error)?.message ?? err}` };
-    },
-  });
+  const runner =
+    options.runner ??
+    new InProcessRunner(options.models ?? [], {
+      maxQueued: limits.maxQueued,
+      describeError: (err) => {
+        const message = userMessage(err);
+        if (message !== undefined) return { status: 400, message };
+        app.log.error(err);
+        return { status: 500, message: `internal error: ${(err as Error)?.message ?? err}` };
+      },
+    });
+  const models = new ModelSet(() => runner.models());
   const files = new FileStore(limits);
   const app = Fastify({
     bodyLimit: limits.maxBodyBytes,
@@ -184,7 +189,7 @@ export async function createServer(options: ServerOptions): Promise<MuseServer> 
     reply.code(404).send({ error: { message: `no such endpoint: ${request.method} ${request.url.split('?')[0]}` } });
   });
   app.addHook('onClose', async () => {
-    await queue.close();
+    await runner.close();
   });
 
   // The web UI: three static files, read once.
@@ -203,13 +208,13 @@ export async function createServer(options: ServerOptions): Promise<MuseServer> 
   app.get('/api/health', async () => ({
     status: 'ok',
     models: models.models.map((m) => m.name),
-    queue: { waiting: queue.length, running: queue.busy, max: limits.maxQueued },
+    queue: await runner.health(),
   }));
 
   app.get('/api/models', async () => ({ models: models.info(), limits }));
 
   const getJob = (id: string): Job => {
-    const job = queue.get(id);
+    const job = runner.get(id);
     if (!job) throw new HttpError(404, `no job ${id} (unknown, or finished long ago and forgotten)`);
     return job;
   };
@@ -233,7 +238,7 @@ export async function createServer(options: ServerOptions): Promise<MuseServer> 
       r.image = await readUpload(
         fromBase64(body.image, 'image', limits.maxImageBytes),
         'image',
-        model.pipeline.sizes,
+        modelInfo(model).sizes,
         limits.maxInputSide,
       );
     if (body.mask !== undefined) {
@@ -246,18 +251,18 @@ export async function createServer(options: ServerOptions): Promise<MuseServer> 
       );
     }
     checkRequest(r);
-    const job = queue.submit(requestSummary(r), workFor(r));
+    const job = await runner.submit(r);
     reply.code(202);
     return { id: job.id, status: job.status };
   });
 
-  app.get<{ Params: { id: string } }>('/api/jobs/:id', async (request) => jobView(getJob(request.params.id), queue));
+  app.get<{ Params: { id: string } }>('/api/jobs/:id', async (request) => jobView(getJob(request.params.id), runner));
 
   app.delete<{ Params: { id: string } }>('/api/jobs/:id', async (request, reply) => {
     const job = getJob(request.params.id);
     if (job.status === 'succeeded' || job.status === 'failed')
       throw new HttpError(409, `job ${job.id} has already ${job.status === 'failed' ? 'failed' : 'finished'}`);
-    queue.cancel(job);
+    await runner.cancel(job);
     reply.code(202);
     return { id: job.id, status: job.status === 'running' ? 'cancelling' : job.status };
   });
@@ -300,9 +305,9 @@ export async function createServer(options: ServerOptions): Promise<MuseServer> 
   /** Queues a request and waits for it; a client that goes away cancels its job. */
   async function runNow(r: ComputeRequest, request: FastifyRequest, reply: FastifyReply): Promise<Job> {
     checkRequest(r);
-    const job = queue.submit(requestSummary(r), workFor(r));
+    const job = await runner.submit(r);
     const gone = () => {
-      if (!reply.raw.writableEnded) queue.cancel(job);
+      if (!reply.raw.writableEnded) void runner.cancel(job).catch(() => {});
     };
     request.raw.socket.once('close', gone);
     try {
@@ -383,7 +388,7 @@ export async function createServer(options: ServerOptions): Promise<MuseServer> 
     const format = responseFormat(fields.response_format);
     const prompt = text(fields.prompt, 'prompt', limits, true) as string;
     const options = openAiOptions(fields, model, generationFields);
-    const image = await readUpload(uploads.image, 'image', model.pipeline.sizes, limits.maxInputSide);
+    const image = await readUpload(uploads.image, 'image', modelInfo(model).sizes, limits.maxInputSide);
     // OpenAI's convention: transparent pixels of the mask (or of the image, with no mask) are edited;
     // a mask without alpha is read as white = regenerate.
     const mask = await readMask(
@@ -407,5 +412,5 @@ export async function createServer(options: ServerOptions): Promise<MuseServer> 
     reply.type('image/png').send(png);
   });
 
-  return { app, queue, limits };
+  return { app, runner, limits };
 }

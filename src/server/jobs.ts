@@ -127,7 +127,7 @@ export class JobQueue {
   private readonly jobs = new Map<string, Job>();
   private readonly waiting: Job[] = [];
   private running?: Job;
-  private readonly maxQueued: number;
+  readonly maxQueued: number;
   private readonly keepMs: number;
   private readonly keepJobs: number;
   private closed = false;

@@ -1,4 +1,5 @@
-// The models a server holds: loaded once at start, shared by every job (the queue runs one at a time).
+// The models a server holds: loaded once at start, shared by every job (the queue runs one at a time);
+// in queue mode, the models workers announce (described, not loaded).
 import { basename, resolve } from 'node:path';
 import { AMUSED_DEFAULTS, AmusedPipeline, isAmusedFolder } from '../amused/pipeline.js';
 import { MusePipeline } from '../pipeline/pipeline.js';
@@ -12,7 +13,10 @@ export const VERBS: Verb[] = ['generate', 'inpaint', 'outpaint', 'edit', 'upscal
 
 export interface ServedModel {
   name: string;
-  pipeline: ServedPipeline;
+  /** Loaded in this process; absent for a model a queue worker serves (then `info` describes it). */
+  pipeline?: ServedPipeline;
+  /** What a worker announced about a model it has loaded (queue mode). */
+  info?: ModelInfo;
 }
 
 export interface ModelInfo {
@@ -26,6 +30,10 @@ export interface ModelInfo {
 
 export function modelInfo(m: ServedModel): ModelInfo {
   const p = m.pipeline;
+  if (!p) {
+    if (!m.info) throw new Error(`model ${m.name}: neither loaded nor described`);
+    return m.info;
+  }
   if (p instanceof AmusedPipeline)
     return {
       name: m.name,
@@ -46,12 +54,17 @@ export function modelInfo(m: ServedModel): ModelInfo {
 }
 
 export class ModelSet {
-  constructor(readonly models: ServedModel[]) {
-    if (!models.length) throw new Error('a server needs at least one model');
+  /** `source` lists the models now (fixed in-process; those announced by live workers in queue mode). */
+  constructor(private readonly source: () => ServedModel[]) {}
+
+  get models(): ServedModel[] {
+    return this.source();
   }
 
   /** The named model, or the first one when no name is given; 400 for a name not served. */
   get(name: unknown): ServedModel {
+    if (!this.models.length)
+      throw new HttpError(503, 'no model is served yet (no worker has announced one); try again later');
     if (name === undefined || name === null || name === '') return this.models[0];
     const found = typeof name === 'string' ? this.models.find((m) => m.name === name) : undefined;
     if (!found)

@@ -196,8 +196,8 @@ export function checkRequest(r: ComputeRequest): void {
     if (!((o.left ?? 0) + (o.right ?? 0) + (o.top ?? 0) + (o.bottom ?? 0)))
       throw new HttpError(400, 'outpaint needs left, right, top and/or bottom in pixels');
   }
-  if (r.verb === 'upscale' && r.image && r.image.width !== r.model.pipeline.sizes[0])
-    throw new HttpError(400, `upscale takes a ${r.model.pipeline.sizes[0]} px image, got ${r.image.width} px`);
+  if (r.verb === 'upscale' && r.image && r.image.width !== info.sizes[0])
+    throw new HttpError(400, `upscale takes a ${info.sizes[0]} px image, got ${r.image.width} px`);
 }
 
 /** Up to this many images are shown in a progress preview. */
@@ -231,6 +231,7 @@ export function workFor(r: ComputeRequest): JobWork {
       onStep,
     };
     const p = r.model.pipeline;
+    if (!p) throw new Error(`model ${r.model.name} is not loaded in this process`);
     const image = r.image as RgbImage;
     let out: { images: RgbImage[]; notes: string[] };
     if (p instanceof AmusedPipeline) {
