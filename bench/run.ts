@@ -14,6 +14,7 @@ import { FrozenFeatures } from '../src/eval/frozen-features.js';
 import { ssim } from '../src/image/metrics.js';
 import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
+import { matmulPolicy } from '../src/tensor/native.js';
 import { Rng } from '../src/tensor/random.js';
 import { tokenizerPreset } from '../src/tokenizer/config.js';
 import { DEFAULT_DISCRIMINATOR, initDiscriminator } from '../src/tokenizer/discriminator.js';
@@ -68,6 +69,7 @@ const add = (name: string, seconds: number, flop?: number) => {
 console.log(
   `backend ${info.backend}, ${info.threads} threads, native ${info.kernels.native ? 'on' : 'off'}; ${cpus()[0]?.model} × ${cpus().length}`,
 );
+if (info.kernels.native) console.log(`matmuls: ${matmulPolicy().describe}`);
 
 if (!only || only === 'matmul') {
   const n = 1024;

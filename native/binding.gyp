@@ -11,6 +11,14 @@
   # copied to another machine (e.g. a cached Docker layer) still loads. The
   # heavy lifting is OpenBLAS, which picks its kernels at run time anyway; set
   # MUSE_NATIVE_MARCH=native to tune this file's own loops for the build host.
+  #
+  # oneDNN (bf16 matrix units): linked when MUSE_NATIVE_DNNL=1, which
+  # scripts/build-native.mjs sets when oneDNN's headers exist (Debian's
+  # libdnnl-dev); it retries without it if that build fails. The addon picks
+  # bf16 at run time only on CPUs with AVX-512 BF16 or AMX.
+  "variables": {
+    "muse_dnnl%": "<!(echo ${MUSE_NATIVE_DNNL:-0})"
+  },
   "targets": [
     {
       "target_name": "muse_native",
@@ -29,6 +37,13 @@
         "<!@(pkg-config --libs openblas 2>/dev/null || echo -lopenblas)"
       ],
       "conditions": [
+        [
+          "muse_dnnl==1",
+          {
+            "defines": ["MUSE_HAVE_DNNL=1"],
+            "libraries": ["-ldnnl", "-lgomp"]
+          }
+        ],
         [
           "target_arch=='x64'",
           {

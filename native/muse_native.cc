@@ -18,6 +18,14 @@
 
 #include <cblas.h>
 
+#if defined(MUSE_HAVE_DNNL)
+#include <oneapi/dnnl/dnnl.hpp>
+extern "C" void omp_set_num_threads(int num_threads);
+#endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -26,12 +34,15 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <initializer_list>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <system_error>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 // OpenBLAS extensions. OpenBLAS's cblas.h declares these already; repeating
@@ -357,12 +368,20 @@ constexpr double kBatchParallelMinFlopsPerThread = 2.0 * 128 * 128 * 64;  // ~2.
 //            (N x K when transB).
 //   C_i:     M x N row-major at c[i * M * N] (contiguous batches).
 // As in BLAS, beta == 0 means C is not read (NaNs in C are overwritten).
-napi_value SgemmBatched(napi_env env, napi_callback_info info) {
-  static const char* fn = "sgemmBatched";
-  Args args;
-  if (!GetArgs(env, info, fn, 13, &args)) return nullptr;
-  napi_value* v = args.values;
+// The parsed and bounds-checked arguments of sgemmBatched / matmulBatched.
+struct Gemm {
+  bool trans_a, trans_b;
+  int64_t batch, m, n, k, a_stride, b_stride;
+  float alpha, beta;
+  const float* a;
+  const float* b;
+  float* c;
+  uint64_t a_span, b_span, c_span;  // elements read of a and b, written of c
+};
 
+// Reads the 13 gemm arguments starting at v[0]; false (having thrown) when one is wrong.
+// `*empty` is set when nothing is to be read or written.
+bool ParseGemm(napi_env env, const char* fn, napi_value* v, Gemm* g, bool* empty) {
   constexpr double kMaxDim = 2147483647.0;  // cblas takes 32-bit ints
   bool trans_a, trans_b;
   int64_t batch, m, n, k, a_stride, b_stride;
@@ -375,14 +394,15 @@ napi_value SgemmBatched(napi_env env, napi_callback_info info) {
       !GetF32(env, v[8], fn, "b", &b) || !GetIndex(env, v[9], fn, "bBatchStride", kMaxSafeInteger, &b_stride) ||
       !GetF32(env, v[10], fn, "c", &c) || !GetNumber(env, v[11], fn, "alpha", &alpha) ||
       !GetNumber(env, v[12], fn, "beta", &beta))
-    return nullptr;
+    return false;
 
   const uint64_t um = static_cast<uint64_t>(m), un = static_cast<uint64_t>(n), uk = static_cast<uint64_t>(k);
   const uint64_t ub = static_cast<uint64_t>(batch);
   // Each factor is < 2^31, so the products fit in uint64.
   const uint64_t a_block = um * uk, b_block = uk * un, c_block = um * un;
 
-  if (batch == 0 || c_block == 0) return Undefined(env);  // nothing is read or written
+  *empty = batch == 0 || c_block == 0;
+  if (*empty) return true;  // nothing is read or written
 
   // When K == 0 nothing of A/B is read (C = beta * C).
   uint64_t a_span = 0, b_span = 0, c_span = 0;
@@ -394,28 +414,31 @@ napi_value SgemmBatched(napi_env env, napi_callback_info info) {
   if (!CheckSpan(env, fn, "a", a, ub, static_cast<uint64_t>(a_stride), a_block, a_detail.c_str(), &a_span) ||
       !CheckSpan(env, fn, "b", b, ub, static_cast<uint64_t>(b_stride), b_block, b_detail.c_str(), &b_span) ||
       !CheckSpan(env, fn, "c", c, ub, c_block, c_block, c_detail.c_str(), &c_span))
-    return nullptr;
-  if (Overlaps(c.data, c_span, a.data, a_span) || Overlaps(c.data, c_span, b.data, b_span)) {
-    ThrowRange(env, std::string(fn) + ": the elements of c it writes overlap those of a or b it reads");
-    return nullptr;
-  }
+    return false;
+  if (Overlaps(c.data, c_span, a.data, a_span) || Overlaps(c.data, c_span, b.data, b_span))
+    return ThrowRange(env, std::string(fn) + ": the elements of c it writes overlap those of a or b it reads");
+  *g = {trans_a, trans_b, batch, m, n, k, a_stride, b_stride, static_cast<float>(alpha), static_cast<float>(beta),
+        a.data, b.data, c.data, a_span, b_span, c_span};
+  return true;
+}
 
-  const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
-  const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
+// The product through OpenBLAS: one cblas_sgemm per batch item, whole items on
+// the pool's threads when that pays (see the policy above).
+void RunOpenblas(const Gemm& g) {
+  const int64_t m = g.m, n = g.n, k = g.k, batch = g.batch;
+  const CBLAS_TRANSPOSE ta = g.trans_a ? CblasTrans : CblasNoTrans;
+  const CBLAS_TRANSPOSE tb = g.trans_b ? CblasTrans : CblasNoTrans;
   // Leading dimensions follow from the storage shapes; BLAS requires >= 1.
-  const blasint lda = static_cast<blasint>(std::max<int64_t>(1, trans_a ? m : k));
-  const blasint ldb = static_cast<blasint>(std::max<int64_t>(1, trans_b ? k : n));
+  const blasint lda = static_cast<blasint>(std::max<int64_t>(1, g.trans_a ? m : k));
+  const blasint ldb = static_cast<blasint>(std::max<int64_t>(1, g.trans_b ? k : n));
   const blasint ldc = static_cast<blasint>(std::max<int64_t>(1, n));
-  const float falpha = static_cast<float>(alpha), fbeta = static_cast<float>(beta);
-  const float* a_data = a.data;
-  const float* b_data = b.data;
-  float* c_data = c.data;
+  const uint64_t c_block = static_cast<uint64_t>(m) * static_cast<uint64_t>(n);
 
   auto one = [&](int64_t i) {
     cblas_sgemm(CblasRowMajor, ta, tb, static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k),
-                falpha, a_data + static_cast<uint64_t>(i) * static_cast<uint64_t>(a_stride), lda,
-                b_data + static_cast<uint64_t>(i) * static_cast<uint64_t>(b_stride), ldb, fbeta,
-                c_data + static_cast<uint64_t>(i) * c_block, ldc);
+                g.alpha, g.a + static_cast<uint64_t>(i) * static_cast<uint64_t>(g.a_stride), lda,
+                g.b + static_cast<uint64_t>(i) * static_cast<uint64_t>(g.b_stride), ldb, g.beta,
+                g.c + static_cast<uint64_t>(i) * c_block, ldc);
   };
 
   const double item_flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
@@ -435,6 +458,16 @@ napi_value SgemmBatched(napi_env env, napi_callback_info info) {
   } else {
     for (int64_t i = 0; i < batch; ++i) one(i);
   }
+}
+
+napi_value SgemmBatched(napi_env env, napi_callback_info info) {
+  static const char* fn = "sgemmBatched";
+  Args args;
+  if (!GetArgs(env, info, fn, 13, &args)) return nullptr;
+  Gemm g;
+  bool empty = false;
+  if (!ParseGemm(env, fn, args.values, &g, &empty)) return nullptr;
+  if (!empty) RunOpenblas(g);
   return Undefined(env);
 }
 
@@ -973,6 +1006,384 @@ napi_value Col2imAdd(napi_env env, napi_callback_info info) {
   return Undefined(env);
 }
 
+// ---------------------------------------------------------------------------
+// Matmul through oneDNN (bf16 matrix units), when the addon is built with it
+// ---------------------------------------------------------------------------
+//
+// matmulBatched has the arguments of sgemmBatched plus a mode and returns the
+// path that computed the product:
+//   0 OpenBLAS sgemm (as sgemmBatched);
+//   1 oneDNN fp32 matmul;
+//   2 oneDNN bf16 matmul: A and B rounded to bf16 (round to nearest even) into
+//     scratch buffers on the fly, products accumulated and written in fp32
+//     (AMX tiles or AVX-512 BF16 dot products, whichever oneDNN picks).
+// Modes 0–2 ask for that path (falling back to OpenBLAS when oneDNN is not
+// built in, cannot make the primitive, alpha != 1 or beta != 0); mode 3
+// chooses by shape (PathByShape, from measurements on this project's
+// machines; deterministic, so two runs of one seed give the same bits);
+// mode 4 times the allowed paths at a shape's first call and keeps the
+// fastest for the life of the process (not reproducible between processes).
+// In modes 3 and 4 bf16 is a candidate only when allowBf16 is passed and the
+// CPU has bf16 units (avx512_bf16 or AMX, as oneDNN sees them).
+enum Path : int { kPathOpenblas = 0, kPathDnnlF32 = 1, kPathDnnlBf16 = 2 };
+enum Mode : int { kModeRule = 3, kModeTune = 4 };
+
+#if defined(MUSE_HAVE_DNNL)
+
+// Rounds n floats to bf16 (round to nearest even; NaN stays NaN).
+void ToBf16Scalar(const float* s, uint16_t* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, s + i, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+      d[i] = static_cast<uint16_t>((u >> 16) | 0x40u);
+    } else {
+      u += 0x7fffu + ((u >> 16) & 1u);
+      d[i] = static_cast<uint16_t>(u >> 16);
+    }
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx512f,avx512bf16"))) void ToBf16Avx512(const float* s, uint16_t* d, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(s + i));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i), reinterpret_cast<const __m256i&>(h));
+  }
+  ToBf16Scalar(s + i, d + i, n - i);
+}
+
+bool CpuHasAvx512Bf16() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+  return has;
+}
+#endif
+
+void ToBf16(const float* s, uint16_t* d, int64_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (CpuHasAvx512Bf16()) return ToBf16Avx512(s, d, n);
+#endif
+  ToBf16Scalar(s, d, n);
+}
+
+// Converts `blocks` blocks of `block` floats whose starts are `stride` apart into
+// packed bf16 (block i at d + i * block), in parallel chunks on the pool.
+void ToBf16Blocks(const float* s, uint64_t stride, int64_t blocks, int64_t block, uint16_t* d) {
+  constexpr int64_t kChunk = 1 << 15;
+  const int64_t per_block = (block + kChunk - 1) / kChunk;
+  const double total = static_cast<double>(blocks) * static_cast<double>(block);
+  ParallelFor(blocks * per_block, PoolWorkers(total, 1 << 17), 1, [&](int64_t item) {
+    const int64_t i = item / per_block, begin = (item % per_block) * kChunk;
+    const int64_t end = std::min(block, begin + kChunk);
+    ToBf16(s + static_cast<uint64_t>(i) * stride + begin, d + i * block + begin, end - begin);
+  });
+}
+
+struct DnnlState {
+  bool ok = false;
+  std::string error;
+  dnnl::engine engine;
+  dnnl::stream stream;
+  int isa = 0;
+};
+
+DnnlState& Dnnl() {
+  static DnnlState* state = [] {
+    auto* s = new DnnlState();  // kept for the life of the process, like the pool
+    try {
+      s->engine = dnnl::engine(dnnl::engine::kind::cpu, 0);
+      s->stream = dnnl::stream(s->engine);
+      s->isa = static_cast<int>(dnnl_get_effective_cpu_isa());
+      s->ok = true;
+    } catch (const std::exception& e) {
+      s->error = e.what();
+    }
+    return s;
+  }();
+  return *state;
+}
+
+bool IsaHas(int isa, dnnl_cpu_isa_t want) { return (isa & static_cast<int>(want)) == static_cast<int>(want); }
+
+bool HardwareBf16() {
+  DnnlState& d = Dnnl();
+  return d.ok && IsaHas(d.isa, dnnl_cpu_isa_avx512_core_bf16);
+}
+
+bool HardwareAmx() {
+  DnnlState& d = Dnnl();
+  return d.ok && IsaHas(d.isa, dnnl_cpu_isa_avx512_core_amx);
+}
+
+const char* IsaName(int isa) {
+  if (IsaHas(isa, dnnl_cpu_isa_avx512_core_amx)) return "avx512_core_amx";
+  if (IsaHas(isa, dnnl_cpu_isa_avx512_core_bf16)) return "avx512_core_bf16";
+  if (IsaHas(isa, dnnl_cpu_isa_avx512_core_vnni)) return "avx512_core_vnni";
+  if (IsaHas(isa, dnnl_cpu_isa_avx512_core)) return "avx512_core";
+  if (IsaHas(isa, dnnl_cpu_isa_avx2)) return "avx2";
+  if (IsaHas(isa, dnnl_cpu_isa_avx)) return "avx";
+  if (IsaHas(isa, dnnl_cpu_isa_sse41)) return "sse41";
+  return "none";
+}
+
+// The product as oneDNN sees it: batch broadcasting folded where possible.
+struct DnnlShape {
+  bool bf16, trans_a, trans_b;
+  int64_t batch_a, batch_b, batch, m, n, k, a_stride, b_stride;
+  bool operator==(const DnnlShape& o) const {
+    return bf16 == o.bf16 && trans_a == o.trans_a && trans_b == o.trans_b && batch_a == o.batch_a &&
+           batch_b == o.batch_b && batch == o.batch && m == o.m && n == o.n && k == o.k &&
+           a_stride == o.a_stride && b_stride == o.b_stride;
+  }
+};
+
+struct DnnlShapeHash {
+  size_t operator()(const DnnlShape& s) const {
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t v : {static_cast<int64_t>(s.bf16) | (static_cast<int64_t>(s.trans_a) << 1) |
+                          (static_cast<int64_t>(s.trans_b) << 2),
+                      s.batch_a, s.batch_b, s.batch, s.m, s.n, s.k, s.a_stride, s.b_stride})
+      h = (h ^ static_cast<uint64_t>(v)) * 1099511628211ull;
+    return static_cast<size_t>(h);
+  }
+};
+
+DnnlShape ShapeOf(const Gemm& g, bool bf16) {
+  DnnlShape s{bf16, g.trans_a, g.trans_b, g.a_stride == 0 ? 1 : g.batch, g.b_stride == 0 ? 1 : g.batch,
+              g.batch, g.m, g.n, g.k, g.a_stride, g.b_stride};
+  if (s.batch == 1) s.batch_a = s.batch_b = 1;
+  // A shared right operand under a contiguous, untransposed left one: one product of batch·M rows.
+  if (s.batch > 1 && s.batch_b == 1 && s.batch_a == s.batch && !s.trans_a && s.a_stride == s.m * s.k) {
+    s.m *= s.batch;
+    s.batch = s.batch_a = 1;
+  }
+  if (s.batch_a == 1) s.a_stride = s.m * s.k;
+  if (s.batch_b == 1) s.b_stride = s.k * s.n;
+  if (bf16) {  // the scratch copies are packed
+    s.a_stride = s.m * s.k;
+    s.b_stride = s.k * s.n;
+  }
+  return s;
+}
+
+struct DnnlPrimitive {
+  bool ok = false;
+  dnnl::matmul prim;
+  dnnl::memory::desc a, b, c;
+};
+
+// Primitives by shape (creating one costs tens of microseconds to milliseconds: JIT).
+class DnnlCache {
+ public:
+  static DnnlCache& Get() {
+    static DnnlCache* cache = new DnnlCache();
+    return *cache;
+  }
+  // The primitive for s (ok == false when oneDNN cannot make one); the pointer stays valid.
+  std::shared_ptr<DnnlPrimitive> Find(const DnnlShape& s) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = map_.find(s);
+    if (it != map_.end()) return it->second;
+    if (map_.size() >= kMaxEntries) map_.clear();
+    auto p = std::make_shared<DnnlPrimitive>(Make(s));
+    map_.emplace(s, p);
+    return p;
+  }
+  size_t Size() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return map_.size();
+  }
+
+ private:
+  static constexpr size_t kMaxEntries = 4096;
+
+  static DnnlPrimitive Make(const DnnlShape& s) {
+    using dt = dnnl::memory::data_type;
+    DnnlPrimitive p;
+    const dt in = s.bf16 ? dt::bf16 : dt::f32;
+    // Logical dims [batch, rows, cols]; strides from the storage layout (transposed = column-major).
+    auto desc = [](dt type, int64_t batch, int64_t rows, int64_t cols, int64_t batch_stride, bool trans) {
+      return dnnl::memory::desc({batch, rows, cols}, type,
+                                {batch_stride, trans ? 1 : cols, trans ? rows : 1});
+    };
+    try {
+      p.a = desc(in, s.batch_a, s.m, s.k, s.a_stride, s.trans_a);
+      p.b = desc(in, s.batch_b, s.k, s.n, s.b_stride, s.trans_b);
+      p.c = desc(dt::f32, s.batch, s.m, s.n, s.m * s.n, false);
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.a, p.b, p.c), Dnnl().engine);
+      p.prim = dnnl::matmul(pd);
+      p.ok = true;
+    } catch (const std::exception&) {
+      p.ok = false;
+    }
+    return p;
+  }
+
+  std::mutex mutex_;
+  std::unordered_map<DnnlShape, std::shared_ptr<DnnlPrimitive>, DnnlShapeHash> map_;
+};
+
+// Scratch for the bf16 copies, per calling thread, grown as needed.
+struct Bf16Scratch {
+  std::vector<uint16_t> a, b;
+};
+
+// Runs g through oneDNN; false (having written nothing) when it cannot.
+bool RunDnnl(const Gemm& g, bool bf16) {
+  if (!Dnnl().ok || g.alpha != 1.0f || g.beta != 0.0f) return false;
+  if (bf16 && !HardwareBf16()) return false;
+  const DnnlShape s = ShapeOf(g, bf16);
+  std::shared_ptr<DnnlPrimitive> p = DnnlCache::Get().Find(s);
+  if (!p->ok) return false;
+  try {
+    DnnlState& d = Dnnl();
+    void* a = const_cast<float*>(g.a);
+    void* b = const_cast<float*>(g.b);
+    if (bf16) {
+      thread_local Bf16Scratch scratch;
+      const int64_t a_block = s.m * s.k, b_block = s.k * s.n;
+      scratch.a.resize(static_cast<size_t>(s.batch_a * a_block));
+      scratch.b.resize(static_cast<size_t>(s.batch_b * b_block));
+      // Folded shapes have one packed block; otherwise each batch item's block is converted.
+      ToBf16Blocks(g.a, s.batch_a == 1 ? 0 : static_cast<uint64_t>(g.a_stride), s.batch_a, a_block,
+                   scratch.a.data());
+      ToBf16Blocks(g.b, s.batch_b == 1 ? 0 : static_cast<uint64_t>(g.b_stride), s.batch_b, b_block,
+                   scratch.b.data());
+      a = scratch.a.data();
+      b = scratch.b.data();
+    }
+    dnnl::memory am(p->a, d.engine, a), bm(p->b, d.engine, b), cm(p->c, d.engine, g.c);
+    p->prim.execute(d.stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+    d.stream.wait();
+  } catch (const std::exception&) {
+    return false;
+  }
+  return true;
+}
+
+void SetDnnlThreads(int n) { omp_set_num_threads(n); }
+
+#else  // no oneDNN
+
+bool HardwareBf16() { return false; }
+bool HardwareAmx() { return false; }
+bool RunDnnl(const Gemm&, bool) { return false; }
+void SetDnnlThreads(int) {}
+
+#endif  // MUSE_HAVE_DNNL
+
+// The path mode 3 takes (measured 2026-12-01, 2 vCPUs of a Xeon with AMX, 2 threads; docs/PERFORMANCE.md):
+//   - bf16 when every dimension is >= kBf16MinDim and the product has >= kBf16MinFlops: 2.5–4× OpenBLAS
+//     on the training step's products (2048×{256,768,1024}×{256,1024} and their gradients); below that
+//     the conversions and AMX tile set-up eat the gain (batched 256×32×256 attention: 0.6× fp32);
+//   - oneDNN fp32 for batched products (attention heads): 2.3–3.8× OpenBLAS's one call per item;
+//   - OpenBLAS otherwise (small and single products, where oneDNN's per-call cost shows).
+constexpr int64_t kBf16MinDim = 64;
+constexpr double kBf16MinFlops = 2.0 * 128 * 128 * 128;
+constexpr double kDnnlBatchedMinFlops = 2.0 * 64 * 64 * 32;
+constexpr int64_t kDnnlBatchedMinK = 32;  // 64×(256×32×16): OpenBLAS ~1.8× oneDNN fp32
+
+int PathByShape(const Gemm& g, bool allow_bf16) {
+  const double flops = 2.0 * g.batch * static_cast<double>(g.m) * static_cast<double>(g.n) * static_cast<double>(g.k);
+  // As oneDNN runs it: a shared right operand folds the batch into the rows (ShapeOf).
+  int64_t m = g.m, batch = g.batch;
+  if (batch > 1 && g.b_stride == 0 && g.a_stride == g.m * g.k && !g.trans_a) {
+    m *= batch;
+    batch = 1;
+  }
+  if (allow_bf16 && HardwareBf16() && std::min({m, g.n, g.k}) >= kBf16MinDim && flops >= kBf16MinFlops)
+    return kPathDnnlBf16;
+  if (batch > 1 && g.k >= kDnnlBatchedMinK && flops >= kDnnlBatchedMinFlops) return kPathDnnlF32;
+  return kPathOpenblas;
+}
+
+// Runs g on `path`; returns the path that ran (OpenBLAS when oneDNN could not).
+int RunPath(const Gemm& g, int path) {
+  if (path != kPathOpenblas && RunDnnl(g, path == kPathDnnlBf16)) return path;
+  RunOpenblas(g);
+  return kPathOpenblas;
+}
+
+// Mode 4: per shape (and bf16 allowance), the fastest path measured at its first call.
+struct TuneKey {
+  bool allow_bf16, trans_a, trans_b;
+  int64_t batch, m, n, k, a_stride, b_stride;
+  bool operator==(const TuneKey& o) const {
+    return allow_bf16 == o.allow_bf16 && trans_a == o.trans_a && trans_b == o.trans_b && batch == o.batch &&
+           m == o.m && n == o.n && k == o.k && a_stride == o.a_stride && b_stride == o.b_stride;
+  }
+};
+struct TuneKeyHash {
+  size_t operator()(const TuneKey& s) const {
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t v : {static_cast<int64_t>(s.allow_bf16) | (static_cast<int64_t>(s.trans_a) << 1) |
+                          (static_cast<int64_t>(s.trans_b) << 2),
+                      s.batch, s.m, s.n, s.k, s.a_stride, s.b_stride})
+      h = (h ^ static_cast<uint64_t>(v)) * 1099511628211ull;
+    return static_cast<size_t>(h);
+  }
+};
+
+std::mutex tune_mutex;
+std::unordered_map<TuneKey, int, TuneKeyHash>& TuneTable() {
+  static auto* table = new std::unordered_map<TuneKey, int, TuneKeyHash>();
+  return *table;
+}
+
+int RunTuned(const Gemm& g, bool allow_bf16) {
+  const TuneKey key{allow_bf16, g.trans_a, g.trans_b, g.batch, g.m, g.n, g.k, g.a_stride, g.b_stride};
+  {
+    std::lock_guard<std::mutex> lock(tune_mutex);
+    auto it = TuneTable().find(key);
+    if (it != TuneTable().end()) return RunPath(g, it->second);
+  }
+  // Each candidate twice (the first call makes the primitive and warms caches); the best second time wins.
+  int best = kPathOpenblas;
+  double best_s = 1e300;
+  for (int path : {kPathOpenblas, kPathDnnlF32, kPathDnnlBf16}) {
+    if (path == kPathDnnlBf16 && !(allow_bf16 && HardwareBf16())) continue;
+    double seconds = 0;
+    bool ran = true;
+    for (int rep = 0; rep < 2 && ran; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      ran = RunPath(g, path) == path;
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    if (ran && seconds < best_s) {
+      best_s = seconds;
+      best = path;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(tune_mutex);
+    if (TuneTable().size() >= 4096) TuneTable().clear();
+    TuneTable()[key] = best;
+  }
+  return RunPath(g, best);  // the result comes from the path kept for this shape
+}
+
+// matmulBatched(transA, transB, batch, M, N, K, a, aBatchStride, b, bBatchStride, c, alpha, beta,
+//               mode, allowBf16) -> path used (see above)
+napi_value MatmulBatched(napi_env env, napi_callback_info info) {
+  static const char* fn = "matmulBatched";
+  Args args;
+  if (!GetArgs(env, info, fn, 15, &args)) return nullptr;
+  Gemm g;
+  bool empty = false, allow_bf16 = false;
+  int64_t mode = 0;
+  if (!ParseGemm(env, fn, args.values, &g, &empty) || !GetIndex(env, args.values[13], fn, "mode", 4, &mode) ||
+      !GetBool(env, args.values[14], fn, "allowBf16", &allow_bf16))
+    return nullptr;
+  if (empty) return MakeInt(env, kPathOpenblas);
+  int path;
+  if (mode == kModeTune)
+    path = RunTuned(g, allow_bf16);
+  else
+    path = RunPath(g, mode == kModeRule ? PathByShape(g, allow_bf16) : static_cast<int>(mode));
+  return MakeInt(env, path);
+}
+
 // setThreads(n): number of threads OpenBLAS (and sgemmBatched's batch
 // parallelism) may use; n >= 1.
 napi_value SetThreads(napi_env env, napi_callback_info info) {
@@ -985,6 +1396,7 @@ napi_value SetThreads(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   openblas_set_num_threads(static_cast<int>(n));
+  SetDnnlThreads(static_cast<int>(n));
   return Undefined(env);
 }
 
@@ -1004,6 +1416,32 @@ napi_value Info(napi_env env, napi_callback_info /*info*/) {
   threads = MakeInt(env, openblas_get_num_threads());
   if (threads == nullptr || !NapiOk(env, napi_set_named_property(env, obj, "threads", threads), "napi_set_named_property"))
     return nullptr;
+  // oneDNN: its version (null when not built in or it failed to start), the ISA it runs, and
+  // whether the CPU has bf16 units (AVX-512 BF16 / AMX) it can use.
+  napi_value dnnl_value, isa_value, bf16_value, amx_value;
+  std::string isa = "none";
+#if defined(MUSE_HAVE_DNNL)
+  if (Dnnl().ok) {
+    const dnnl_version_t* ver = dnnl_version();
+    const std::string version = std::to_string(ver->major) + "." + std::to_string(ver->minor) + "." +
+                                std::to_string(ver->patch);
+    if (!NapiOk(env, napi_create_string_utf8(env, version.c_str(), NAPI_AUTO_LENGTH, &dnnl_value), "string"))
+      return nullptr;
+    isa = IsaName(Dnnl().isa);
+  } else if (!NapiOk(env, napi_get_null(env, &dnnl_value), "napi_get_null")) {
+    return nullptr;
+  }
+#else
+  if (!NapiOk(env, napi_get_null(env, &dnnl_value), "napi_get_null")) return nullptr;
+#endif
+  if (!NapiOk(env, napi_create_string_utf8(env, isa.c_str(), NAPI_AUTO_LENGTH, &isa_value), "string") ||
+      !NapiOk(env, napi_get_boolean(env, HardwareBf16(), &bf16_value), "napi_get_boolean") ||
+      !NapiOk(env, napi_get_boolean(env, HardwareAmx(), &amx_value), "napi_get_boolean") ||
+      !NapiOk(env, napi_set_named_property(env, obj, "dnnl", dnnl_value), "napi_set_named_property") ||
+      !NapiOk(env, napi_set_named_property(env, obj, "isa", isa_value), "napi_set_named_property") ||
+      !NapiOk(env, napi_set_named_property(env, obj, "bf16", bf16_value), "napi_set_named_property") ||
+      !NapiOk(env, napi_set_named_property(env, obj, "amx", amx_value), "napi_set_named_property"))
+    return nullptr;
   return obj;
 }
 
@@ -1018,6 +1456,7 @@ struct Export {
 
 constexpr Export kExports[] = {
     {"sgemmBatched", SgemmBatched},
+    {"matmulBatched", MatmulBatched},
     {"setThreads", SetThreads},
     {"getThreads", GetThreads},
     {"info", Info},

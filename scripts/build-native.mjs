@@ -9,6 +9,9 @@
 //   MUSE_NATIVE=0              skip the build
 //   MUSE_NATIVE_TIMEOUT_MS     build time limit (default 300000 = 5 min)
 //   MUSE_NATIVE_MARCH          -march for the addon's own code (default x86-64-v2; see native/binding.gyp)
+//   MUSE_NATIVE_DNNL=0         build without oneDNN even when its headers exist (by default oneDNN, for
+//                              bf16 matrix units, is linked when oneapi/dnnl/dnnl.hpp is found; if that
+//                              build or its smoke test fails, the addon is rebuilt without it)
 //   CXX                        C++ compiler to check for / build with (default g++)
 //   npm_config_node_gyp        node-gyp.js to run (npm sets this for install scripts)
 //   npm_config_nodedir         Node headers directory (else the running node's own, or node-gyp's cache)
@@ -62,6 +65,12 @@ function checkBlasHeader() {
   if (headers.some((h) => existsSync(h))) return;
   if (runs('pkg-config', ['--exists', 'openblas'])) return;
   throw new Skip('no cblas.h found and pkg-config knows no openblas; install libopenblas-dev');
+}
+
+/** Whether oneDNN's C++ headers (Debian's libdnnl-dev) are installed. */
+function hasDnnl() {
+  if (process.env.MUSE_NATIVE_DNNL === '0') return false;
+  return ['/usr/include/oneapi/dnnl/dnnl.hpp', '/usr/local/include/oneapi/dnnl/dnnl.hpp'].some((h) => existsSync(h));
 }
 
 function checkCompiler() {
@@ -150,7 +159,7 @@ function saveLog(log) {
   }
 }
 
-function buildWithNodeGyp(nodeGyp, timeoutMs) {
+function buildWithNodeGyp(nodeGyp, timeoutMs, dnnl) {
   return new Promise((resolve) => {
     const [cmd, ...pre] = nodeGyp;
     const args = [...pre, 'rebuild', ...nodedirArgs()];
@@ -164,6 +173,7 @@ function buildWithNodeGyp(nodeGyp, timeoutMs) {
       // detached: own process group, so a timeout kills make and the compilers too.
       child = spawn(cmd, args, {
         cwd: nativeDir,
+        env: { ...process.env, MUSE_NATIVE_DNNL: dnnl ? '1' : '0' },
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: process.platform !== 'win32',
       });
@@ -209,6 +219,13 @@ function smokeTest() {
     m.sgemmBatched(false, false, 1, 2, 2, 2, a, 0, b, 0, c, 1, 0);
     if (c.join() !== '19,22,43,50') throw new Error('wrong result ' + c.join());
     if (typeof m.info().blas !== 'string') throw new Error('bad info()');
+    if (typeof m.matmulBatched === 'function') {
+      for (const mode of [0, 1, 3]) {
+        c.fill(0);
+        m.matmulBatched(false, false, 1, 2, 2, 2, a, 0, b, 0, c, 1, 0, mode, false);
+        if (c.join() !== '19,22,43,50') throw new Error('wrong result of mode ' + mode + ': ' + c.join());
+      }
+    }
   `;
   const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
   if (r.error) return `smoke test could not run: ${r.error.message}`;
@@ -227,21 +244,29 @@ async function main() {
   const nodeGyp = findNodeGyp();
   const timeoutMs =
     Number(process.env.MUSE_NATIVE_TIMEOUT_MS) > 0 ? Number(process.env.MUSE_NATIVE_TIMEOUT_MS) : DEFAULT_TIMEOUT_MS;
-  const result = await buildWithNodeGyp(nodeGyp, timeoutMs);
-  const logFile = saveLog(result.log);
-  if (!result.ok) {
-    rmSync(addonPath, { force: true }); // a build killed mid-link may leave a partial file
-    throw new Skip(`${result.reason}${logFile ? `; log: ${logFile}` : ''}`);
+  let dnnl = hasDnnl();
+  for (;;) {
+    const result = await buildWithNodeGyp(nodeGyp, timeoutMs, dnnl);
+    const logFile = saveLog(result.log);
+    let problem;
+    if (!result.ok) {
+      rmSync(addonPath, { force: true }); // a build killed mid-link may leave a partial file
+      problem = `${result.reason}${logFile ? `; log: ${logFile}` : ''}`;
+    } else if (!existsSync(addonPath)) {
+      problem = `node-gyp succeeded but ${path.relative(packageRoot, addonPath)} is missing`;
+    } else {
+      problem = smokeTest();
+      // Do not leave an addon behind that loads but misbehaves.
+      if (problem) rmSync(addonPath, { force: true });
+    }
+    if (!problem) break;
+    if (!dnnl) throw new Skip(problem);
+    console.log(`muse-ts: native build with oneDNN failed (${problem}); building without it`);
+    dnnl = false;
   }
-  if (!existsSync(addonPath))
-    throw new Skip(`node-gyp succeeded but ${path.relative(packageRoot, addonPath)} is missing`);
-  const smokeError = smokeTest();
-  if (smokeError) {
-    // Do not leave an addon behind that loads but misbehaves.
-    rmSync(addonPath, { force: true });
-    throw new Skip(smokeError);
-  }
-  console.log('muse-ts: native BLAS path built');
+  console.log(
+    `muse-ts: native BLAS path built${dnnl ? ' (with oneDNN: bf16 matrix units where the CPU has them)' : ''}`,
+  );
 }
 
 try {

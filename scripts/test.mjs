@@ -6,6 +6,10 @@
 //   npm test -- test/x.test.ts    only these files (no type check or lint)
 //   MUSE_NATIVE=0 npm test        the pure-wasm path only
 //   MUSE_REQUIRE_NATIVE=1         (CI, where OpenBLAS is installed) the native pass may skip nothing
+//   MUSE_FP32=0 npm test          the native pass with bf16 matmuls where the CPU has bf16 units; by
+//                                 default the suite runs fp32 (MUSE_FP32=1), since fixtures and
+//                                 reproducibility checks are written to fp32 tolerances
+//                                 (test/native-bf16.test.ts tests the bf16 path in either case)
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 
@@ -79,7 +83,8 @@ if (!only.length) {
 const nativeBuilt = existsSync('native/build/Release/muse_native.node');
 const nativePass = nativeBuilt && process.env.MUSE_NATIVE !== '0';
 if (nativePass) {
-  const native = await runTests('all tests, native BLAS path', selected, {});
+  const fp32 = process.env.MUSE_FP32 === undefined ? { MUSE_FP32: '1' } : {};
+  const native = await runTests('all tests, native BLAS path', selected, fp32);
   if (process.env.MUSE_REQUIRE_NATIVE === '1' && native.skipped > 0) {
     console.log(`== MUSE_REQUIRE_NATIVE=1: ${native.skipped} skipped test(s) on the native path count as failures ==`);
     native.fail += native.skipped;

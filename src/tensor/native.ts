@@ -38,6 +38,31 @@ export interface NativeAddon {
     alpha: number,
     beta: number,
   ): void;
+  /**
+   * sgemmBatched's product (same arguments and checks) through the path `mode` asks for, returning
+   * the path that ran: 0 OpenBLAS, 1 oneDNN fp32, 2 oneDNN bf16 (inputs rounded to bf16 on the fly,
+   * fp32 accumulation and output). Modes 0–2 ask for that path (OpenBLAS when oneDNN is not built in
+   * or cannot run it); 3 chooses by shape (deterministic); 4 times the allowed paths at a shape's
+   * first call and keeps the fastest for the process. bf16 is a candidate in modes 3 and 4 only when
+   * allowBf16 and the CPU has bf16 units. Absent from addons built before oneDNN support.
+   */
+  matmulBatched?(
+    transA: boolean,
+    transB: boolean,
+    batch: number,
+    M: number,
+    N: number,
+    K: number,
+    a: Float32Array,
+    aBatchStride: number,
+    b: Float32Array,
+    bBatchStride: number,
+    c: Float32Array,
+    alpha: number,
+    beta: number,
+    mode: number,
+    allowBf16: boolean,
+  ): number;
   /** y = gelu(x) (tanh form) over n elements. */
   geluForward(x: Float32Array, y: Float32Array, n: number): void;
   /** dx = dy · gelu'(x) over n elements. */
@@ -129,7 +154,12 @@ export interface NativeAddon {
   /** Threads OpenBLAS (and sgemmBatched's batch parallelism) may use; process-wide. n >= 1. */
   setThreads(n: number): void;
   getThreads(): number;
-  info(): { blas: string; threads: number };
+  /**
+   * blas: OpenBLAS's configuration; dnnl: oneDNN's version (null when not built in); isa: the
+   * instruction set oneDNN runs; bf16 / amx: whether the CPU has bf16 units oneDNN can use. The last
+   * four are absent from addons built before oneDNN support.
+   */
+  info(): { blas: string; threads: number; dnnl?: string | null; isa?: string; bf16?: boolean; amx?: boolean };
 }
 
 const ADDON_PATH = ['native', 'build', 'Release', 'muse_native.node'];
@@ -172,6 +202,12 @@ function load(): NativeAddon | undefined {
     if (!import.meta.url.startsWith('file:')) return undefined;
     const file = node.path.join(packageRoot(), ...ADDON_PATH);
     if (!node.fs.existsSync(file)) return undefined;
+    // oneDNN runs on OpenMP threads (libgomp), which by default spin for a while after each
+    // product and then compete for the cores with OpenBLAS's threads and the addon's pool: measured
+    // 2–4× slower products on 2 cores. Passive waiting, unless the user chose a policy.
+    if (process.env.OMP_WAIT_POLICY === undefined && process.env.GOMP_SPINCOUNT === undefined) {
+      process.env.OMP_WAIT_POLICY = 'passive';
+    }
     const require = node.module.createRequire(import.meta.url);
     const addon: unknown = require(file);
     return isAddon(addon) ? addon : undefined;
@@ -188,4 +224,74 @@ function load(): NativeAddon | undefined {
 export function loadNative(): NativeAddon | undefined {
   if (!cached) cached = { addon: load() };
   return cached.addon;
+}
+
+/** Paths of matmulBatched, by the number it returns. */
+export const MATMUL_PATHS = ['OpenBLAS fp32', 'oneDNN fp32', 'oneDNN bf16'] as const;
+
+/** How matmuls are dispatched on the native path (see matmulPolicy). */
+export interface MatmulPolicy {
+  /** matmulBatched's mode: 0 OpenBLAS, 1 oneDNN fp32, 2 oneDNN bf16, 3 by shape, 4 tuned by timing. */
+  mode: number;
+  /** bf16 may be chosen (modes 3 and 4): the CPU has bf16 units and fp32 is not forced. */
+  allowBf16: boolean;
+  /** One line for `muse doctor` and benchmarks. */
+  describe: string;
+}
+
+const MODES: Record<string, number> = { openblas: 0, onednn: 1, 'onednn-fp32': 1, bf16: 2, rule: 3, tune: 4 };
+
+let policyOverride: { precision?: 'fp32' | 'bf16'; select?: string } = {};
+let cachedPolicy: MatmulPolicy | undefined;
+
+/**
+ * The matmul policy of the native path, from the environment unless setMatmulPolicy overrides it:
+ *
+ * - `MUSE_FP32=1` forces fp32 (no bf16 anywhere); otherwise bf16 is used where the CPU has bf16
+ *   units (AVX-512 BF16 or AMX) and the addon has oneDNN, for products large enough to gain.
+ * - `MUSE_MATMUL=rule` (default: by shape, reproducible), `tune` (time the paths at each shape's
+ *   first call; fastest, not reproducible between processes), or one path for every product:
+ *   `openblas`, `onednn` (fp32), `bf16`.
+ */
+export function matmulPolicy(addon: NativeAddon | undefined = loadNative()): MatmulPolicy {
+  if (cachedPolicy) return cachedPolicy;
+  const env = (globalThis as { process?: NodeJS.Process }).process?.env ?? {};
+  const info = addon?.info();
+  const hasDnnl = typeof addon?.matmulBatched === 'function' && typeof info?.dnnl === 'string';
+  const fp32Forced =
+    policyOverride.precision === 'fp32' ||
+    (policyOverride.precision === undefined && env.MUSE_FP32 !== undefined && !['', '0'].includes(env.MUSE_FP32));
+  const select = (policyOverride.select ?? env.MUSE_MATMUL ?? 'rule').toLowerCase();
+  if (!(select in MODES)) {
+    throw new Error(`MUSE_MATMUL must be one of ${Object.keys(MODES).join(', ')}, got "${select}"`);
+  }
+  const mode = hasDnnl ? MODES[select] : 0;
+  const allowBf16 = hasDnnl && !fp32Forced && info?.bf16 === true;
+  let describe: string;
+  if (!addon) describe = 'no native addon';
+  else if (!hasDnnl) describe = 'OpenBLAS fp32 (addon built without oneDNN)';
+  else if (mode <= 2) describe = `${MATMUL_PATHS[mode]} for every product (MUSE_MATMUL=${select})`;
+  else {
+    const units = info?.amx ? 'AMX' : 'AVX-512 BF16';
+    const bf16 = allowBf16
+      ? `bf16 on ${units} (oneDNN ${info?.dnnl}, fp32 accumulation)`
+      : fp32Forced
+        ? 'fp32 only (MUSE_FP32)'
+        : `fp32 only (no bf16 units: ${info?.isa})`;
+    describe = `${bf16}; ${mode === 3 ? 'path chosen by shape' : 'path chosen by timing each shape'} among ${
+      allowBf16 ? 'oneDNN bf16, ' : ''
+    }oneDNN fp32 and OpenBLAS`;
+  }
+  cachedPolicy = { mode, allowBf16, describe };
+  return cachedPolicy;
+}
+
+/**
+ * Overrides the environment's matmul policy for this process (tests, benchmarks): precision
+ * 'fp32' forbids bf16, 'bf16' allows it where the hardware has it; select as MUSE_MATMUL.
+ * Call with no argument to return to the environment's policy.
+ */
+export function setMatmulPolicy(override: { precision?: 'fp32' | 'bf16'; select?: string } = {}): void {
+  policyOverride = { ...override };
+  cachedPolicy = undefined;
 }

@@ -1,9 +1,11 @@
 // BatchMatMul for tfjs-wasm. Stock 4.22 runs XNNPACK only for untransposed operands with batch 1 on
 // both sides and a scalar loop otherwise (docs/ARCHITECTURE.md: 0.4–2.4 GFLOP/s); every matmul gradient is a
 // transposed matmul. Native path: one OpenBLAS call over the whole batch, in place on the heap.
+// Native path (matmulBatched): bf16 on oneDNN where the CPU has bf16 units and the product is large
+// enough, oneDNN fp32 for batched products, OpenBLAS otherwise (src/tensor/native.ts matmulPolicy).
 // Wasm path: explicit transposes, then XNNPACK on batch-1 problems.
 import { broadcast_util, type TensorInfo } from '@tensorflow/tfjs-core';
-import type { NativeAddon } from '../native.js';
+import { matmulPolicy, type NativeAddon } from '../native.js';
 import {
   alias,
   dispose,
@@ -73,7 +75,7 @@ function matmulNative(
   const out = backend.makeOutput(p.outShape, 'float32');
   const batch = Math.max(p.batchA, p.batchB);
   if (p.m * p.n * batch > 0) {
-    native.sgemmBatched(
+    const args = [
       ta,
       tb,
       batch,
@@ -87,9 +89,26 @@ function matmulNative(
       f32(backend, out),
       1,
       0,
-    );
+    ] as const;
+    if (native.matmulBatched) {
+      const policy = matmulPolicy(native);
+      pathCounts[native.matmulBatched(...args, policy.mode, policy.allowBf16)]++;
+    } else {
+      native.sgemmBatched(...args);
+      pathCounts[0]++;
+    }
   }
   return out;
+}
+
+/** Products run on each native path since the start (or the last reset): OpenBLAS, oneDNN fp32, oneDNN bf16. */
+const pathCounts = [0, 0, 0];
+
+/** How many native matmuls each path served (indices as MATMUL_PATHS); `reset` zeroes the counts. */
+export function nativeMatmulCounts(reset = false): number[] {
+  const counts = [...pathCounts];
+  if (reset) pathCounts.fill(0);
+  return counts;
 }
 
 function swapLastTwo(backend: WasmBackendLike, t: TensorInfo): TensorInfo {
