@@ -4,14 +4,18 @@ import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { type BackendName, initBackend } from '../tensor/backend.js';
+import { nativeMatmulCounts } from '../tensor/kernels/batch-matmul.js';
+import { loadNative, MATMUL_PATHS, matmulPolicy } from '../tensor/native.js';
 import { Rng } from '../tensor/random.js';
 import { MuseError } from '../util/errors.js';
 
 export const doctorHelp = `Usage: muse doctor [--backend wasm|webgpu|cpu] [--threads N] [--no-native]
 
 Starts the tensor backend and reports what is active: backend, threads, whether the native BLAS path
-serves matmuls and convolutions, package versions, and a 512×512 matmul checked against a float64
-reference with its speed. Environment: MUSE_BACKEND, MUSE_THREADS, MUSE_NATIVE=0.`;
+serves matmuls and convolutions and in which precision (bf16 on AMX / AVX-512 BF16 via oneDNN where
+the CPU has them), package versions, and a 512×512 matmul checked against a float64 reference with
+its speed. Environment: MUSE_BACKEND, MUSE_THREADS, MUSE_NATIVE=0, MUSE_FP32=1 (no bf16),
+MUSE_MATMUL=rule|tune|openblas|onednn|bf16.`;
 
 function version(pkg: string): string {
   const require = createRequire(import.meta.url);
@@ -50,6 +54,11 @@ export async function doctorCommand(args: string[]): Promise<number> {
   console.log(
     `native BLAS  ${info.kernels.native ? `active (${info.kernels.blas})` : 'not active: wasm kernels serve'}`,
   );
+  if (info.kernels.native) {
+    const cpu = loadNative()?.info();
+    console.log(`matmuls      ${matmulPolicy().describe}`);
+    if (cpu?.isa) console.log(`cpu units    ${cpu.isa}${cpu.amx ? ' (AMX tiles)' : cpu.bf16 ? ' (AVX-512 BF16)' : ''}`);
+  }
   if (info.kernels.kernels.length) console.log(`kernel pack  ${info.kernels.kernels.join(', ')}`);
   console.log(`node         ${process.versions.node}`);
   for (const pkg of ['@tensorflow/tfjs-core', '@tensorflow/tfjs-backend-wasm']) {
@@ -62,7 +71,13 @@ export async function doctorCommand(args: string[]): Promise<number> {
   const ta = tf.tensor2d(a, [n, n]);
   const tb = tf.tensor2d(b, [n, n]);
   tf.matMul(ta, tb).dispose();
+  nativeMatmulCounts(true);
   const c = tf.tidy(() => tf.matMul(ta, tb).dataSync() as Float32Array);
+  // The path that served it; a bf16 product is checked against the product of the bf16-rounded inputs.
+  const counts = nativeMatmulCounts();
+  const path = info.kernels.native ? counts.findIndex((n) => n > 0) : -1;
+  const bf16 = path === 2;
+  const [ra, rb] = bf16 ? [roundToBf16(a), roundToBf16(b)] : [a, b];
   // Timed with one read-back at the end: wasm and cpu kernels are synchronous, a GPU queues work.
   const reps = 20;
   const t0 = performance.now();
@@ -74,15 +89,24 @@ export async function doctorCommand(args: string[]): Promise<number> {
   for (let i = 0; i < n; i += 17) {
     for (let j = 0; j < n; j += 13) {
       let ref = 0;
-      for (let k = 0; k < n; k++) ref += a[i * n + k] * b[k * n + j];
+      for (let k = 0; k < n; k++) ref += ra[i * n + k] * rb[k * n + j];
       worst = Math.max(worst, Math.abs(ref - c[i * n + j]) / Math.sqrt(n));
     }
   }
   const ok = worst < 1e-4;
   console.log(
     `matmul check ${ok ? 'ok' : 'FAILED'} (max error ${worst.toExponential(1)}), ` +
-      `${((2 * n ** 3) / seconds / 1e9).toFixed(1)} GFLOP/s at ${n}³`,
+      `${((2 * n ** 3) / seconds / 1e9).toFixed(1)} GFLOP/s at ${n}³${path >= 0 ? ` on ${MATMUL_PATHS[path]}` : ''}` +
+      (bf16 ? ' (against the product of the bf16-rounded inputs)' : ''),
   );
   tf.dispose([ta, tb]);
   return ok ? 0 : 1;
+}
+
+/** x rounded to bf16 (nearest even), as float32: what the bf16 path multiplies. */
+function roundToBf16(x: Float32Array): Float32Array {
+  const out = Float32Array.from(x);
+  const u = new Uint32Array(out.buffer);
+  for (let i = 0; i < u.length; i++) u[i] = ((u[i] + 0x7fff + ((u[i] >>> 16) & 1)) >>> 16) << 16;
+  return out;
 }
