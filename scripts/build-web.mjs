@@ -15,7 +15,8 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
 const out = resolve(args.includes('--out') ? args[args.indexOf('--out') + 1] : join(root, 'dist/web'));
 const minify = !args.includes('--no-minify');
-const src = join(root, 'src');
+// --entry FILE: bundle another entry with the same rules (the test uses it to see a node: import fail the build).
+const entry = args.includes('--entry') ? resolve(args[args.indexOf('--entry') + 1]) : undefined;
 
 /** Packages that only run under Node (native code, servers): reaching one is a build error. */
 const NODE_ONLY = ['sharp', 'webgpu', 'fastify', '@fastify/multipart', 'bullmq', 'ioredis', 'nsfwjs'];
@@ -25,13 +26,25 @@ const browserTwins = {
   name: 'browser-twins',
   setup(build) {
     build.onResolve({ filter: /.*/ }, (a) => {
-      if (!a.importer.startsWith(src)) return undefined;
+      if (!a.importer || a.importer.includes(`${'/'}node_modules${'/'}`)) return undefined;
       const bare = a.path.split('/')[0];
       const pkg = a.path.startsWith('@') ? a.path.split('/').slice(0, 2).join('/') : bare;
       if (builtins.has(a.path) || builtins.has(bare) || a.path.startsWith('node:'))
-        return { errors: [{ text: `the browser build reached the Node built-in "${a.path}" (from ${a.importer.slice(root.length + 1)})` }] };
+        return {
+          errors: [
+            {
+              text: `the browser build reached the Node built-in "${a.path}" (from ${a.importer.slice(root.length + 1)})`,
+            },
+          ],
+        };
       if (NODE_ONLY.includes(pkg))
-        return { errors: [{ text: `the browser build reached the Node-only package "${a.path}" (from ${a.importer.slice(root.length + 1)})` }] };
+        return {
+          errors: [
+            {
+              text: `the browser build reached the Node-only package "${a.path}" (from ${a.importer.slice(root.length + 1)})`,
+            },
+          ],
+        };
       if (!a.path.startsWith('.')) return undefined;
       const target = resolve(a.resolveDir, a.path).replace(/\.js$/, '');
       const twin = `${target}.browser.ts`;
@@ -41,23 +54,26 @@ const browserTwins = {
   },
 };
 
-const result = await esbuild.build({
-  entryPoints: [join(src, 'browser.ts')],
-  outfile: join(out, 'muse.js'),
-  bundle: true,
-  format: 'esm',
-  platform: 'browser',
-  target: 'es2022',
-  minify,
-  sourcemap: false,
-  metafile: true,
-  legalComments: 'none',
-  logLevel: 'silent',
-  plugins: [browserTwins],
-}).catch((err) => {
-  for (const e of err.errors ?? [err]) console.error(`build:web: ${e.text ?? e.message}${e.location ? ` (${e.location.file}:${e.location.line})` : ''}`);
-  process.exit(1);
-});
+const result = await esbuild
+  .build({
+    entryPoints: [entry ?? join(root, 'src', 'browser.ts')],
+    outfile: join(out, 'muse.js'),
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    minify,
+    sourcemap: false,
+    metafile: true,
+    legalComments: 'none',
+    logLevel: 'silent',
+    plugins: [browserTwins],
+  })
+  .catch((err) => {
+    for (const e of err.errors ?? [err])
+      console.error(`build:web: ${e.text ?? e.message}${e.location ? ` (${e.location.file}:${e.location.line})` : ''}`);
+    process.exit(1);
+  });
 
 // Nothing from Node may be left in the bundle, not even as an external import.
 for (const [file, info] of Object.entries(result.metafile.inputs)) {
@@ -74,6 +90,11 @@ const wasmDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.j
 mkdirSync(out, { recursive: true });
 const wasm = ['tfjs-backend-wasm.wasm', 'tfjs-backend-wasm-simd.wasm', 'tfjs-backend-wasm-threaded-simd.wasm'];
 for (const f of wasm) copyFileSync(join(wasmDir, 'dist', f), join(out, f));
-writeFileSync(join(out, 'meta.json'), `${JSON.stringify({ inputs: Object.keys(result.metafile.inputs).length, wasm }, null, 2)}\n`);
+writeFileSync(
+  join(out, 'meta.json'),
+  `${JSON.stringify({ inputs: Object.keys(result.metafile.inputs).length, wasm }, null, 2)}\n`,
+);
 const bytes = result.metafile.outputs[Object.keys(result.metafile.outputs)[0]].bytes;
-console.log(`build:web: ${join(out, 'muse.js')} (${(bytes / 1e6).toFixed(2)} MB, ${Object.keys(result.metafile.inputs).length} modules) and ${wasm.length} wasm files`);
+console.log(
+  `build:web: ${join(out, 'muse.js')} (${(bytes / 1e6).toFixed(2)} MB, ${Object.keys(result.metafile.inputs).length} modules) and ${wasm.length} wasm files`,
+);

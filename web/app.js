@@ -1,8 +1,19 @@
-// muse-ts web UI: plain JavaScript against the server's /api (no build step, nothing downloaded).
+// muse-ts web UI: plain JavaScript against the server's api/ (no build step, nothing downloaded), or
+// entirely in the browser with the muse-ts bundle (muse.js, from npm run build:web) and the model files
+// under models/: always on a static copy (muse export-web), by choice under muse serve.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
-const state = { models: [], job: null, source: null, editor: null, tool: 'brush', cursor: { x: 0.5, y: 0.5 } };
+const state = {
+  models: [],
+  job: null,
+  source: null,
+  editor: null,
+  tool: 'brush',
+  cursor: { x: 0.5, y: 0.5 },
+  // Client-side generation: the models the page can run itself, whether there is no server at all.
+  client: { models: [], only: false, lib: null, pipelines: new Map(), cancelled: false, running: false },
+};
 
 async function api(path, init) {
   const res = await fetch(path, init);
@@ -19,18 +30,40 @@ function setStatus(text, error = false) {
 
 // ---- models and defaults ----
 async function loadModels() {
+  const client = await fetch('models/index.json')
+    .then((r) => (r.ok ? r.json() : { models: [] }))
+    .catch(() => ({ models: [] }));
+  state.client.models = client.models ?? [];
   try {
-    const { models } = await api('/api/models');
+    const { models } = await api('api/models');
     state.models = models;
-    const select = $('model');
-    select.replaceChildren(...models.map((m) => new Option(`${m.name} (${m.kind})`, m.name)));
-    select.addEventListener('change', applyModel);
-    applyModel();
-    const health = await api('/api/health');
+    showModels();
+    const health = await api('api/health');
     $('health').textContent = `${health.status} · ${models.length} model${models.length === 1 ? '' : 's'}`;
+    if (state.client.models.length) {
+      $('in-browser-row').hidden = false;
+      $('in-browser-hint').textContent = `(${state.client.models.map((m) => m.name).join(', ')}; downloads the model once)`;
+    }
   } catch (err) {
-    $('health').textContent = `server unreachable: ${err.message}`;
+    if (state.client.models.length) {
+      // A static copy: no server, everything runs here.
+      state.client.only = true;
+      state.models = state.client.models;
+      showModels();
+      $('in-browser-row').hidden = false;
+      $('in-browser').checked = true;
+      $('in-browser').disabled = true;
+      $('in-browser-hint').textContent = '(static page: no server)';
+      $('health').textContent = `in-browser · ${state.models.length} model${state.models.length === 1 ? '' : 's'}`;
+    } else $('health').textContent = `server unreachable: ${err.message}`;
   }
+}
+
+function showModels() {
+  const select = $('model');
+  select.replaceChildren(...state.models.map((m) => new Option(`${m.name} (${m.kind})`, m.name)));
+  select.addEventListener('change', applyModel);
+  applyModel();
 }
 
 function currentModel() {
@@ -67,17 +100,39 @@ function requestOptions() {
 // ---- jobs: submit, follow the SSE stream, cancel ----
 function busy(on) {
   $('generate').disabled = on;
-  $('inpaint').disabled = on || !state.editor;
+  for (const id of ['inpaint', 'outpaint', 'edit', 'upscale']) $(id).disabled = on || !state.editor;
   $('cancel').disabled = !on;
 }
 
+function showPreviews(step, total, sources) {
+  $('bar').max = total;
+  $('bar').value = step;
+  setStatus(`Step ${step} of ${total}`);
+  if (sources)
+    $('previews').replaceChildren(
+      ...sources.map((src, i) => {
+        const img = new Image();
+        img.src = src;
+        img.alt = `preview ${i + 1} at step ${step}`;
+        return img;
+      }),
+    );
+}
+
+function runsInBrowser(request) {
+  return (
+    (state.client.only || $('in-browser').checked) && state.client.models.some((m) => m.name === request.model)
+  );
+}
+
 async function runJob(request) {
+  if (runsInBrowser(request)) return runInBrowser(request);
   busy(true);
   setStatus('Submitting…');
   $('bar').value = 0;
   let id;
   try {
-    ({ id } = await api('/api/jobs', {
+    ({ id } = await api('api/jobs', {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify(request),
@@ -88,7 +143,7 @@ async function runJob(request) {
     return;
   }
   state.job = id;
-  const events = new EventSource(`/api/jobs/${id}/events`);
+  const events = new EventSource(`api/jobs/${id}/events`);
   state.source = events;
   const finish = (text, error) => {
     events.close();
@@ -104,18 +159,7 @@ async function runJob(request) {
   events.addEventListener('started', () => setStatus('Decoding…'));
   events.addEventListener('progress', (e) => {
     const d = JSON.parse(e.data);
-    $('bar').max = d.total;
-    $('bar').value = d.step;
-    setStatus(`Step ${d.step} of ${d.total}`);
-    if (d.previews)
-      $('previews').replaceChildren(
-        ...d.previews.map((b64, i) => {
-          const img = new Image();
-          img.src = `data:image/png;base64,${b64}`;
-          img.alt = `preview ${i + 1} at step ${d.step}`;
-          return img;
-        }),
-      );
+    showPreviews(d.step, d.total, d.previews?.map((b64) => `data:image/png;base64,${b64}`));
   });
   events.addEventListener('result', (e) => {
     const d = JSON.parse(e.data);
@@ -131,11 +175,105 @@ async function runJob(request) {
   events.addEventListener('cancelled', () => finish('Cancelled.'));
 }
 
+// ---- in the browser: the muse-ts bundle, models fetched from models/NAME/ ----
+function b64ToBytes(b64) {
+  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+}
+
+function bytesToB64(bytes) {
+  let s = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+function imageUrl(lib, image) {
+  const c = document.createElement('canvas');
+  c.width = image.width;
+  c.height = image.height;
+  c.getContext('2d').putImageData(lib.toImageData(image), 0, 0);
+  return c.toDataURL('image/png');
+}
+
+async function browserPipeline(name) {
+  state.client.lib ??= await import('./muse.js');
+  if (!state.client.pipelines.has(name)) {
+    const loading = state.client.lib.MusePipeline.load(`models/${encodeURIComponent(name)}/`);
+    state.client.pipelines.set(name, loading);
+    loading.catch(() => state.client.pipelines.delete(name));
+  }
+  return { lib: state.client.lib, pipeline: await state.client.pipelines.get(name) };
+}
+
+/** Runs a request like the server's jobs, in this page; resolves with the gallery entries. */
+async function generateInBrowser(request, onStep) {
+  const { lib, pipeline } = await browserPipeline(request.model);
+  const o = request.options;
+  const options = {
+    n: o.n,
+    seed: o.seed,
+    steps: o.steps,
+    guidance: o.guidance,
+    negative: o.negative,
+    onStep: (step, total, images) => onStep(lib, step, total, images),
+  };
+  const image = request.image ? await lib.decodeImage(b64ToBytes(request.image), 'the image') : undefined;
+  let out;
+  if (request.verb === 'generate') out = await pipeline.generate(request.prompt, { ...options, size: o.size });
+  else if (request.verb === 'inpaint') {
+    const mask = lib.maskFromImage(await lib.decodeImage(b64ToBytes(request.mask), 'the mask'), 'the mask');
+    out = await pipeline.inpaint(image, mask, request.prompt, options);
+  } else if (request.verb === 'outpaint')
+    out = await pipeline.outpaint(image, { left: o.left, right: o.right, top: o.top, bottom: o.bottom }, request.prompt, options);
+  else if (request.verb === 'edit') out = await pipeline.edit(image, request.prompt, { ...options, iterations: o.iterations });
+  else if (request.verb === 'upscale') out = await pipeline.upscale(image, request.prompt, options);
+  else throw new Error(`${request.verb} does not run in the browser`);
+  const images = [];
+  for (const [i, im] of out.images.entries())
+    images.push({
+      b64_json: bytesToB64(await lib.encodePng(im)),
+      seed: (o.seed ?? 0) + (request.verb === 'generate' ? i : 0),
+      width: im.width,
+      height: im.height,
+    });
+  return { images, notes: out.notes };
+}
+
+async function runInBrowser(request) {
+  busy(true);
+  state.client.cancelled = false;
+  state.client.running = true;
+  $('bar').value = 0;
+  setStatus(state.client.pipelines.has(request.model) ? 'Decoding in this browser…' : 'Loading the model into this browser…');
+  try {
+    const result = await generateInBrowser(request, async (lib, step, total, images) => {
+      if (state.client.cancelled) throw new Error('cancelled');
+      showPreviews(step, total, images().map((im) => imageUrl(lib, im)));
+      await new Promise((r) => setTimeout(r, 0)); // let the page paint and take a Cancel click
+    });
+    $('bar').value = $('bar').max;
+    $('previews').replaceChildren();
+    for (const im of result.images) addToGallery(im, request);
+    const n = result.images.length;
+    setStatus(`Done in this browser: ${n} image${n === 1 ? '' : 's'}.${result.notes?.length ? ` ${result.notes.join(' ')}` : ''}`);
+  } catch (err) {
+    setStatus(state.client.cancelled ? 'Cancelled.' : `In the browser: ${err.message}`, !state.client.cancelled);
+  } finally {
+    state.client.running = false;
+    busy(false);
+  }
+}
+window.museGenerateInBrowser = generateInBrowser;
+
 $('cancel').addEventListener('click', async () => {
+  if (state.client.running) {
+    state.client.cancelled = true;
+    setStatus('Cancelling…');
+    return;
+  }
   if (!state.job) return;
   setStatus('Cancelling…');
   try {
-    await api(`/api/jobs/${state.job}`, { method: 'DELETE' });
+    await api(`api/jobs/${state.job}`, { method: 'DELETE' });
   } catch (err) {
     setStatus(err.message, true);
   }
@@ -212,7 +350,7 @@ function addToGallery(im, request) {
   });
   const edit = document.createElement('button');
   edit.type = 'button';
-  edit.textContent = 'Inpaint';
+  edit.textContent = 'Edit';
   edit.addEventListener('click', () => {
     loadIntoEditor(im.b64_json);
     $('mask-canvas').focus();
@@ -396,6 +534,41 @@ $('inpaint').addEventListener('click', () => {
   delete options.size;
   runJob({ verb: 'inpaint', model: $('model').value, prompt, options, image: state.editor.b64, mask });
 });
+
+/** Outpaint, mask-free edit and upscale: the editor's image, the prompt, the form's options. */
+function runImageVerb(verb) {
+  if (!state.editor) return;
+  const prompt = $('prompt').value.trim();
+  if (!prompt) {
+    setStatus(`Write a prompt to ${verb} toward first.`, true);
+    $('prompt').focus();
+    return;
+  }
+  const options = requestOptions();
+  delete options.size;
+  if (verb === 'outpaint') {
+    const px = Number($('extend-px').value) || 0;
+    let any = false;
+    for (const side of ['left', 'right', 'top', 'bottom'])
+      if ($(`side-${side}`).checked) {
+        options[side] = px;
+        any = px > 0;
+      }
+    if (!any) {
+      setStatus('Choose at least one side and a number of pixels to extend.', true);
+      return;
+    }
+    options.n = 1;
+  }
+  if (verb === 'edit') options.iterations = Number($('edit-iterations').value) || undefined;
+  const m = currentModel();
+  if (m && !m.verbs?.includes(verb)) {
+    setStatus(`The model ${m.name} cannot ${verb}.`, true);
+    return;
+  }
+  runJob({ verb, model: $('model').value, prompt, options, image: state.editor.b64 });
+}
+for (const verb of ['outpaint', 'edit', 'upscale']) $(verb).addEventListener('click', () => runImageVerb(verb));
 
 window.addEventListener('resize', showCursor);
 loadModels();

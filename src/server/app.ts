@@ -23,6 +23,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { userMessage } from '../cli/errors.js';
 import { MuseError } from '../util/errors.js';
 import { packageRoot } from '../util/package-root.js';
+import { registerClientRoutes } from './client-routes.js';
 import { HttpError } from './errors.js';
 import { fromBase64, readMask, readUpload } from './image-input.js';
 import { type Job, terminalEvent } from './jobs.js';
@@ -46,6 +47,8 @@ export interface ServerOptions {
   limits?: Partial<ServerLimits>;
   /** Folder of the web UI (default: the package's web/). */
   webRoot?: string;
+  /** Folder of the browser bundle served for client-side generation (default: the package's dist/web). */
+  bundleDir?: string;
   /** fastify's logger option (default off). */
   logger?: boolean;
 }
@@ -204,6 +207,9 @@ export async function createServer(options: ServerOptions): Promise<MuseServer> 
       reply.type(f.type).header('cache-control', 'no-cache').send(f.body);
     });
   }
+
+  // Client-side generation: bundle, wasm, text encoder and model files; COOP/COEP on every answer.
+  registerClientRoutes(app, options.models ?? [], { bundleDir: options.bundleDir });
 
   app.get('/api/health', async () => ({
     status: 'ok',

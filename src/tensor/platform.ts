@@ -1,8 +1,9 @@
 // What starting the tensor backend needs from Node: core count, the threaded wasm module started from
 // files (wasm-node-threads.ts), the native addon's thread default, WebGPU through the `webgpu` package,
 // and tfjs's gradient definitions from vendor/. A browser build gets platform.browser.ts instead.
-import * as tf from '@tensorflow/tfjs-core';
+
 import { BackendWasm, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+import * as tf from '@tensorflow/tfjs-core';
 import type { WasmModule } from './wasm-node-threads.js';
 
 export const isNode = true;
@@ -34,6 +35,9 @@ export async function registerWasm(threads: number, started: (m: WasmModule) => 
     3,
   );
 }
+
+/** After the wasm backend started (or failed to): nothing to undo under Node. */
+export function wasmStarted(): void {}
 
 export async function registerWebgpu(): Promise<void> {
   const webgpu = (await import('webgpu')) as unknown as {

@@ -2,8 +2,8 @@
 // a browser build gets use-lite-files.browser.ts (text-encoder/ beside the page).
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
-import { FolderSource } from '../util/folder-source.js';
 import { MuseError } from '../util/errors.js';
+import { FolderSource } from '../util/folder-source.js';
 import type { ModelSource } from '../util/model-source.js';
 
 export function defaultUseLiteFiles(): ModelSource {

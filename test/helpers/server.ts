@@ -31,9 +31,10 @@ export async function startTestServer(
   limits: Partial<ServerLimits> = {},
   pipeline?: MusePipeline,
   name = 'tiny',
+  options: { bundleDir?: string } = {},
 ): Promise<TestServer> {
   const p = pipeline ?? (await tinyPipeline());
-  const server = await createServer({ models: [{ name, pipeline: p }], limits });
+  const server = await createServer({ models: [{ name, pipeline: p }], limits, ...options });
   const address = await server.app.listen({ host: '127.0.0.1', port: 0 });
   return { ...server, url: address, close: () => server.app.close() };
 }
