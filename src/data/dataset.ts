@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { MuseError } from '../util/errors.js';
 import { readImageFolder } from './folder.js';
 import type { Sample } from './sample.js';
-import { expandShards, IMAGE_EXTENSIONS, type ReadOptions, readWebDataset } from './webdataset.js';
+import { IMAGE_EXTENSIONS, type ReadOptions } from './sample-files.js';
+import { expandShards } from './shard-patterns.js';
+import { readWebDataset } from './webdataset.js';
 
 const TAR = /\.(tar|tgz|tar\.gz)$/i;
 const IMAGE = new RegExp(`\\.(${IMAGE_EXTENSIONS.join('|')})$`, 'i');

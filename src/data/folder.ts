@@ -12,9 +12,9 @@ import {
   checkSize,
   IMAGE_EXTENSIONS,
   loadSampleImage,
-  MAX_MEMBER_BYTES,
   type ReadOptions,
-} from './webdataset.js';
+} from './sample-files.js';
+import { MAX_MEMBER_BYTES } from './tar-read.js';
 
 /** Options for readImageFolder. */
 export interface ImageFolderOptions extends ReadOptions {
