@@ -15,8 +15,10 @@ import { after, before, test } from 'node:test';
 import { type Browser, chromium } from 'playwright-core';
 import { exportWeb } from '../src/cli/export-web.js';
 import { decodeImage } from '../src/image/image.js';
+import { encodePngPure, encodePngStored } from '../src/image/png.js';
 import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
+import { setMatmulPolicy } from '../src/tensor/native.js';
 import { MuseError } from '../src/util/errors.js';
 import { FetchSource } from '../src/util/model-source.js';
 import { startTestServer } from './helpers/server.js';
@@ -76,6 +78,8 @@ before(async () => {
     encoding: 'utf8',
   });
   assert.equal(build.status, 0, `build:web failed:\n${build.stdout}${build.stderr}`);
+  // The browser computes in fp32; so does the Node reference (bf16 matmul units would round differently).
+  setMatmulPolicy({ precision: 'fp32' });
   await initBackend();
   emoji = await MusePipeline.load(EMOJI);
   if (!skip)
@@ -113,6 +117,15 @@ test('build:web bundles the core for browsers, and fails when a node: import is 
   );
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /reached the Node built-in "node:(fs|path)"/);
+});
+
+test("the pure PNG encoder (the bundle's) writes PNGs sharp reads back exactly", async () => {
+  const img = { width: 37, height: 5, data: Uint8Array.from({ length: 37 * 5 * 3 }, (_, i) => (i * 37) % 256) };
+  for (const bytes of [encodePngStored(img), await encodePngPure(img)]) {
+    const back = await decodeImage(bytes, 'png');
+    assert.equal(back.width, 37);
+    assert.deepEqual(back.data, img.data);
+  }
 });
 
 test('static export: the page generates in Chromium without a server, the same image as Node', {
@@ -209,7 +222,11 @@ test('muse serve: client files with cross-origin isolation; FetchSource keeps th
     assert.match(js.headers.get('content-type') ?? '', /javascript/);
     await js.arrayBuffer();
     // Only the files laid out for the client are served: nothing else of the model folder or disk.
-    for (const path of ['/models/emoji/TRAINING.md', '/models/emoji/../emoji/pipeline.json', '/models/../package.json'])
+    for (const path of [
+      '/models/emoji/TRAINING.md',
+      '/models/emoji/%2e%2e/%2e%2e/package.json',
+      '/models/../package.json',
+    ])
       assert.notEqual((await fetch(`${server.url}${path}`)).status, 200, path);
 
     const source = new FetchSource(`${server.url}/models/emoji/`);

@@ -16,7 +16,7 @@ const CRC_TABLE = (() => {
 function crc32(bytes: Uint8Array, crc = 0xffffffff): number {
   let c = crc;
   for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
-  return c >>> 0;
+  return (c ^ 0xffffffff) >>> 0;
 }
 
 function adler32(bytes: Uint8Array): number {
