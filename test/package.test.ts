@@ -67,7 +67,12 @@ test('the packed tarball installs into a fresh app and runs the README snippet',
       run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', work], root).stdout,
     );
     const paths: string[] = packed[0].files.map((f: { path: string }) => f.path);
-    for (const needed of ['vendor/tfjs-gradients.cjs', 'dist/src/index.js', 'dist/src/cli/main.js']) {
+    for (const needed of [
+      'vendor/tfjs-gradients.cjs',
+      'dist/src/index.js',
+      'dist/src/cli/main.js',
+      'dist/web/muse.js',
+    ]) {
       assert.ok(paths.includes(needed), `the tarball lacks ${needed}`);
     }
     const strays = paths.filter((p) => /^(test|bench|\.ci|scratch|src|dist\/test|dist\/bench)\//.test(p));
