@@ -15,14 +15,14 @@ import { FeatureClassifier } from '../src/eval/feature-classifier.js';
 import { frechetDistance } from '../src/eval/frechet.js';
 import { FrozenFeatures } from '../src/eval/frozen-features.js';
 import { spreadSamples } from '../src/eval/spread.js';
-import type { DecodingOptions } from '../src/pipeline/pipeline.js';
+import type { MuseOptions } from '../src/pipeline/pipeline.js';
 import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 
 const [model, train, heldout, countArg = '500', settingsFile] = process.argv.slice(2);
 if (!model || !train || !heldout)
   throw new Error('usage: bench/eval-decoding.ts MODEL TRAIN_DATASET HELDOUT_DATASET [count] [settings.json]');
-const settings: DecodingOptions[] = settingsFile
+const settings: MuseOptions[] = settingsFile
   ? JSON.parse(readFileSync(settingsFile, 'utf8'))
   : [{}, { guidance: 0 }, { guidance: 1 }, { guidance: 2 }];
 await initBackend();

@@ -123,8 +123,8 @@ test('each high-res position reads the low-res token it lies under (lowres.to_in
   );
   const a = precomputeContext(p, config, text, Int32Array.of(0), lowA);
   const b = precomputeContext(p, config, text, Int32Array.of(0), lowB);
-  assert.ok(a.input && b.input);
-  const diff = tf.sum(tf.abs(tf.sub(a.input, b.input)), -1).dataSync();
+  assert.ok(a.lowresTerm && b.lowresTerm);
+  const diff = tf.sum(tf.abs(tf.sub(a.lowresTerm, b.lowresTerm)), -1).dataSync();
   // Low-res token 5 is (row 1, col 1), self-attention spreads the change to every position a bit;
   // the directly aligned 2×2 block changes most.
   const block = [2 * 8 + 2, 2 * 8 + 3, 3 * 8 + 2, 3 * 8 + 3];

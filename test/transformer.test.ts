@@ -18,9 +18,9 @@ import {
   forward,
   initTransformer,
   mergeHeads,
-  type Params,
   precomputeContext,
   splitHeads,
+  type TransformerParams,
 } from '../src/transformer/model.js';
 import { MuseError } from '../src/util/errors.js';
 import { relativeError } from './helpers/compare.js';
@@ -32,8 +32,8 @@ after(() => shutdownBackend());
 
 type Mat = number[][];
 
-const valuesOf = (p: Params, name: string) => Array.from(p[name].dataSync());
-const matOf = (p: Params, name: string): Mat => {
+const valuesOf = (p: TransformerParams, name: string) => Array.from(p[name].dataSync());
+const matOf = (p: TransformerParams, name: string): Mat => {
   const [r, c] = p[name].shape;
   const v = valuesOf(p, name);
   return Array.from({ length: r }, (_, i) => v.slice(i * c, (i + 1) * c));
@@ -81,12 +81,12 @@ const add = (a: Mat, b: Mat): Mat => a.map((row, i) => row.map((v, j) => v + b[i
 const columns = (x: Mat, from: number, to: number): Mat => x.map((row) => row.slice(from, to));
 
 /** The context rows of one sample: [NULL, proj(text_0), …] and which of them are visible. */
-function refContext(p: Params, text: Mat, length: number): { ctx: Mat; visible: boolean[] } {
+function refContext(p: TransformerParams, text: Mat, length: number): { ctx: Mat; visible: boolean[] } {
   const ctx = [valuesOf(p, 'text.null'), ...refLinear(text, matOf(p, 'text.proj.w'), valuesOf(p, 'text.proj.b'))];
   return { ctx, visible: ctx.map((_, j) => j === 0 || j - 1 < length) };
 }
 
-function refBlock(p: Params, c: TransformerConfig, l: number, x: Mat, ctx: Mat, visible: boolean[]): Mat {
+function refBlock(p: TransformerParams, c: TransformerConfig, l: number, x: Mat, ctx: Mat, visible: boolean[]): Mat {
   const b = `blocks.${l}`;
   const D = c.width;
   const lin = (name: string, h: Mat) => refLinear(h, matOf(p, `${name}.w`), valuesOf(p, `${name}.b`));
@@ -103,7 +103,7 @@ function refBlock(p: Params, c: TransformerConfig, l: number, x: Mat, ctx: Mat, 
   return add(x, lin(`${b}.mlp.fc2`, hidden));
 }
 
-function refForward(p: Params, c: TransformerConfig, tokens: number[], text: Mat, length: number): Mat {
+function refForward(p: TransformerParams, c: TransformerConfig, tokens: number[], text: Mat, length: number): Mat {
   const tok = matOf(p, 'tok_emb');
   const pos = matOf(p, 'pos_emb');
   let x = tokens.map((t, n) => tok[t].map((v, d) => v + pos[n][d]));
@@ -119,7 +119,7 @@ function sampleRows(a: ArrayLike<number>, b: number, s: number, d: number): Mat 
 }
 
 /** Replaces every weight by random values (gains around 1), so biases and gains are tested too. */
-function randomise(p: Params, rng: Rng): void {
+function randomise(p: TransformerParams, rng: Rng): void {
   for (const [name, v] of Object.entries(p)) {
     const noise = rng.normals(v.size, 0.5);
     if (name.endsWith('.g')) noise.forEach((x, i) => (noise[i] = 1 + 0.5 * x));

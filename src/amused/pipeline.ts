@@ -13,11 +13,10 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import type { GuidanceSchedule } from '../decoding/guidance.js';
 import type { PixelMask, RgbImage } from '../image/image.js';
 import { featherComposite } from '../pipeline/masks.js';
+import type { GenerationOptions } from '../pipeline/options.js';
 import { initBackend } from '../tensor/backend.js';
-import type { MaskSchedule } from '../transformer/masking.js';
 import { MuseError } from '../util/errors.js';
 import { ClipTextModel } from './clip-text.js';
 import { ClipTokenizer } from './clip-tokenizer.js';
@@ -60,30 +59,15 @@ export interface MicroConditioning {
   aestheticScore?: number;
 }
 
-export interface AmusedOptions {
-  /** Negative prompt (the unconditional row of guidance); default "". */
-  negative?: string;
-  /** Images per prompt. */
-  n?: number;
-  /** Must be the model's own size when given (aMUSEd has one stage). */
-  size?: number;
-  seed?: number;
-  steps?: number;
-  /** muse-ts guidance t ≥ 0 (0: no unconditional pass); diffusers' guidance_scale is 1 + t. */
-  guidance?: number;
-  /** 'constant' (default, as diffusers) or 'linear' (t·(s + 1)/N at step s, muse-ts's ramp). */
-  guidanceSchedule?: GuidanceSchedule;
-  /** Sampling temperature of the logits: 1 (default) as the reference, 0 greedy. */
-  temperature?: number;
-  /** Sample among the K most likely codes (0 = all). */
-  topK?: number;
-  /** aMUSEd's confidence-noise temperature, annealed linearly to 0 (default 2). */
-  choiceTemperature?: number;
-  /** The scheduler's masking schedule (default: the model's, cosine). */
-  schedule?: MaskSchedule;
+/**
+ * The shared pipeline options (pipeline/options.ts) with aMUSEd's meanings and defaults: one size (the
+ * model's); guidance t ≥ 0 (diffusers' guidance_scale is 1 + t; default 9); guidanceSchedule
+ * 'constant' (default, as diffusers) or 'linear'; temperature 1 (the reference) or 0 (greedy);
+ * choiceTemperature: aMUSEd's confidence noise, annealed linearly to 0 (default 2); schedule: the
+ * scheduler's masking schedule (the model's, cosine, unless given).
+ */
+export interface AmusedOptions extends GenerationOptions {
   microConditioning?: MicroConditioning;
-  /** After each step: the images so far (masked tokens grey) and the tokens [batch, h·w]. */
-  onStep?: (step: number, steps: number, images: () => RgbImage[], tokens: Int32Array) => void | Promise<void>;
   /** Replaces the seeded random draws (tests replay the reference's). */
   random?: SchedulerRandom;
 }

@@ -10,7 +10,7 @@ import { resolveModelArgument } from '../hub/hub-cache.js';
 import { imageGrid } from '../image/grid.js';
 import { decodeImage, encodePng, type RgbImage, resizeCenterCrop } from '../image/image.js';
 import { FrameWriter } from '../pipeline/frames.js';
-import { type DecodingOptions, MusePipeline, type PipelineResult } from '../pipeline/pipeline.js';
+import { type MuseOptions, MusePipeline, type PipelineResult } from '../pipeline/pipeline.js';
 import { readPipelineFile } from '../pipeline/pipeline-file.js';
 import type { MaskSchedule } from '../transformer/masking.js';
 import { MuseError } from '../util/errors.js';
@@ -135,7 +135,7 @@ function choice<T extends string>(value: string | undefined, name: string, optio
 }
 
 /** Decoding options from the command line (undefined = the model's default). */
-export function decodingOptions(values: Values): DecodingOptions & { microConditioning?: MicroConditioning } {
+export function decodingOptions(values: Values): MuseOptions & { microConditioning?: MicroConditioning } {
   const maybe = (v: string | undefined, name: string, o: Parameters<typeof numberOption>[3] = {}) =>
     v === undefined ? undefined : numberOption(v, name, 0, o);
   return {
@@ -178,7 +178,7 @@ function microConditioning(values: Values): { microConditioning?: MicroCondition
 }
 
 /** Adds a progress line per step and, with --frames, the frame writer; call finish() after. */
-function withProgress(values: Values, o: DecodingOptions, label: string) {
+function withProgress(values: Values, o: MuseOptions, label: string) {
   const frames = values.frames ? new FrameWriter(values.frames) : undefined;
   let progress: Progress | undefined;
   const onStep = async (step: number, steps: number, images: () => RgbImage[]) => {
@@ -266,10 +266,10 @@ async function writeResult(values: Values, r: PipelineResult, captions: string[]
 export async function runAndWrite(
   values: Values,
   muse: { promptWarnings(prompts: string[]): string[]; dispose(): void },
-  o: DecodingOptions,
+  o: MuseOptions,
   label: string,
   caption: string | string[],
-  call: (options: DecodingOptions) => Promise<PipelineResult>,
+  call: (options: MuseOptions) => Promise<PipelineResult>,
 ): Promise<number> {
   numberOption(values.scale, 'scale', 1, { min: 1, max: 64, integer: true });
   const warned = muse.promptWarnings([

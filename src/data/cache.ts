@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { join } from 'node:path';
 import { type RgbImage, resizeRgb } from '../image/image.js';
 import { loadSafetensors, MAX_HEADER_BYTES, type NamedTensor, saveSafetensors } from '../tensor/safetensors.js';
-import type { TextEncoder } from '../text/encoder.js';
+import type { TextEncoderModel } from '../text/encoder.js';
 import { MuseError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
 import type { Sample, SkipReport } from './sample.js';
@@ -30,7 +30,7 @@ export interface ImageTokenizer {
   encode(images: RgbImage[]): Promise<Int32Array>;
 }
 
-export type { TextEncoder };
+export type { TextEncoderModel };
 
 export interface CacheGrid {
   /** Tensor name suffix, e.g. "base" or "superres". */
@@ -56,7 +56,7 @@ export interface CacheManifest {
 export interface EncodeOptions {
   out: string;
   grids: CacheGrid[];
-  textEncoder: TextEncoder;
+  textEncoder: TextEncoderModel;
   shardSize?: number;
   /** Captions encoded per image (the first ones); default all. */
   captionsPerImage?: number;

@@ -6,7 +6,10 @@ import { MuseError } from '../util/errors.js';
 import type { DecodeProblem, LogitsFn } from './parallel-decode.js';
 import { sampleToken, validateSampling } from './sampling.js';
 
-export interface EditOptions {
+/** The paper's settings (§3.3), used where an option is not given. */
+export const MASK_FREE_EDIT_DEFAULTS = { iterations: 100, fraction: 0.08, topK: 3, temperature: 1 } as const;
+
+export interface MaskFreeEditOptions {
   /** Resampling rounds. Default 100. */
   iterations?: number;
   /** Fraction of tokens resampled per round. Default 0.08. */
@@ -19,15 +22,22 @@ export interface EditOptions {
   onIteration?: (iteration: number, iterations: number, tokens: Int32Array) => void | Promise<void>;
 }
 
-export async function maskFreeEdit(logits: LogitsFn, problem: DecodeProblem, o: EditOptions): Promise<Int32Array> {
+export async function maskFreeEdit(
+  logits: LogitsFn,
+  problem: DecodeProblem,
+  o: MaskFreeEditOptions,
+): Promise<Int32Array> {
   const { batch, codebookSize: K, maskId } = problem;
   const n = problem.tokens.length / batch;
-  const iterations = o.iterations ?? 100;
-  const fraction = o.fraction ?? 0.08;
+  const iterations = o.iterations ?? MASK_FREE_EDIT_DEFAULTS.iterations;
+  const fraction = o.fraction ?? MASK_FREE_EDIT_DEFAULTS.fraction;
   if (!Number.isInteger(iterations) || iterations < 1)
     throw new MuseError(`edit iterations must be a positive integer, got ${o.iterations}`);
   if (!(fraction > 0 && fraction <= 1)) throw new MuseError(`edit fraction must be in (0, 1], got ${o.fraction}`);
-  const sampling = validateSampling({ topK: o.topK ?? 3, temperature: o.temperature ?? 1 }, K);
+  const sampling = validateSampling(
+    { topK: o.topK ?? MASK_FREE_EDIT_DEFAULTS.topK, temperature: o.temperature ?? MASK_FREE_EDIT_DEFAULTS.temperature },
+    K,
+  );
   const tokens = Int32Array.from(problem.tokens);
   if (tokens.some((t) => !(t >= 0 && t < K)))
     throw new MuseError('mask-free editing starts from a complete token grid');

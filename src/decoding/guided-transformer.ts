@@ -3,7 +3,13 @@
 // and the text side of cross-attention is computed once here, not once per step.
 import * as tf from '@tensorflow/tfjs-core';
 import { sequenceLength, type TransformerConfig } from '../transformer/config.js';
-import { contextTensors, forward, type Params, precomputeContext, type TextContext } from '../transformer/model.js';
+import {
+  contextTensors,
+  forward,
+  precomputeContext,
+  type TextContext,
+  type TransformerParams,
+} from '../transformer/model.js';
 import { MuseError } from '../util/errors.js';
 import { type GuidanceSchedule, guidanceScale, guideLogits } from './guidance.js';
 import type { LogitsFn } from './parallel-decode.js';
@@ -46,7 +52,7 @@ function emptyPrompts(batch: number, tokens: number, dim: number): PromptBatch {
 }
 
 export function guidedTransformer(
-  params: Params,
+  params: TransformerParams,
   config: TransformerConfig,
   prompts: PromptBatch,
   guidance: GuidanceOptions & Partial<LowresCondition>,

@@ -111,6 +111,21 @@ function writeWindow(c: TokenCanvas, row: number, col: number, grid: [number, nu
 }
 
 /**
+ * The windows of outpaintWindows that hold a masked position of the canvas as it is now, in order;
+ * outpaintCanvas decodes these (less any that earlier windows fill completely).
+ */
+export function windowsToFill(
+  canvas: TokenCanvas,
+  grid: [number, number],
+  origin: { row: number; col: number },
+  maskId: number,
+): Array<{ row: number; col: number }> {
+  return outpaintWindows(canvas.height, canvas.width, grid, origin).filter((x) =>
+    windowTokens(canvas, x.row, x.col, grid).includes(maskId),
+  );
+}
+
+/**
  * Fills every masked position of the canvas, window by window: `decodeWindow` gets the window's
  * tokens ([batch, h·w], unknown = maskId) and returns them with the unknown ones decoded; `place`
  * shows a window's tokens on (a copy of) the canvas so far, for progress pictures.
@@ -129,9 +144,7 @@ export async function outpaintCanvas(
   ) => Promise<Int32Array>,
 ): Promise<TokenCanvas> {
   const out: TokenCanvas = { ...canvas, tokens: Int32Array.from(canvas.tokens) };
-  const windows = outpaintWindows(canvas.height, canvas.width, grid, origin).filter((x) =>
-    windowTokens(out, x.row, x.col, grid).includes(maskId),
-  );
+  const windows = windowsToFill(canvas, grid, origin, maskId);
   for (let i = 0; i < windows.length; i++) {
     const { row, col } = windows[i];
     const before = windowTokens(out, row, col, grid);

@@ -18,7 +18,7 @@ import { confidenceNoise, maskedCounts } from './schedule.js';
  */
 export type LogitsFn = (tokens: Int32Array, batch: number, step: number, steps: number) => Promise<Float32Array>;
 
-export interface DecodeOptions extends SamplingOptions {
+export interface ParallelDecodeOptions extends SamplingOptions {
   /** Decoding steps N (1 ≤ N ≤ the fewest masked tokens of any grid). */
   steps: number;
   /** How many tokens stay masked after each step. Default cosine. */
@@ -44,7 +44,11 @@ export interface DecodeProblem {
   maskId: number;
 }
 
-export async function parallelDecode(logits: LogitsFn, problem: DecodeProblem, o: DecodeOptions): Promise<Int32Array> {
+export async function parallelDecode(
+  logits: LogitsFn,
+  problem: DecodeProblem,
+  o: ParallelDecodeOptions,
+): Promise<Int32Array> {
   const { batch, codebookSize: K, maskId } = problem;
   const n = problem.tokens.length / batch;
   if (!Number.isInteger(n) || n < 1) throw new MuseError(`${problem.tokens.length} tokens do not make ${batch} grids`);

@@ -7,13 +7,13 @@
 
 import type { Sample } from '../data/sample.js';
 import type { RgbImage } from '../image/image.js';
-import type { DecodingOptions, MusePipeline } from '../pipeline/pipeline.js';
+import type { MuseOptions, MusePipeline } from '../pipeline/pipeline.js';
 import { MuseError } from '../util/errors.js';
 import { type FeatureClassifier, topK } from './feature-classifier.js';
 import { frechetDistance } from './frechet.js';
 import type { FrozenFeatures } from './frozen-features.js';
 
-export interface EvalOptions extends DecodingOptions {
+export interface EvalOptions extends MuseOptions {
   batch?: number;
   /** Meta field holding a sample's class (default "code", the emoji code point). */
   labelKey?: string;

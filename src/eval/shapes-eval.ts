@@ -6,7 +6,7 @@
 import type { Sample } from '../data/sample.js';
 import type { ShapeSpec } from '../data/shapes.js';
 import type { RgbImage } from '../image/image.js';
-import type { DecodingOptions, MusePipeline } from '../pipeline/pipeline.js';
+import type { MuseOptions, MusePipeline } from '../pipeline/pipeline.js';
 import { type ShapesReport, scoreMany, scoreShapes, tallyScores } from './shapes-score.js';
 
 export interface ShapesItem {
@@ -20,7 +20,7 @@ export interface ShapesItem {
 export async function evaluateShapes(
   muse: MusePipeline,
   samples: Sample[],
-  o: DecodingOptions & { batch?: number; onBatch?: (done: number) => void } = {},
+  o: MuseOptions & { batch?: number; onBatch?: (done: number) => void } = {},
 ): Promise<{ report: ShapesReport; ceiling: ShapesReport; items: ShapesItem[] }> {
   const batch = o.batch ?? 16;
   const items: ShapesItem[] = [];

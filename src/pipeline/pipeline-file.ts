@@ -9,6 +9,7 @@ import { MAX_PIPELINE_FILE_BYTES, type PipelineFile, parsePipelineFile } from '.
 export {
   DECODING_DEFAULTS,
   type DecodingDefaults,
+  type EditDefaults,
   MAX_PIPELINE_FILE_BYTES,
   type PipelineFile,
   parsePipelineFile,

@@ -1,5 +1,6 @@
 // What a pipeline.json holds and how it is checked, with no file access (so the browser bundle has
 // it): pipeline-file.ts reads one from a folder under Node, MusePipeline.load from any ModelSource.
+import { MASK_FREE_EDIT_DEFAULTS } from '../decoding/edit.js';
 import type { GuidanceSchedule } from '../decoding/guidance.js';
 import type { MaskSchedule } from '../transformer/masking.js';
 import { MuseError } from '../util/errors.js';
@@ -18,6 +19,19 @@ export interface DecodingDefaults {
   topK: number;
   choiceTemperature: number;
   schedule: MaskSchedule;
+  /** Mask-free editing (MusePipeline.edit) has its own (paper §3.3). */
+  edit: EditDefaults;
+}
+
+export interface EditDefaults {
+  /** Resampling rounds. */
+  iterations: number;
+  /** Share of the tokens resampled per round. */
+  fraction: number;
+  guidance: number;
+  guidanceSchedule: GuidanceSchedule;
+  topK: number;
+  temperature: number;
 }
 
 export interface PipelineFile {
@@ -48,6 +62,7 @@ export const DECODING_DEFAULTS: DecodingDefaults = {
   topK: 0,
   choiceTemperature: 4.5,
   schedule: 'cosine',
+  edit: { ...MASK_FREE_EDIT_DEFAULTS, guidance: 4, guidanceSchedule: 'constant' },
 };
 
 /**
@@ -98,7 +113,13 @@ export function parsePipelineFile(
     (typeof raw.defaults !== 'object' || raw.defaults === null || Array.isArray(raw.defaults))
   )
     throw new MuseError(`${file}: "defaults" must be an object`);
-  return { ...(raw as PipelineFile), defaults: { ...DECODING_DEFAULTS, ...raw.defaults } };
+  const edit = raw.defaults?.edit;
+  if (edit !== undefined && (typeof edit !== 'object' || edit === null || Array.isArray(edit)))
+    throw new MuseError(`${file}: "defaults.edit" must be an object`);
+  return {
+    ...(raw as PipelineFile),
+    defaults: { ...DECODING_DEFAULTS, ...raw.defaults, edit: { ...DECODING_DEFAULTS.edit, ...edit } },
+  };
 }
 
 /** The pipeline.json of a ModelSource (a URL, or any source): component names must stay inside it. */

@@ -1,11 +1,10 @@
 // The user-facing pipeline: a model folder in, images out. Composes the VQ tokenizer, the frozen text
-// encoder, the base transformer and (optionally) the super-res transformer with parallel decoding,
+// encoder, its stages (the base transformer, then any super-res transformers) with parallel decoding,
 // guidance and the editing modes (Muse §2.4–2.7, §3.3).
 //
 //   const muse = await MusePipeline.load('models/emoji');
 //   const { images } = await muse.generate('a red apple', { n: 4, seed: 1 });
 import { maskFreeEdit } from '../decoding/edit.js';
-import type { GuidanceSchedule } from '../decoding/guidance.js';
 import type { PromptBatch } from '../decoding/guided-transformer.js';
 import {
   type Extension,
@@ -13,52 +12,43 @@ import {
   outpaintCanvas,
   type TokenCanvas,
   validateExtension,
+  windowsToFill,
   windowTokens,
 } from '../decoding/outpaint.js';
-import type { PixelMask, RgbImage } from '../image/rgb.js';
 import { downsampleImage, downsampleMask } from '../image/resample.js';
+import type { PixelMask, RgbImage } from '../image/rgb.js';
 import { initBackend } from '../tensor/backend.js';
 import { Rng } from '../tensor/random.js';
-import type { TextEncoder } from '../text/encoder.js';
+import type { TextEncoderModel } from '../text/encoder.js';
 import { USE_LITE_ID, UseLiteEncoder } from '../text/use-lite.js';
 import { VqTokenizer } from '../tokenizer/tokenizer.js';
 import { loadTransformer } from '../transformer/checkpoint.js';
 import type { TransformerConfig } from '../transformer/config.js';
-import type { MaskSchedule } from '../transformer/masking.js';
-import type { Params } from '../transformer/model.js';
+import type { TransformerParams } from '../transformer/model.js';
 import { MuseError } from '../util/errors.js';
 import type { ModelSource } from '../util/model-source.js';
 import { featherComposite, tokenMask } from './masks.js';
 import { openModel } from './model-folder.js';
+import type { GenerationOptions } from './options.js';
 import { type DecodingDefaults, type PipelineFile, readPipelineFrom } from './pipeline-spec.js';
-import { Stage, type StageGuidance } from './stage.js';
+import { Stage, type StageGuidance, type StageList } from './stage.js';
+import { StepCounter } from './step-counter.js';
 
-export interface DecodingOptions {
-  /** Images per prompt. Default 1. */
-  n?: number;
-  /** Output side in pixels: the base size, or the super-res size (both stages). */
-  size?: number;
-  /** Replaces the empty prompt of classifier-free guidance. */
-  negative?: string;
-  steps?: number;
+/** What MusePipeline's calls take: the options of every pipeline, and this one's own. */
+export interface MuseOptions extends GenerationOptions {
   /** Steps of the super-res stage. */
   superresSteps?: number;
-  guidance?: number;
-  guidanceSchedule?: GuidanceSchedule;
-  temperature?: number;
-  topK?: number;
-  choiceTemperature?: number;
-  schedule?: MaskSchedule;
-  /** Seed of the first image (0 to 2^32 − 1); image i of a generate call uses seed + i. Default 0. */
-  seed?: number;
   /** Most images decoded in one batch (default: as many as the memory estimate allows). */
   maxBatch?: number;
-  /** After each decoding step (or edit iteration): the images so far (masked tokens shown grey). */
-  onStep?: (step: number, steps: number, images: () => RgbImage[]) => void | Promise<void>;
 }
 
-export interface EditOptions extends DecodingOptions {
+/** @deprecated Renamed MuseOptions (the options shared with other pipelines: GenerationOptions). */
+export type DecodingOptions = MuseOptions;
+
+export interface EditOptions extends MuseOptions {
+  /** Resampling rounds (default: the model's defaults.edit). */
   iterations?: number;
+  /** Share of the tokens resampled per round (default: the model's defaults.edit). */
   fraction?: number;
 }
 
@@ -71,16 +61,36 @@ export interface PipelineResult {
   notes: string[];
 }
 
+/** The sampling settings of one call: its options over the model's defaults. */
+type Sampling = Pick<
+  DecodingDefaults,
+  'steps' | 'superresSteps' | 'temperature' | 'topK' | 'choiceTemperature' | 'schedule'
+>;
+
 interface Request {
   prompts: string[];
   text: PromptBatch;
   guidance: StageGuidance;
+  sampling: Sampling;
   rng: Rng;
   /** One generator per image (image i of a call: seed + i), where the batch may be split in chunks. */
   rngs?: Rng[];
-  /** Steps so far and in all, for progress across stages. */
-  progress: { done: number; total: number };
   notes: string[];
+}
+
+interface RequestOptions {
+  /** Refuse more images than fit one batch's memory at this size (generate splits its batch instead). */
+  fitSize?: number;
+  /** One generator per image, for a batch split in chunks. */
+  rngs?: Rng[];
+}
+
+/** One stage's outpainting: its canvas, where the original sits on it, and the windows to decode. */
+interface OutpaintPlan {
+  stage: Stage;
+  canvas: TokenCanvas;
+  origin: { row: number; col: number };
+  windows: number;
 }
 
 /** Memory one decoding batch may use (the wasm heap stops at 4 GB; weights and caches need room). */
@@ -91,9 +101,9 @@ export class MusePipeline {
     readonly folder: string,
     readonly file: PipelineFile,
     readonly tokenizer: VqTokenizer,
-    readonly textEncoder: TextEncoder,
-    readonly base: Stage,
-    readonly superres: Stage | undefined,
+    readonly textEncoder: TextEncoderModel,
+    /** The base stage, then the super-res stages. */
+    readonly stages: StageList,
   ) {}
 
   /**
@@ -104,7 +114,7 @@ export class MusePipeline {
    */
   static async load(
     from: string | ModelSource,
-    options: { textEncoder?: TextEncoder; textEncoderFiles?: ModelSource } = {},
+    options: { textEncoder?: TextEncoderModel; textEncoderFiles?: ModelSource } = {},
   ): Promise<MusePipeline> {
     const { source, file } =
       typeof from === 'string' ? await openModel(from) : { source: from, file: await readPipelineFrom(from) };
@@ -126,7 +136,7 @@ export class MusePipeline {
         throw new MuseError(`${folder}: the super-res model's low-res codebook differs from the tokenizer's`);
       if (sr.config.textDim !== base.config.textDim || sr.config.textTokens !== base.config.textTokens)
         throw new MuseError(`${folder}: the base and super-res models expect different text embeddings`);
-      superres = new Stage('superres', sr.params, sr.config);
+      superres = new Stage('superres', sr.params, sr.config, file.superresSize as number);
     }
     let text = options.textEncoder;
     if (!text) {
@@ -140,17 +150,27 @@ export class MusePipeline {
       throw new MuseError(
         `${folder}: the text encoder gives ${text.maxTokens}×${text.dim}, the model takes ${base.config.textTokens}×${base.config.textDim}`,
       );
-    return new MusePipeline(folder, file, tokenizer, text, new Stage('base', base.params, base.config), superres);
+    const baseStage = new Stage('base', base.params, base.config, file.imageSize);
+    return new MusePipeline(folder, file, tokenizer, text, superres ? [baseStage, superres] : [baseStage]);
+  }
+
+  get base(): Stage {
+    return this.stages[0];
+  }
+
+  /** The first super-res stage, if any. */
+  get superres(): Stage | undefined {
+    return this.stages[1];
   }
 
   /** The base model's image side in pixels. */
   get imageSize(): number {
-    return this.file.imageSize;
+    return this.base.size;
   }
 
-  /** Output sizes this folder can make: the base size and, with a super-res stage, its size. */
+  /** Output sizes this folder can make: one per stage. */
   get sizes(): number[] {
-    return this.superres ? [this.imageSize, this.file.superresSize as number] : [this.imageSize];
+    return this.stages.map((s) => s.size);
   }
 
   get defaultSize(): number {
@@ -161,7 +181,7 @@ export class MusePipeline {
     return this.base.grid;
   }
 
-  get baseParams(): Params {
+  get baseParams(): TransformerParams {
     return this.base.params;
   }
 
@@ -174,13 +194,14 @@ export class MusePipeline {
   }
 
   /**
-   * Text-to-image: n images per prompt (then super-res for the larger size). The images are decoded
+   * Text-to-image: n images per prompt through the stages up to the size asked. The images are decoded
    * in batches whose estimated memory fits (see batchLimit); image i draws from its own generator,
    * seeded seed + i, so the batching never changes an image, and image i of a call equals the only
    * image of the same call with seed + i and n = 1.
    */
-  async generate(prompt: string | string[], o: DecodingOptions = {}): Promise<PipelineResult> {
+  async generate(prompt: string | string[], o: MuseOptions = {}): Promise<PipelineResult> {
     const size = this.outputSize(o.size);
+    const stages = this.stagesTo(size);
     const list = this.promptList(prompt, o);
     const limit = Math.min(this.batchLimit(size), o.maxBatch ?? Number.POSITIVE_INFINITY);
     if (!(limit >= 1)) throw new MuseError(`maxBatch must be ≥ 1, got ${o.maxBatch}`);
@@ -188,22 +209,14 @@ export class MusePipeline {
     for (let i = 0; i < list.length; i += limit) chunks.push(list.slice(i, i + limit));
     const seed = o.seed ?? 0;
     const results: PipelineResult[] = [];
-    let progress: Request['progress'] | undefined;
+    let progress: StepCounter | undefined;
     for (let c = 0; c < chunks.length; c++) {
       const first = c * limit;
       const rngs = chunks[c].map((_, i) => new Rng((seed + first + i) % 2 ** 32));
-      const r = await this.request(chunks[c], { ...o, n: 1 }, size > this.imageSize, undefined, rngs);
-      if (progress) r.progress = progress;
-      else {
-        progress = r.progress;
-        progress.total *= chunks.length;
-      }
-      const low = await this.runStage(this.base, this.base.blank(r.prompts.length), r, o);
-      results.push(
-        size === this.imageSize
-          ? this.finish(low, this.base, r)
-          : this.finish(await this.superresolve(low, r, o), this.superres as Stage, r),
-      );
+      const r = await this.request(chunks[c], { ...o, n: 1 }, { rngs });
+      progress ??= new StepCounter(chunks.length * plannedSteps(stages, r.sampling), o.onStep);
+      const tokens = await this.runStages(stages, r, progress, (stage) => stage.blank(r.prompts.length));
+      results.push(this.finish(tokens, last(stages), r));
     }
     if (results.length === 1) return results[0];
     const tokens = new Int32Array(results.reduce((a, x) => a + x.tokens.length, 0));
@@ -231,9 +244,9 @@ export class MusePipeline {
 
   /** Estimated peak bytes per image of `size` px (calibrated on the emoji model, with a margin). */
   imageBytes(size: number): number {
-    const stage = size > this.imageSize && this.superres ? this.superres : this.base;
+    const stage = this.stages.find((s) => s.size >= size) ?? last(this.stages);
     const c = stage.config;
-    const n = stage.tokens;
+    const n = stage.tokenCount;
     const context = c.textTokens + 1 + (c.lowres ? c.lowres.grid[0] * c.lowres.grid[1] : 0);
     // Two rows per image (guidance), floats per token per layer; measured 27.6 MB per 32 px image.
     const transformer =
@@ -243,74 +256,68 @@ export class MusePipeline {
     return 2.5 * transformer + decoder;
   }
 
-  /** Super-res of a user's image of the base size: its tokens condition the super-res stage. */
-  async upscale(image: RgbImage, prompt: string, o: DecodingOptions = {}): Promise<PipelineResult> {
-    const sr = this.requireSuperres('upscale');
+  /** Super-res of a user's image of the base size: its tokens condition the super-res stages. */
+  async upscale(image: RgbImage, prompt: string, o: MuseOptions = {}): Promise<PipelineResult> {
+    this.requireSuperres('upscale');
     this.checkImage(image, [this.imageSize]);
-    const r = await this.request(prompt, o, true, 0);
+    const stages = this.stages.slice(1);
+    const r = await this.request(prompt, o, { fitSize: last(stages).size });
+    const progress = new StepCounter(plannedSteps(stages, r.sampling), o.onStep);
     const low = this.repeat(await this.tokenizer.encode([image]), r.prompts.length);
-    return this.finish(await this.superresolve(low, r, o), sr, r);
+    const tokens = await this.runStages(stages, r, progress, (stage) => stage.blank(r.prompts.length), low);
+    return this.finish(tokens, last(stages), r);
   }
 
   /**
    * Regenerates the masked part of an image under the prompt; every pixel outside the mask stays the
-   * original's, the seam feathered over `feather` pixels inside the mask. An image of the super-res
-   * size is inpainted at both scales (paper §3.3): low-res first, then the same region at high-res.
+   * original's, the seam feathered over `feather` pixels inside the mask. An image of a super-res
+   * size is inpainted at every scale up to its own (paper §3.3): low-res first, then the same region
+   * at each larger size.
    */
   async inpaint(
     image: RgbImage,
     mask: PixelMask,
     prompt: string,
-    o: DecodingOptions & { feather?: number } = {},
+    o: MuseOptions & { feather?: number } = {},
   ): Promise<PipelineResult> {
     this.checkImage(image, this.sizes);
     if (mask.width !== image.width || mask.height !== image.height)
       throw new MuseError(`the mask is ${mask.width}×${mask.height}, the image ${image.width}×${image.height}`);
-    const twoScale = image.width !== this.imageSize;
-    const r = await this.request(prompt, o, twoScale);
-    const lowImage = twoScale ? downsampleImage(image, this.imageSize) : image;
-    const lowMask = twoScale ? downsampleMask(mask, this.imageSize) : mask;
-    const lowStart = this.masked(
-      this.base,
-      await this.tokenizer.encode([lowImage]),
-      tokenMask(lowMask, this.tokenizer.downsample),
-      r.prompts.length,
-    );
-    let tokens = await this.runStage(this.base, lowStart, r, o);
-    let stage = this.base;
-    if (twoScale) {
-      stage = this.superres as Stage;
-      const highStart = this.masked(
+    const stages = this.stagesTo(image.width);
+    const r = await this.request(prompt, o, { fitSize: image.width });
+    const progress = new StepCounter(plannedSteps(stages, r.sampling), o.onStep);
+    const tokens = await this.runStages(stages, r, progress, async (stage) =>
+      this.masked(
         stage,
-        await this.tokenizer.encode([image]),
-        tokenMask(mask, this.tokenizer.downsample),
+        await this.tokenizer.encode([imageAt(image, stage.size)]),
+        tokenMask(stage.size === mask.width ? mask : downsampleMask(mask, stage.size), this.tokenizer.downsample),
         r.prompts.length,
-      );
-      tokens = await this.superresolve(tokens, r, o, highStart);
-    }
-    const result = this.finish(tokens, stage, r);
+      ),
+    );
+    const result = this.finish(tokens, last(stages), r);
     result.images = result.images.map((g) => featherComposite(image, g, mask, o.feather ?? 2));
     return result;
   }
 
   /**
    * Extends an image by the given pixels on each side, generating window by window at the model's grid
-   * size; the original pixels are kept. An image of the super-res size is outpainted at both scales:
-   * the low-res canvas first, then the high-res canvas window by window, each window conditioned on
-   * the low-res tokens under it. Sides are rounded up to whole tokens of both scales.
+   * size; the original pixels are kept. An image of a super-res size is outpainted at every scale up
+   * to its own: the low-res canvas first, then each larger canvas window by window, each window
+   * conditioned on the tokens under it one scale down. Sides are rounded up to whole tokens of every
+   * scale.
    */
   async outpaint(
     image: RgbImage,
     pixels: Partial<Extension>,
     prompt: string,
-    o: DecodingOptions = {},
+    o: MuseOptions = {},
   ): Promise<PipelineResult> {
     this.checkImage(image, this.sizes);
-    const twoScale = image.width !== this.imageSize;
-    const ratio = twoScale ? image.width / this.imageSize : 1;
+    const stages = this.stagesTo(image.width);
+    const ratio = image.width / this.imageSize;
     const unit = this.tokenizer.downsample * ratio;
     const ext = { top: 0, bottom: 0, left: 0, right: 0 };
-    const r = await this.request(prompt, o, false, 0);
+    const r = await this.request(prompt, o, { fitSize: this.imageSize });
     for (const side of ['top', 'bottom', 'left', 'right'] as const) {
       const px = pixels[side] ?? 0;
       if (!Number.isInteger(px) || px < 0)
@@ -321,83 +328,71 @@ export class MusePipeline {
     validateExtension(ext);
     const B = r.prompts.length;
     this.checkCanvas(image.width + (ext.left + ext.right) * unit, image.height + (ext.top + ext.bottom) * unit, B);
-    const lowImage = twoScale ? downsampleImage(image, this.imageSize) : image;
-    const lowKnown = this.repeat(await this.tokenizer.encode([lowImage]), B);
-    const lowCanvas = await this.outpaintStage(
-      this.base,
-      extendCanvas(lowKnown, B, ...this.grid, ext, this.base.maskId),
-      ext,
-      r,
-      o,
-    );
-    let done = lowCanvas;
-    if (twoScale) {
-      const sr = this.superres as Stage;
-      const hiExt = {
-        top: ext.top * ratio,
-        bottom: ext.bottom * ratio,
-        left: ext.left * ratio,
-        right: ext.right * ratio,
+    const plans: OutpaintPlan[] = [];
+    for (const stage of stages) {
+      const scale = stage.size / this.imageSize;
+      const stageExt = {
+        top: ext.top * scale,
+        bottom: ext.bottom * scale,
+        left: ext.left * scale,
+        right: ext.right * scale,
       };
-      const hiKnown = this.repeat(await this.tokenizer.encode([image]), B);
-      done = await this.outpaintStage(
-        sr,
-        extendCanvas(hiKnown, B, ...sr.grid, hiExt, sr.maskId),
-        hiExt,
-        r,
-        o,
-        lowCanvas,
-        ratio,
-      );
+      const known = this.repeat(await this.tokenizer.encode([imageAt(image, stage.size)]), B);
+      const canvas = extendCanvas(known, B, ...stage.grid, stageExt, stage.maskId);
+      const origin = { row: stageExt.top, col: stageExt.left };
+      plans.push({ stage, canvas, origin, windows: windowsToFill(canvas, stage.grid, origin, stage.maskId).length });
     }
+    const progress = new StepCounter(
+      plans.reduce((sum, p) => sum + p.windows * stageSteps(p.stage, r.sampling), 0),
+      o.onStep,
+    );
+    let done = await this.outpaintStage(plans[0], r, progress);
+    for (let i = 1; i < plans.length; i++)
+      done = await this.outpaintStage(plans[i], r, progress, { stage: plans[i - 1].stage, canvas: done });
     const images = this.tokenizer
       .decode(done.tokens, done.height, done.width)
       .map((img) => pasteImage(img, image, ext.left * unit, ext.top * unit));
     return { images, tokens: done.tokens, grid: [done.height, done.width], notes: r.notes };
   }
 
-  /** Fills a stage's canvas window by window; super-res windows are conditioned on the low canvas. */
+  /** Fills a stage's canvas window by window; super-res windows are conditioned on the canvas below. */
   private async outpaintStage(
-    stage: Stage,
-    canvas: TokenCanvas,
-    ext: Extension,
+    plan: OutpaintPlan,
     r: Request,
-    o: DecodingOptions,
-    lowCanvas?: TokenCanvas,
-    ratio = 1,
+    progress: StepCounter,
+    below?: { stage: Stage; canvas: TokenCanvas },
   ): Promise<TokenCanvas> {
-    const d = this.sampling(o);
-    const steps = stage === this.base ? d.steps : d.superresSteps;
+    const { stage } = plan;
+    const steps = stageSteps(stage, r.sampling);
+    const ratio = below ? stage.size / below.stage.size : 1;
     const B = r.prompts.length;
-    const shared = lowCanvas ? undefined : stage.model(r.text, r.guidance);
+    const shared = below ? undefined : stage.model(r.text, r.guidance);
+    let ran = 0;
     try {
-      return await outpaintCanvas(
-        canvas,
+      const canvas = await outpaintCanvas(
+        plan.canvas,
         stage.grid,
-        { row: ext.top, col: ext.left },
+        plan.origin,
         stage.maskId,
-        async (win, index, count, place, at) => {
+        async (win, _i, _n, place, at) => {
           const model =
             shared ??
             stage.model(
               r.text,
               r.guidance,
-              windowTokens(lowCanvas as TokenCanvas, at.row / ratio, at.col / ratio, this.grid),
+              below && windowTokens(below.canvas, at.row / ratio, at.col / ratio, below.stage.grid),
             );
           try {
             const out = await stage.decodeWith(model, win, B, {
-              ...d,
+              ...r.sampling,
               steps,
               rng: r.rng,
-              onStep: o.onStep
-                ? (s, _, t) => {
-                    const c = place(t);
-                    return o.onStep?.(index * steps + s, count * steps, () =>
-                      this.tokensToImages(c.tokens, c.height, c.width, stage.maskId),
-                    );
-                  }
-                : undefined,
+              onStep: (_s, _n, t) => {
+                const c = place(t);
+                return progress.step(() => this.tokensToImages(c.tokens, c.height, c.width, stage.maskId), c.tokens);
+              },
             });
+            ran += out.steps;
             if (out.note && !r.notes.includes(out.note)) r.notes.push(out.note);
             return out.tokens;
           } finally {
@@ -405,6 +400,8 @@ export class MusePipeline {
           }
         },
       );
+      progress.ranFewer(plan.windows * steps, ran);
+      return canvas;
     } finally {
       shared?.dispose();
     }
@@ -412,16 +409,21 @@ export class MusePipeline {
 
   /**
    * Mask-free editing (Muse §3.3): the image moves toward the new prompt, keeping its layout. An image
-   * of the super-res size is edited at the base size, then super-resolved (as the paper does).
+   * of a super-res size is edited at the base size, then super-resolved (as the paper does).
    */
   async edit(image: RgbImage, prompt: string, o: EditOptions = {}): Promise<PipelineResult> {
     this.checkImage(image, this.sizes);
-    const twoScale = image.width !== this.imageSize;
-    const guidance = o.guidance ?? 4;
-    const schedule = o.guidanceSchedule ?? 'constant';
-    const r = await this.request(prompt, { ...o, guidance, guidanceSchedule: schedule }, twoScale, o.iterations ?? 100);
-    const lowImage = twoScale ? downsampleImage(image, this.imageSize) : image;
-    const start = this.repeat(await this.tokenizer.encode([lowImage]), r.prompts.length);
+    const e = this.defaults.edit;
+    const stages = this.stagesTo(image.width);
+    const r = await this.request(
+      prompt,
+      { ...o, guidance: o.guidance ?? e.guidance, guidanceSchedule: o.guidanceSchedule ?? e.guidanceSchedule },
+      { fitSize: image.width },
+    );
+    const iterations = o.iterations ?? e.iterations;
+    const superres = stages.slice(1);
+    const progress = new StepCounter(iterations + plannedSteps(superres, r.sampling), o.onStep);
+    const start = this.repeat(await this.tokenizer.encode([imageAt(image, this.imageSize)]), r.prompts.length);
     const model = this.base.model(r.text, r.guidance);
     const [h, w] = this.grid;
     let tokens: Int32Array;
@@ -435,19 +437,19 @@ export class MusePipeline {
           maskId: this.base.maskId,
         },
         {
-          iterations: o.iterations,
-          fraction: o.fraction,
-          topK: o.topK ?? 3,
-          temperature: o.temperature,
+          iterations,
+          fraction: o.fraction ?? e.fraction,
+          topK: o.topK ?? e.topK,
+          temperature: o.temperature ?? e.temperature,
           rng: r.rng,
-          onIteration: (_i, _n, t) => this.reportStep(r, o, () => this.tokensToImages(t, h, w, this.base.maskId)),
+          onIteration: (_i, _n, t) => progress.step(() => this.tokensToImages(t, h, w, this.base.maskId), t),
         },
       );
     } finally {
       model.dispose();
     }
-    if (!twoScale) return this.finish(tokens, this.base, r);
-    return this.finish(await this.superresolve(tokens, r, o), this.superres as Stage, r);
+    tokens = await this.runStages(superres, r, progress, (stage) => stage.blank(r.prompts.length), tokens);
+    return this.finish(tokens, last(stages), r);
   }
 
   /** Images of token grids [B, h, w]; still-masked tokens (maskId) are painted mid-grey. */
@@ -472,8 +474,7 @@ export class MusePipeline {
 
   dispose(): void {
     this.tokenizer.dispose();
-    this.base.dispose();
-    this.superres?.dispose();
+    for (const stage of this.stages) stage.dispose();
   }
 
   // -------------------------------------------------------------------------------------------------
@@ -482,9 +483,14 @@ export class MusePipeline {
     const s = size ?? this.defaultSize;
     if (!this.sizes.includes(s))
       throw new MuseError(
-        `this model makes ${this.sizes.join(' or ')} px images, not ${s}${this.superres ? '' : ' (it has no super-res stage)'}`,
+        `this model makes ${this.sizes.join(' or ')} px images, not ${s}${this.stages.length > 1 ? '' : ' (it has no super-res stage)'}`,
       );
     return s;
+  }
+
+  /** The stages that make an image of `size` px (one of `sizes`): the base stage up to that size's. */
+  private stagesTo(size: number): readonly Stage[] {
+    return this.stages.slice(0, this.stages.findIndex((s) => s.size === size) + 1);
   }
 
   /**
@@ -517,27 +523,23 @@ export class MusePipeline {
       );
   }
 
-  /** Prompts × n, their embeddings, guidance, seed and the progress bookkeeping of one call. */
+  /** Prompts × n, their embeddings, guidance, sampling settings and generators for one call. */
   private async request(
     prompt: string | string[],
-    o: DecodingOptions,
-    withSuperres: boolean,
-    baseSteps?: number,
-    rngs?: Rng[],
+    o: MuseOptions,
+    { fitSize, rngs }: RequestOptions = {},
   ): Promise<Request> {
     const prompts = this.promptList(prompt, o);
-    if (withSuperres) this.requireSuperres(`${this.file.superresSize ?? 'a larger'} px output`);
-    const size = withSuperres ? (this.file.superresSize as number) : this.imageSize;
-    const limit = this.batchLimit(size);
-    if (!rngs && prompts.length > limit)
+    if (fitSize !== undefined && prompts.length > this.batchLimit(fitSize))
       throw new MuseError(
-        `${prompts.length} images at once would need about ${((prompts.length * this.imageBytes(size)) / 1e9).toFixed(1)} GB; ` +
-          `at most ${limit} images of ${size} px fit in one batch's memory: ask for fewer (-n)`,
+        `${prompts.length} images at once would need about ${((prompts.length * this.imageBytes(fitSize)) / 1e9).toFixed(1)} GB; ` +
+          `at most ${this.batchLimit(fitSize)} images of ${fitSize} px fit in one batch's memory: ask for fewer (-n)`,
       );
-    const d = this.sampling(o);
+    const sampling = this.sampling(o);
+    const superresTokens = Math.min(...this.stages.slice(1).map((s) => s.tokenCount));
     for (const [steps, tokens, name] of [
-      [d.steps, this.base.tokens, 'steps'],
-      [d.superresSteps, this.superres?.tokens ?? Number.POSITIVE_INFINITY, 'superres steps'],
+      [sampling.steps, this.base.tokenCount, 'steps'],
+      [sampling.superresSteps, superresTokens, 'superres steps'],
     ] as const) {
       if (!Number.isInteger(steps) || steps < 1 || steps > tokens)
         throw new MuseError(`${name} must be an integer from 1 to ${tokens} (the tokens of a grid), got ${steps}`);
@@ -550,10 +552,9 @@ export class MusePipeline {
       schedule: o.guidanceSchedule ?? this.defaults.guidanceSchedule,
       negative,
     };
-    const total = (baseSteps ?? d.steps) + (withSuperres ? d.superresSteps : 0);
     const rng = rngs?.[0] ?? new Rng(o.seed ?? 0);
     const notes = this.promptWarnings([...prompts, ...(o.negative !== undefined ? [o.negative] : [])]);
-    return { prompts, text, guidance, rng, rngs, progress: { done: 0, total }, notes };
+    return { prompts, text, guidance, sampling, rng, rngs, notes };
   }
 
   /**
@@ -575,7 +576,7 @@ export class MusePipeline {
   }
 
   /** Each prompt n times. */
-  private promptList(prompt: string | string[], o: DecodingOptions): string[] {
+  private promptList(prompt: string | string[], o: MuseOptions): string[] {
     const n = o.n ?? 1;
     if (!Number.isInteger(n) || n < 1 || n > 256)
       throw new MuseError(`n (images per prompt) must be an integer from 1 to 256, got ${n}`);
@@ -584,7 +585,7 @@ export class MusePipeline {
     return list.flatMap((p) => Array.from({ length: n }, () => p));
   }
 
-  private sampling(o: DecodingOptions) {
+  private sampling(o: MuseOptions): Sampling {
     const d = this.defaults;
     return {
       steps: o.steps ?? d.steps,
@@ -596,42 +597,44 @@ export class MusePipeline {
     };
   }
 
-  private async reportStep(r: Request, o: DecodingOptions, images: () => RgbImage[]): Promise<void> {
-    r.progress.done++;
-    await o.onStep?.(r.progress.done, r.progress.total, images);
+  /** Runs `stages` in turn, each conditioned on the tokens of the one before (the first on `low`). */
+  private async runStages(
+    stages: readonly Stage[],
+    r: Request,
+    progress: StepCounter,
+    start: (stage: Stage) => Int32Array | Promise<Int32Array>,
+    low?: Int32Array,
+  ): Promise<Int32Array> {
+    let tokens = low;
+    for (const stage of stages) tokens = await this.runStage(stage, await start(stage), r, progress, tokens);
+    return tokens as Int32Array;
   }
 
   private async runStage(
     stage: Stage,
     start: Int32Array,
     r: Request,
-    o: DecodingOptions,
+    progress: StepCounter,
     lowTokens?: Int32Array,
   ): Promise<Int32Array> {
-    const d = this.sampling(o);
-    const steps = stage === this.base ? d.steps : d.superresSteps;
+    const steps = stageSteps(stage, r.sampling);
     const [h, w] = stage.grid;
     const decoded = await stage.decode(
       start,
       r.text,
       r.guidance,
       {
-        ...d,
+        ...r.sampling,
         steps,
         rng: r.rng,
         rngs: r.rngs,
-        onStep: (_s, _n, t) => this.reportStep(r, o, () => this.tokensToImages(t, h, w, stage.maskId)),
+        onStep: (_s, _n, t) => progress.step(() => this.tokensToImages(t, h, w, stage.maskId), t),
       },
       lowTokens,
     );
     if (decoded.note) r.notes.push(decoded.note);
-    r.progress.total -= steps - decoded.steps;
+    progress.ranFewer(steps, decoded.steps);
     return decoded.tokens;
-  }
-
-  private superresolve(low: Int32Array, r: Request, o: DecodingOptions, start?: Int32Array): Promise<Int32Array> {
-    const sr = this.requireSuperres('super-resolution');
-    return this.runStage(sr, start ?? sr.blank(r.prompts.length), r, o, low);
   }
 
   private finish(tokens: Int32Array, stage: Stage, r: Request): PipelineResult {
@@ -651,6 +654,24 @@ export class MusePipeline {
     for (let b = 0; b < batch; b++) out.set(grid, b * grid.length);
     return out;
   }
+}
+
+/** Decoding steps of a stage under the call's settings. */
+function stageSteps(stage: Stage, s: Sampling): number {
+  return stage.name === 'base' ? s.steps : s.superresSteps;
+}
+
+function plannedSteps(stages: readonly Stage[], s: Sampling): number {
+  return stages.reduce((sum, stage) => sum + stageSteps(stage, s), 0);
+}
+
+function last<T>(list: readonly T[]): T {
+  return list[list.length - 1];
+}
+
+/** The image at a stage's size: itself, or downsampled to a smaller stage. */
+function imageAt(image: RgbImage, size: number): RgbImage {
+  return size === image.width ? image : downsampleImage(image, size);
 }
 
 function checkStage(folder: string, name: string, c: TransformerConfig, codebookSize: number, side: number): void {

@@ -1,11 +1,12 @@
-// One masked-transformer stage of the pipeline (base, or super-res conditioned on low-res tokens):
-// decodes token grids for a batch of prompts with guidance, text (and low-res) context computed once.
+// One masked-transformer stage of the pipeline (base, or super-res conditioned on the tokens of the
+// stage before): decodes token grids for a batch of prompts with guidance, text (and low-res) context
+// computed once. A pipeline is a list of stages (StageList), not a base and an optional super-res.
 import type { GuidanceSchedule } from '../decoding/guidance.js';
 import { type GuidedTransformer, guidedTransformer, type PromptBatch } from '../decoding/guided-transformer.js';
-import { type DecodeOptions, parallelDecode } from '../decoding/parallel-decode.js';
+import { type ParallelDecodeOptions, parallelDecode } from '../decoding/parallel-decode.js';
 import { decodingSteps } from '../decoding/schedule.js';
 import { maskTokenId, sequenceLength, type TransformerConfig } from '../transformer/config.js';
-import type { Params } from '../transformer/model.js';
+import type { TransformerParams } from '../transformer/model.js';
 
 export interface StageGuidance {
   scale: number;
@@ -13,18 +14,24 @@ export interface StageGuidance {
   negative?: PromptBatch;
 }
 
+/** The base stage, then zero or more super-res stages, each conditioned on the tokens of the one before. */
+export type StageList = readonly [Stage, ...Stage[]];
+
 export class Stage {
   constructor(
     readonly name: 'base' | 'superres',
-    readonly params: Params,
+    readonly params: TransformerParams,
     readonly config: TransformerConfig,
+    /** Side of the images this stage's grids decode to, in pixels. */
+    readonly size: number,
   ) {}
 
   get grid(): [number, number] {
     return this.config.grid;
   }
 
-  get tokens(): number {
+  /** Tokens of one grid (h·w). */
+  get tokenCount(): number {
     return sequenceLength(this.config);
   }
 
@@ -34,7 +41,7 @@ export class Stage {
 
   /** A fully masked start for `batch` grids. */
   blank(batch: number): Int32Array {
-    return new Int32Array(batch * this.tokens).fill(this.maskId);
+    return new Int32Array(batch * this.tokenCount).fill(this.maskId);
   }
 
   /** The logits function of this stage for a batch of prompts; dispose it after. */
@@ -50,7 +57,7 @@ export class Stage {
     start: Int32Array,
     text: PromptBatch,
     guidance: StageGuidance,
-    o: DecodeOptions,
+    o: ParallelDecodeOptions,
     lowTokens?: Int32Array,
   ): Promise<{ tokens: Int32Array; steps: number; note?: string }> {
     const model = this.model(text, guidance, lowTokens);
@@ -66,9 +73,9 @@ export class Stage {
     model: GuidedTransformer,
     start: Int32Array,
     batch: number,
-    o: DecodeOptions,
+    o: ParallelDecodeOptions,
   ): Promise<{ tokens: Int32Array; steps: number; note?: string }> {
-    const n = this.tokens;
+    const n = this.tokenCount;
     let fewest = n;
     for (let b = 0; b < batch; b++)
       fewest = Math.min(fewest, start.subarray(b * n, (b + 1) * n).filter((t) => t === this.maskId).length);

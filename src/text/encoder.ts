@@ -1,5 +1,5 @@
 /** Maps captions to per-token embeddings; Muse conditions on the sequence, not one pooled vector. */
-export interface TextEncoder {
+export interface TextEncoderModel {
   /** Identity recorded in caches and checkpoints (embeddings from another encoder don't mix). */
   readonly id: string;
   readonly dim: number;

@@ -6,7 +6,7 @@ import { type GraphModel, loadGraphModel } from '@tensorflow/tfjs-converter';
 import * as tf from '@tensorflow/tfjs-core';
 import { MuseError } from '../util/errors.js';
 import type { ModelSource } from '../util/model-source.js';
-import type { TextEncoder } from './encoder.js';
+import type { TextEncoderModel } from './encoder.js';
 import { SentencePieceTokenizer } from './sentencepiece.js';
 import { defaultUseLiteFiles } from './use-lite-files.js';
 
@@ -63,7 +63,7 @@ async function loadModel(files: ModelSource): Promise<GraphModel> {
   });
 }
 
-export class UseLiteEncoder implements TextEncoder {
+export class UseLiteEncoder implements TextEncoderModel {
   readonly id = USE_LITE_ID;
   readonly dim = USE_LITE_DIM;
   private readonly cache = new Map<string, { states: Float32Array; length: number }>();

@@ -5,11 +5,11 @@ import { configFromMetadata, loadSafetensors, metadataWithConfig, saveSafetensor
 import { MuseError } from '../util/errors.js';
 import type { SourceFile } from '../util/model-source.js';
 import { type TokenizerConfig, validateTokenizerConfig } from './config.js';
-import { type Params, tokenizerLayout } from './model.js';
+import { type TokenizerParams, tokenizerLayout } from './model.js';
 
 export async function saveTokenizer(
   path: string,
-  p: Params,
+  p: TokenizerParams,
   config: TokenizerConfig,
   options: { dtype?: 'F32' | 'F16'; extra?: Record<string, string> } = {},
 ): Promise<void> {
@@ -21,7 +21,7 @@ export async function saveTokenizer(
 
 export interface LoadedTokenizer {
   config: TokenizerConfig;
-  params: Params;
+  params: TokenizerParams;
   metadata: Record<string, string>;
 }
 

@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { groupNorm } from '../tensor/ops/group-norm.js';
 import { newVariable } from '../tensor/params.js';
 import type { Rng } from '../tensor/random.js';
-import type { Params } from './model.js';
+import type { TokenizerParams } from './model.js';
 
 export interface DiscriminatorConfig {
   channels: number;
@@ -13,8 +13,8 @@ export interface DiscriminatorConfig {
 
 export const DEFAULT_DISCRIMINATOR: DiscriminatorConfig = { channels: 32, layers: 2 };
 
-export function initDiscriminator(c: DiscriminatorConfig, rng: Rng): Params {
-  const p: Params = {};
+export function initDiscriminator(c: DiscriminatorConfig, rng: Rng): TokenizerParams {
+  const p: TokenizerParams = {};
   const add = (name: string, shape: number[], std: number, fill?: number) => {
     const n = shape.reduce((a, b) => a * b, 1);
     const v = fill === undefined ? rng.normals(n, std) : new Float32Array(n).fill(fill);
@@ -35,7 +35,7 @@ export function initDiscriminator(c: DiscriminatorConfig, rng: Rng): Params {
 }
 
 /** Patch logits [B, h, w, 1] for images [B, H, W, 3]. */
-export function discriminate(p: Params, c: DiscriminatorConfig, x: tf.Tensor4D): tf.Tensor4D {
+export function discriminate(p: TokenizerParams, c: DiscriminatorConfig, x: tf.Tensor4D): tf.Tensor4D {
   let h = x;
   for (let i = 0; i <= c.layers; i++) {
     h = tf.add(

@@ -8,11 +8,12 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { groupNorm } from '../tensor/ops/group-norm.js';
 import { silu } from '../tensor/ops/silu.js';
-import { type LayoutVisitor, newVariable } from '../tensor/params.js';
+import { type LayoutVisitor, newVariable, type Params } from '../tensor/params.js';
 import type { Rng } from '../tensor/random.js';
 import { downsampleFactor, type TokenizerConfig } from './config.js';
 
-export type Params = Record<string, tf.Variable>;
+/** A tokenizer's weights by safetensors name (tokenizerLayout lists them). */
+export type TokenizerParams = Params;
 
 type Init = (name: string, shape: number[], kind: 'conv' | 'zero' | 'one' | 'code') => void;
 
@@ -53,8 +54,8 @@ function levels(c: TokenizerConfig): number[] {
 }
 
 /** Fresh weights for the encoder, quantizer projections, codebook and decoder. */
-export function initTokenizer(c: TokenizerConfig, rng: Rng): Params {
-  const p: Params = {};
+export function initTokenizer(c: TokenizerConfig, rng: Rng): TokenizerParams {
+  const p: TokenizerParams = {};
   tokenizerLayout(c, (name, shape, values) => {
     p[name] = newVariable(values(rng), shape);
   });
@@ -100,15 +101,15 @@ export function tokenizerLayout(c: TokenizerConfig, visit: LayoutVisitor): void 
   convParams(init, 'dec.conv_out', 3, cin, 3);
 }
 
-function conv(p: Params, name: string, x: tf.Tensor4D, stride = 1): tf.Tensor4D {
+function conv(p: TokenizerParams, name: string, x: tf.Tensor4D, stride = 1): tf.Tensor4D {
   return tf.add(tf.conv2d(x, p[`${name}.w`] as tf.Tensor4D, stride, 'same'), p[`${name}.b`]) as tf.Tensor4D;
 }
 
-function norm(p: Params, name: string, x: tf.Tensor4D, groups: number): tf.Tensor4D {
+function norm(p: TokenizerParams, name: string, x: tf.Tensor4D, groups: number): tf.Tensor4D {
   return groupNorm(x, p[`${name}.g`] as tf.Tensor1D, p[`${name}.b`] as tf.Tensor1D, groups);
 }
 
-function resBlock(p: Params, name: string, x: tf.Tensor4D, groups: number): tf.Tensor4D {
+function resBlock(p: TokenizerParams, name: string, x: tf.Tensor4D, groups: number): tf.Tensor4D {
   let h = conv(p, `${name}.conv1`, silu(norm(p, `${name}.norm1`, x, groups)) as tf.Tensor4D);
   h = conv(p, `${name}.conv2`, silu(norm(p, `${name}.norm2`, h, groups)) as tf.Tensor4D);
   const skip = p[`${name}.skip.w`] ? conv(p, `${name}.skip`, x) : x;
@@ -116,7 +117,7 @@ function resBlock(p: Params, name: string, x: tf.Tensor4D, groups: number): tf.T
 }
 
 /** Images [B, H, W, 3] in [-1, 1] → latents [B, H/f, W/f, latentDim]. */
-export function encodeLatents(p: Params, c: TokenizerConfig, x: tf.Tensor4D): tf.Tensor4D {
+export function encodeLatents(p: TokenizerParams, c: TokenizerConfig, x: tf.Tensor4D): tf.Tensor4D {
   const f = downsampleFactor(c);
   if (x.shape[1] % f !== 0 || x.shape[2] % f !== 0) {
     throw new Error(`image size ${x.shape[1]}×${x.shape[2]} is not a multiple of the tokenizer's factor ${f}`);
@@ -132,7 +133,7 @@ export function encodeLatents(p: Params, c: TokenizerConfig, x: tf.Tensor4D): tf
 }
 
 /** Latents [B, h, w, latentDim] → images [B, h·f, w·f, 3] (roughly in [-1, 1]; not clamped). */
-export function decodeLatents(p: Params, c: TokenizerConfig, z: tf.Tensor4D): tf.Tensor4D {
+export function decodeLatents(p: TokenizerParams, c: TokenizerConfig, z: tf.Tensor4D): tf.Tensor4D {
   const ch = levels(c);
   let h = conv(p, 'dec.conv_in', z);
   h = resBlock(p, 'dec.mid', h, c.groups);
@@ -146,6 +147,6 @@ export function decodeLatents(p: Params, c: TokenizerConfig, z: tf.Tensor4D): tf
   return conv(p, 'dec.conv_out', silu(norm(p, 'dec.norm_out', h, c.groups)) as tf.Tensor4D);
 }
 
-export function parameterCount(p: Params): number {
+export function parameterCount(p: TokenizerParams): number {
   return Object.values(p).reduce((a, v) => a + v.size, 0);
 }

@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { stopGradient, straightThrough } from '../tensor/ops/stop-gradient.js';
 import { assignValues } from '../tensor/params.js';
 import { type QuantizerKind, quantizerKind, type TokenizerConfig } from './config.js';
-import { encodeLatents, type Params } from './model.js';
+import { encodeLatents, type TokenizerParams } from './model.js';
 
 export const COMMITMENT = 0.25;
 
@@ -18,18 +18,18 @@ function l2normalise(x: tf.Tensor, axis = -1): tf.Tensor {
   return tf.mul(x, tf.rsqrt(tf.add(tf.sum(tf.square(x), axis, true), 1e-12)));
 }
 
-function conv1x1(p: Params, name: string, x: tf.Tensor4D): tf.Tensor4D {
+function conv1x1(p: TokenizerParams, name: string, x: tf.Tensor4D): tf.Tensor4D {
   return tf.add(tf.conv2d(x, p[`${name}.w`] as tf.Tensor4D, 1, 'valid'), p[`${name}.b`]) as tf.Tensor4D;
 }
 
 /** The codebook [K, codeDim] as the lookup sees it: l2-normalised rows, or the EMA centroids as they are. */
-export function lookupCodebook(p: Params, kind: QuantizerKind = 'l2'): tf.Tensor2D {
+export function lookupCodebook(p: TokenizerParams, kind: QuantizerKind = 'l2'): tf.Tensor2D {
   const book = p['quant.codebook'] as tf.Tensor2D;
   return kind === 'ema' ? book : (l2normalise(book) as tf.Tensor2D);
 }
 
 /** Latents → code-space vectors [B, h, w, codeDim] (l2-normalised for the 'l2' lookup). */
-export function projectLatents(p: Params, z: tf.Tensor4D, kind: QuantizerKind = 'l2'): tf.Tensor4D {
+export function projectLatents(p: TokenizerParams, z: tf.Tensor4D, kind: QuantizerKind = 'l2'): tf.Tensor4D {
   const projected = conv1x1(p, 'quant.pre', z);
   return kind === 'ema' ? projected : (l2normalise(projected) as tf.Tensor4D);
 }
@@ -57,7 +57,7 @@ export interface Quantized {
   vectors: tf.Tensor2D;
 }
 
-export function quantize(p: Params, z: tf.Tensor4D, kind: QuantizerKind = 'l2'): Quantized {
+export function quantize(p: TokenizerParams, z: tf.Tensor4D, kind: QuantizerKind = 'l2'): Quantized {
   const [b, h, w] = z.shape;
   const zn = projectLatents(p, z, kind);
   const d = zn.shape[3];
@@ -82,18 +82,18 @@ export function quantize(p: Params, z: tf.Tensor4D, kind: QuantizerKind = 'l2'):
 }
 
 /** Images [B, H, W, 3] in [-1, 1] → encoder → quantizer, with the config's lookup. */
-export function quantizeImages(p: Params, c: TokenizerConfig, x: tf.Tensor4D): Quantized {
+export function quantizeImages(p: TokenizerParams, c: TokenizerConfig, x: tf.Tensor4D): Quantized {
   return quantize(p, encodeLatents(p, c, x), quantizerKind(c));
 }
 
 /** The weights the optimizer updates: all of them, less an EMA codebook (it follows running means). */
-export function optimizedParams(p: Params, c: TokenizerConfig): Params {
+export function optimizedParams(p: TokenizerParams, c: TokenizerConfig): TokenizerParams {
   if (quantizerKind(c) !== 'ema') return p;
   return Object.fromEntries(Object.entries(p).filter(([k]) => k !== 'quant.codebook'));
 }
 
 /** Code indices [B, h, w] → decoder latents [B, h, w, latentDim]. */
-export function codesToLatents(p: Params, indices: tf.Tensor3D, kind: QuantizerKind = 'l2'): tf.Tensor4D {
+export function codesToLatents(p: TokenizerParams, indices: tf.Tensor3D, kind: QuantizerKind = 'l2'): tf.Tensor4D {
   const [b, h, w] = indices.shape;
   const e = tf.gather(lookupCodebook(p, kind), tf.reshape(indices, [-1]));
   return conv1x1(p, 'quant.post', tf.reshape(e, [b, h, w, e.shape[1]]) as tf.Tensor4D);
@@ -123,7 +123,7 @@ export function codeUsage(
  * so it competes again. Returns the restarted codes.
  */
 export function restartDeadCodes(
-  p: Params,
+  p: TokenizerParams,
   usageEma: Float32Array,
   recentVectors: Float32Array,
   codeDim: number,

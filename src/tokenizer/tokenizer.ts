@@ -7,7 +7,7 @@ import { MuseError } from '../util/errors.js';
 import type { SourceFile } from '../util/model-source.js';
 import { loadTokenizer } from './checkpoint.js';
 import { downsampleFactor, quantizerKind, type TokenizerConfig } from './config.js';
-import { decodeLatents, type Params } from './model.js';
+import { decodeLatents, type TokenizerParams } from './model.js';
 import { codesToLatents, quantizeImages } from './quantizer.js';
 
 /** Stacks same-sized images into a [B, H, W, 3] tensor in [-1, 1]. */
@@ -34,7 +34,7 @@ export class VqTokenizer implements ImageTokenizer {
   readonly codebookSize: number;
 
   constructor(
-    readonly params: Params,
+    readonly params: TokenizerParams,
     readonly config: TokenizerConfig,
     readonly id: string,
   ) {
@@ -44,7 +44,11 @@ export class VqTokenizer implements ImageTokenizer {
 
   static async load(file: string | SourceFile): Promise<VqTokenizer> {
     const { params, config, metadata } = await loadTokenizer(file);
-    return new VqTokenizer(params, config, metadata.id ?? (typeof file === 'string' ? file : file.source.where(file.name)));
+    return new VqTokenizer(
+      params,
+      config,
+      metadata.id ?? (typeof file === 'string' ? file : file.source.where(file.name)),
+    );
   }
 
   private checkSize(img: RgbImage): void {

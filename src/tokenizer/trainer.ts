@@ -32,7 +32,7 @@ import {
   initDiscriminator,
 } from './discriminator.js';
 import { EmaCodebook } from './ema-codebook.js';
-import { decodeLatents, initTokenizer, type Params } from './model.js';
+import { decodeLatents, initTokenizer, type TokenizerParams } from './model.js';
 import { codeUsage, optimizedParams, quantizeImages, restartDeadCodes } from './quantizer.js';
 import { imagesToTensor, tensorToImages } from './tokenizer.js';
 
@@ -86,7 +86,7 @@ const CODEBOOK = 'quant.codebook';
 /** The EMA statistics of an 'ema' tokenizer: resumed from the run's state, or started from its codebook. */
 function emaCodebookFor(
   config: TokenizerConfig,
-  params: Params,
+  params: TokenizerParams,
   state: Record<string, NamedTensor> | undefined,
 ): EmaCodebook | undefined {
   if (quantizerKind(config) !== 'ema') return undefined;
@@ -123,7 +123,7 @@ function sampleBatch(images: RgbImage[], n: number, crop: number, rng: Rng): tf.
 
 /** Reconstruction quality and code usage of the validation images. */
 export function evaluateReconstruction(
-  params: Params,
+  params: TokenizerParams,
   config: TokenizerConfig,
   images: RgbImage[],
   batch = 32,
@@ -176,8 +176,8 @@ export class TokenizerTraining {
   /** `state`: the tensors of a resumed run's state file. */
   constructor(
     private readonly o: TokenizerStepOptions,
-    readonly params: Params,
-    readonly disc: Params,
+    readonly params: TokenizerParams,
+    readonly disc: TokenizerParams,
     state?: Record<string, NamedTensor>,
   ) {
     this.dc = o.discriminator ?? DEFAULT_DISCRIMINATOR;
@@ -283,8 +283,8 @@ export async function trainTokenizer(
     runFiles: ['loss.png', 'psnr.png', 'samples'],
     create: async ({ checkpoint, state, rng }) => {
       mkdirSync(join(o.out, 'samples'), { recursive: true });
-      let params: Params;
-      let disc: Params;
+      let params: TokenizerParams;
+      let disc: TokenizerParams;
       if (checkpoint && state) {
         const loaded = await loadTokenizer(checkpoint.path(weightsName));
         if (JSON.stringify(loaded.config) !== JSON.stringify(o.config)) {
@@ -340,7 +340,7 @@ export async function trainTokenizer(
 /** A reconstruction grid (original above, reconstruction below) and the curves, as PNG. */
 async function writeSamples(
   o: TokenizerTrainOptions,
-  params: Params,
+  params: TokenizerParams,
   step: number,
   history: TokenizerHistory,
 ): Promise<void> {

@@ -5,11 +5,11 @@ import { configFromMetadata, loadSafetensors, metadataWithConfig, saveSafetensor
 import { MuseError } from '../util/errors.js';
 import type { SourceFile } from '../util/model-source.js';
 import { type TransformerConfig, validateTransformerConfig } from './config.js';
-import { type Params, transformerLayout } from './model.js';
+import { type TransformerParams, transformerLayout } from './model.js';
 
 export async function saveTransformer(
   path: string,
-  p: Params,
+  p: TransformerParams,
   config: TransformerConfig,
   options: { dtype?: 'F32' | 'F16'; kind?: string; extra?: Record<string, string> } = {},
 ): Promise<void> {
@@ -28,7 +28,7 @@ export const ZERO_INIT_ADDITIONS = /^lowres\.to_input\./;
 export async function loadTransformer(
   file: string | SourceFile,
   options: { allowZeroInitAdditions?: boolean } = {},
-): Promise<{ config: TransformerConfig; params: Params; metadata: Record<string, string> }> {
+): Promise<{ config: TransformerConfig; params: TransformerParams; metadata: Record<string, string> }> {
   const { tensors, metadata } = await loadSafetensors(file);
   const path = typeof file === 'string' ? file : file.source.where(file.name);
   if (metadata.kind !== undefined && !metadata.kind.startsWith('muse-base') && metadata.kind !== 'muse-superres') {

@@ -24,12 +24,13 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { gelu } from '../tensor/ops/gelu.js';
 import { layerNorm } from '../tensor/ops/layer-norm.js';
-import { type LayoutVisitor, newVariable } from '../tensor/params.js';
+import { type LayoutVisitor, newVariable, type Params } from '../tensor/params.js';
 import type { Rng } from '../tensor/random.js';
 import { MuseError } from '../util/errors.js';
 import { sequenceLength, type TransformerConfig, validateTransformerConfig } from './config.js';
 
-export type Params = Record<string, tf.Variable>;
+/** A transformer's weights by safetensors name (transformerLayout lists them). */
+export type TransformerParams = Params;
 
 /** Added to the attention score of a hidden key: exp(−1e9 − max) is exactly 0 in float32. */
 export const MASKED_SCORE = -1e9;
@@ -43,12 +44,12 @@ export interface TextContext {
   /** Additive key mask [B, 1, 1, 1 + T]: 0 where a key is visible, MASKED_SCORE where hidden. */
   bias: tf.Tensor4D;
   /** Super-res only: the low-res term added to every high-res position's input [B, N, D]. */
-  input?: tf.Tensor3D;
+  lowresTerm?: tf.Tensor3D;
 }
 
 /** Every tensor of a context, for tf.dispose. */
 export function contextTensors(ctx: TextContext): tf.Tensor[] {
-  return [...ctx.keys, ...ctx.values, ctx.bias, ...(ctx.input ? [ctx.input] : [])];
+  return [...ctx.keys, ...ctx.values, ctx.bias, ...(ctx.lowresTerm ? [ctx.lowresTerm] : [])];
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -59,8 +60,8 @@ export function contextTensors(ctx: TextContext): tf.Tensor[] {
  * three residual output projections of each block get 0.02/√(3·layers) (GPT-2's scaled init), so the
  * residual stream's variance does not grow with depth at the start.
  */
-export function initTransformer(c: TransformerConfig, rng: Rng): Params {
-  const p: Params = {};
+export function initTransformer(c: TransformerConfig, rng: Rng): TransformerParams {
+  const p: TransformerParams = {};
   transformerLayout(c, (name, shape, values) => {
     p[name] = newVariable(values(rng), shape);
   });
@@ -127,7 +128,7 @@ export function transformerLayout(c: TransformerConfig, visit: LayoutVisitor): v
   }
 }
 
-export function parameterCount(p: Params): number {
+export function parameterCount(p: TransformerParams): number {
   return Object.values(p).reduce((a, v) => a + v.size, 0);
 }
 
@@ -135,14 +136,14 @@ export function parameterCount(p: Params): number {
 // Layers
 
 /** y = x·W + b over the last axis, for any leading shape (folded into one 2-D matmul). */
-function linear(p: Params, name: string, x: tf.Tensor): tf.Tensor {
+function linear(p: TransformerParams, name: string, x: tf.Tensor): tf.Tensor {
   const w = p[`${name}.w`];
   const [din, dout] = w.shape;
   const y = tf.add(tf.matMul(tf.reshape(x, [-1, din]), w), p[`${name}.b`]);
   return tf.reshape(y, [...x.shape.slice(0, -1), dout]);
 }
 
-function norm(p: Params, name: string, x: tf.Tensor): tf.Tensor {
+function norm(p: TransformerParams, name: string, x: tf.Tensor): tf.Tensor {
   return layerNorm(x, p[`${name}.g`], p[`${name}.b`]);
 }
 
@@ -169,14 +170,14 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias?:
   return tf.matMul(tf.softmax(scores), v);
 }
 
-function selfAttention(p: Params, name: string, x: tf.Tensor, heads: number): tf.Tensor {
+function selfAttention(p: TransformerParams, name: string, x: tf.Tensor, heads: number): tf.Tensor {
   const [q, k, v] = tf.split(linear(p, `${name}.qkv`, x), 3, -1);
   const out = attention(splitHeads(q, heads), splitHeads(k, heads), splitHeads(v, heads));
   return linear(p, `${name}.out`, mergeHeads(out));
 }
 
 function crossAttention(
-  p: Params,
+  p: TransformerParams,
   name: string,
   x: tf.Tensor,
   keys: tf.Tensor4D,
@@ -188,12 +189,18 @@ function crossAttention(
   return linear(p, `${name}.out`, mergeHeads(attention(q, keys, values, bias)));
 }
 
-function mlp(p: Params, name: string, x: tf.Tensor): tf.Tensor {
+function mlp(p: TransformerParams, name: string, x: tf.Tensor): tf.Tensor {
   return linear(p, `${name}.fc2`, gelu(linear(p, `${name}.fc1`, x)));
 }
 
 /** One pre-norm block l on the residual stream x [B, N, D]. */
-export function block(p: Params, c: TransformerConfig, l: number, x: tf.Tensor3D, ctx: TextContext): tf.Tensor3D {
+export function block(
+  p: TransformerParams,
+  c: TransformerConfig,
+  l: number,
+  x: tf.Tensor3D,
+  ctx: TextContext,
+): tf.Tensor3D {
   const b = `blocks.${l}`;
   let h: tf.Tensor = x;
   h = tf.add(h, selfAttention(p, `${b}.attn`, norm(p, `${b}.ln1`, h), c.heads));
@@ -203,7 +210,7 @@ export function block(p: Params, c: TransformerConfig, l: number, x: tf.Tensor3D
 }
 
 /** The super-res stage's low-res encoder: tokens [B, N_lo] → [B, N_lo, D]. */
-export function encodeLowres(p: Params, c: TransformerConfig, lowTokens: tf.Tensor2D): tf.Tensor3D {
+export function encodeLowres(p: TransformerParams, c: TransformerConfig, lowTokens: tf.Tensor2D): tf.Tensor3D {
   const lr = c.lowres;
   if (!lr) throw new MuseError('this model has no low-res conditioning (it is not a super-res model)');
   const n = lr.grid[0] * lr.grid[1];
@@ -254,7 +261,7 @@ function lengthsOf(textLength: Int32Array | tf.Tensor1D, batch: number, tokens: 
  * low-res tokens [B, N_lo]. Dispose with tf.dispose of its keys, values and bias.
  */
 export function precomputeContext(
-  p: Params,
+  p: TransformerParams,
   c: TransformerConfig,
   text: tf.Tensor3D,
   textLength: Int32Array | tf.Tensor1D,
@@ -296,10 +303,10 @@ export function precomputeContext(
       keys.push(splitHeads(k, c.heads));
       values.push(splitHeads(v, c.heads));
     }
-    const input = low
+    const lowresTerm = low
       ? (tf.gather(linear(p, 'lowres.to_input', low), tf.tensor1d(lowresIndex(c), 'int32'), 1) as tf.Tensor3D)
       : undefined;
-    return { keys, values, bias: tf.tensor4d(bias, [B, 1, 1, S]), ...(input ? { input } : {}) };
+    return { keys, values, bias: tf.tensor4d(bias, [B, 1, 1, S]), ...(lowresTerm ? { lowresTerm } : {}) };
   });
 }
 
@@ -316,16 +323,21 @@ function isContext(x: tf.Tensor3D | TextContext): x is TextContext {
  * context from precomputeContext.
  */
 export function forward(
-  p: Params,
+  p: TransformerParams,
   c: TransformerConfig,
   tokens: tf.Tensor2D,
   text: tf.Tensor3D,
   textLength: Int32Array | tf.Tensor1D,
   lowTokens?: tf.Tensor2D,
 ): tf.Tensor3D;
-export function forward(p: Params, c: TransformerConfig, tokens: tf.Tensor2D, context: TextContext): tf.Tensor3D;
 export function forward(
-  p: Params,
+  p: TransformerParams,
+  c: TransformerConfig,
+  tokens: tf.Tensor2D,
+  context: TextContext,
+): tf.Tensor3D;
+export function forward(
+  p: TransformerParams,
   c: TransformerConfig,
   tokens: tf.Tensor2D,
   text: tf.Tensor3D | TextContext,
@@ -348,7 +360,7 @@ export function forward(
         `text context is for ${ctx.bias.shape[0]} prompts and ${ctx.keys.length} layers; tokens are ${B} grids, the model has ${c.layers} layers`,
       );
     let x = tf.add(tf.gather(p.tok_emb, tokens), p.pos_emb) as tf.Tensor3D;
-    if (ctx.input) x = tf.add(x, ctx.input);
+    if (ctx.lowresTerm) x = tf.add(x, ctx.lowresTerm);
     for (let l = 0; l < c.layers; l++) x = block(p, c, l, x, ctx);
     return linear(p, 'head', norm(p, 'ln_f', x)) as tf.Tensor3D;
   });

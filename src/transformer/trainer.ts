@@ -22,7 +22,7 @@ import { loadTransformer, saveTransformer } from './checkpoint.js';
 import { maskTokenId, sequenceLength, type TransformerConfig } from './config.js';
 import { maskedCrossEntropy } from './loss.js';
 import { applyMask, sampleTrainingMasks } from './masking.js';
-import { forward, initTransformer, type Params } from './model.js';
+import { forward, initTransformer, type TransformerParams } from './model.js';
 import type { TokenData } from './token-data.js';
 
 export interface BaseTrainOptions extends TrainOptions<BaseStats> {
@@ -112,7 +112,7 @@ function makeBatch(
 
 /** Masked-token loss and accuracy on held-out pairs with fixed masks (same every evaluation). */
 export function evaluateBase(
-  params: Params,
+  params: TransformerParams,
   c: TransformerConfig,
   d: TokenData,
   grid: string,
@@ -168,7 +168,7 @@ function checkData(o: BaseTrainOptions, d: TokenData, name: string): void {
   }
 }
 
-async function loadInitWeights(path: string, config: TransformerConfig): Promise<Params> {
+async function loadInitWeights(path: string, config: TransformerConfig): Promise<TransformerParams> {
   if (!existsSync(path)) throw new MuseError(`init ${path}: no such file`);
   const loaded = await loadTransformer(path, { allowZeroInitAdditions: true });
   if (JSON.stringify(loaded.config) !== JSON.stringify(config))
@@ -188,9 +188,9 @@ export function baseOptimizer(weightDecay: number): AdamW {
  */
 export function baseStep(
   o: Pick<BaseTrainOptions, 'config' | 'labelSmoothing' | 'ema'>,
-  params: Params,
+  params: TransformerParams,
   opt: AdamW,
-  ema?: Params,
+  ema?: TransformerParams,
 ): (b: BaseBatch, ctx: Pick<StepContext, 'lr'>) => BaseStats {
   return (b, { lr }) => {
     let accuracy = 0;
@@ -235,7 +235,7 @@ export async function trainBase(o: BaseTrainOptions): Promise<TrainResult<BaseSt
   const emaName = `${stage}-ema.safetensors`;
   const textEncoder = o.data.manifest.textEncoder.id;
   const save =
-    (params: Params, step: number, extra: Record<string, string> = {}) =>
+    (params: TransformerParams, step: number, extra: Record<string, string> = {}) =>
     (path: string) =>
       saveTransformer(path, params, o.config, { kind, extra: { step: String(step), ...extra, textEncoder } });
   return train<BaseBatch, BaseStats, BaseStats>(o, {
@@ -244,8 +244,8 @@ export async function trainBase(o: BaseTrainOptions): Promise<TrainResult<BaseSt
     publish: [weightsName, emaName],
     runFiles: ['loss.png'],
     create: async ({ checkpoint, rng, emit }) => {
-      let params: Params;
-      let ema: Params | undefined;
+      let params: TransformerParams;
+      let ema: TransformerParams | undefined;
       if (checkpoint) {
         const loaded = await loadTransformer(checkpoint.path(weightsName));
         if (JSON.stringify(loaded.config) !== JSON.stringify(o.config))

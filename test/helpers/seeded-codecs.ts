@@ -1,6 +1,6 @@
 // Small seeded stand-ins for the VQ tokenizer and the text encoder, for testing code that only needs
 // their interfaces (caches, data loaders). Real ones: src/tokenizer, src/text.
-import type { ImageTokenizer, TextEncoder } from '../../src/data/cache.js';
+import type { ImageTokenizer, TextEncoderModel } from '../../src/data/cache.js';
 import type { RgbImage } from '../../src/image/image.js';
 import { Rng } from '../../src/tensor/random.js';
 
@@ -44,7 +44,7 @@ export function seededPatchTokenizer(downsample: number, codebookSize: number, s
 }
 
 /** Each word → a seeded vector (by hash), one row per word, zeros after the last. */
-export function hashTextEncoder(dim: number, maxTokens: number): TextEncoder {
+export function hashTextEncoder(dim: number, maxTokens: number): TextEncoderModel {
   const wordVector = (word: string) => {
     let h = 2166136261;
     for (let i = 0; i < word.length; i++) h = Math.imul(h ^ word.charCodeAt(i), 16777619) >>> 0;
