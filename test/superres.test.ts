@@ -12,6 +12,8 @@ import { type Sample, SkipReport } from '../src/data/sample.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
 import { loadSafetensors, saveSafetensors } from '../src/tensor/safetensors.js';
+import { codeVectors } from '../src/tokenizer/codes.js';
+import type { TokenizerConfig } from '../src/tokenizer/config.js';
 import { namedGrads } from '../src/train/grads.js';
 import { loadTransformer } from '../src/transformer/checkpoint.js';
 import { transformerConfig } from '../src/transformer/config.js';
@@ -182,4 +184,67 @@ test('super-res trainer: validation loss falls, weights saved as a muse-superres
   await assert.rejects(loadTransformer(old), /lowres\.to_input\.w" is missing/);
   const warm = await trainBase(options(mkdtempSync(join(tmpdir(), 'muse-sr-warm-')), { steps: 2, init: old }));
   assert.equal(warm.step, 2);
+});
+
+test("super-res reading the tokenizer's code vectors: they reach the logits, stay frozen through training, and are saved", async () => {
+  const codeConfig = { ...config, lowres: { ...(config.lowres as NonNullable<typeof config.lowres>), codeDim: 3 } };
+  // Hand-made codes: code i is (i, −i, 1)/16, so two different low-res grids give different inputs.
+  const codes = Float32Array.from({ length: 16 * 3 }, (_, k) => [Math.floor(k / 3), -Math.floor(k / 3), 1][k % 3] / 16);
+  const out = mkdtempSync(join(tmpdir(), 'muse-sr-codes-'));
+  await assert.rejects(
+    trainBase(options(out, { config: codeConfig, steps: 2 })),
+    /reads the low-res tokenizer's codes: 48 values needed, got none/,
+  );
+  const r = await trainBase(options(out, { config: codeConfig, lowresCodebook: codes, steps: 40, evalEvery: 20 }));
+  assert.ok(r.history.eval[1].loss < r.history.eval[0].loss, JSON.stringify(r.history.eval));
+  const saved = await loadTransformer(join(out, 'superres.safetensors'));
+  assert.deepEqual(saved.config.lowres, codeConfig.lowres);
+  assert.ok(!('lowres.tok_emb' in saved.params), 'no learnt low-res embedding beside the codes');
+  // Frozen: bit-identical to the codes given (F32 in the run folder's checkpoint file).
+  const kept = saved.params['lowres.codebook'].dataSync();
+  for (let i = 0; i < codes.length; i++) assert.ok(Math.abs(kept[i] - codes[i]) < 1e-3, `code value ${i}`);
+  const proj = saved.params['lowres.code_proj.w'].dataSync();
+  assert.ok(
+    proj.some((v) => Math.abs(v) > 0.03),
+    'the projection trained (init std 0.02)',
+  );
+  // The codes are read: swapping two codes' vectors changes the logits of a grid that uses them.
+  const low = tf.tensor2d(
+    Int32Array.from({ length: 16 }, (_, i) => i % 2),
+    [1, 16],
+    'int32',
+  );
+  const tokens = tf.fill([1, 64], 16, 'int32') as tf.Tensor2D;
+  const text = tf.zeros([1, 6, 8]) as tf.Tensor3D;
+  const before = forward(saved.params, codeConfig, tokens, text, Int32Array.of(6), low).dataSync();
+  const swapped = Float32Array.from(kept);
+  swapped.set(kept.slice(3, 6), 0);
+  swapped.set(kept.slice(0, 3), 3);
+  saved.params['lowres.codebook'].assign(tf.tensor2d(swapped, [16, 3]));
+  const after = forward(saved.params, codeConfig, tokens, text, Int32Array.of(6), low).dataSync();
+  assert.ok(
+    before.some((v, i) => Math.abs(v - after[i]) > 1e-4),
+    'logits depend on the code vectors',
+  );
+});
+
+test("a tokenizer's code vectors as the super-res stage reads them: the decoder's view, at unit RMS", () => {
+  const raw = [3, 4, 0, 0, 0, 2]; // two codes of dimension 3
+  const params = { 'quant.codebook': tf.variable(tf.tensor2d(raw, [2, 3])) };
+  const base = { codeDim: 3 } as TokenizerConfig;
+  // l2 lookup: rows (0.6, 0.8, 0) and (0, 0, 1), already at RMS √(2/6).
+  const l2 = codeVectors(base, params).data;
+  const s = Math.sqrt(3);
+  assert.deepEqual(
+    Array.from(l2, (v) => Number(v.toFixed(5))),
+    [0.6 * s, 0.8 * s, 0, 0, 0, s].map((v) => Number(v.toFixed(5))),
+  );
+  // EMA lookup: the raw vectors, scaled by 1/RMS (RMS = √(29/6)).
+  const ema = codeVectors({ ...base, quantizer: 'ema' }, params).data;
+  const r = Math.sqrt(29 / 6);
+  assert.deepEqual(
+    Array.from(ema, (v) => Number(v.toFixed(5))),
+    raw.map((v) => Number((v / r).toFixed(5))),
+  );
+  params['quant.codebook'].dispose();
 });

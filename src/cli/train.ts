@@ -2,6 +2,8 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { initBackend } from '../tensor/backend.js';
+import { loadTokenizer } from '../tokenizer/checkpoint.js';
+import { codeVectors } from '../tokenizer/codes.js';
 import type { Scalars } from '../train/harness.js';
 import { TRANSFORMER_PRESETS, transformerConfig } from '../transformer/config.js';
 import { loadTokenData } from '../transformer/token-data.js';
@@ -16,6 +18,7 @@ const DEFAULTS = { lr: 3e-4, weightDecay: 0.045, evalEvery: 500 };
 export const trainHelp = `Usage: muse train base|superres|classifier --data CACHE --out RUN [--val CACHE] [--config PRESET]
 ${trainingUsage({ ...DEFAULTS, lr: '3e-4' }, '    ')}
     [--label-smoothing 0.1] [--text-dropout 0.1] [--ema 0.999] [--init WEIGHTS] [--lowres-noise 0]
+    [--lowres-codes TOKENIZER]
 
   Trains the Muse base transformer on the "base" token grids of a cache made by
   \`muse data encode\`: masking rate cos(π/2·u) per sample, cross-entropy with label smoothing on
@@ -28,8 +31,11 @@ ${trainingHelp('  ')}
   \`muse train superres\` trains the super-resolution stage (Muse §2.4) on the "superres" grids of a
   cache encoded with --superres-size, conditioned on its "base" grids (presets superres-small, the
   default, and superres-tiny). --lowres-noise F replaces up to a fraction F of each sample's low-res
-  tokens with random codes (default 0), for robustness to the base model's mistakes. Files are
-  superres.safetensors, superres-ema.safetensors, ...
+  tokens with random codes (default 0), for robustness to the base model's mistakes.
+  --lowres-codes TOKENIZER feeds the low-res tokens in as that tokenizer's own code vectors (frozen,
+  stored in the weights) through a learnt projection, instead of embeddings learnt from scratch;
+  give the tokenizer the cache's base grid was encoded with. Files are superres.safetensors,
+  superres-ema.safetensors, ...
   --init starts a new run (fresh optimizer and schedule) from the weights of a base.safetensors
   with the same config, e.g. to continue a shipped model.
 
@@ -48,6 +54,7 @@ async function train(stage: 'base' | 'superres', args: string[]): Promise<number
       ema: { type: 'string' },
       init: { type: 'string' },
       'lowres-noise': { type: 'string' },
+      'lowres-codes': { type: 'string' },
     },
   });
   if (!values.data) throw new MuseError('--data CACHE is required (made by `muse data encode`)');
@@ -65,12 +72,14 @@ async function train(stage: 'base' | 'superres', args: string[]): Promise<number
     );
   const low = stage === 'superres' ? data.manifest.grids.find((x) => x.name === 'base') : undefined;
   if (stage === 'superres' && !low) throw new MuseError(`${values.data} has no "base" token grid to condition on`);
+  if (values['lowres-codes'] && stage !== 'superres') throw new MuseError('--lowres-codes is for muse train superres');
+  const codes = values['lowres-codes'] ? await readLowresCodes(values['lowres-codes'], low?.codebookSize) : undefined;
   const config = transformerConfig(preset, {
     codebookSize: g.codebookSize,
     grid: g.grid,
     textDim: data.manifest.textEncoder.dim,
     textTokens: data.manifest.textEncoder.maxTokens,
-    lowres: low ? { codebookSize: low.codebookSize, grid: low.grid } : undefined,
+    lowres: low ? { codebookSize: low.codebookSize, grid: low.grid, codeDim: codes?.dim } : undefined,
   });
   console.error(
     `${data.images} images, ${data.pairImage.length} (image, caption) pairs; model ${preset}, grid ${config.grid.join('×')}, ${config.codebookSize} codes`,
@@ -95,9 +104,24 @@ async function train(stage: 'base' | 'superres', args: string[]): Promise<number
       textDropout: numberOption(values['text-dropout'], 'text-dropout', 0.1, { max: 1 }),
       ema: numberOption(values.ema, 'ema', 0, { max: 0.99999 }),
       init: values.init,
+      lowresCodebook: codes?.data,
     }),
   );
   return 0;
+}
+
+/** The code vectors of the tokenizer the low-res grids were encoded with. */
+async function readLowresCodes(path: string, codebookSize: number | undefined) {
+  const { config, params } = await loadTokenizer(path);
+  try {
+    if (config.codebookSize !== codebookSize)
+      throw new MuseError(
+        `${path} has ${config.codebookSize} codes but the cache's base grid has ${codebookSize}: give the tokenizer it was encoded with`,
+      );
+    return codeVectors(config, params);
+  } finally {
+    for (const v of Object.values(params)) v.dispose();
+  }
 }
 
 export async function trainCommand(args: string[]): Promise<number> {

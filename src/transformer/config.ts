@@ -31,6 +31,12 @@ export interface LowresConfig {
   codebookSize: number;
   grid: [number, number];
   layers: number;
+  /**
+   * When set, the low-res tokens enter as the low-res tokenizer's own code vectors (frozen:
+   * `lowres.codebook` [codebookSize, codeDim], copied from the tokenizer at the start of training)
+   * through a learnt projection, instead of embeddings learnt from scratch.
+   */
+  codeDim?: number;
 }
 
 /** The part of the config a preset fixes (lowresLayers: super-res presets only). */
@@ -44,8 +50,8 @@ export interface TransformerData {
   textDim?: number;
   /** Default 24. */
   textTokens?: number;
-  /** Super-res stage: the low-res grid and its codebook. */
-  lowres?: { codebookSize: number; grid: [number, number] };
+  /** Super-res stage: the low-res grid and its codebook (codeDim: see LowresConfig). */
+  lowres?: { codebookSize: number; grid: [number, number]; codeDim?: number };
 }
 
 export const TRANSFORMER_PRESETS: Record<string, TransformerArch> = {
@@ -95,6 +101,7 @@ export function validateTransformerConfig(c: TransformerConfig): TransformerConf
     positive(c.lowres.grid[0], 'lowres grid height');
     positive(c.lowres.grid[1], 'lowres grid width');
     positive(c.lowres.layers, 'lowres layers');
+    if (c.lowres.codeDim !== undefined) positive(c.lowres.codeDim, 'lowres codeDim');
   }
   return c;
 }
@@ -127,7 +134,14 @@ export function transformerConfig(preset: string | TransformerArch, data: Transf
     textDim: data.textDim ?? 512,
     textTokens: data.textTokens ?? 24,
     ...(data.lowres && arch.lowresLayers
-      ? { lowres: { codebookSize: data.lowres.codebookSize, grid: data.lowres.grid, layers: arch.lowresLayers } }
+      ? {
+          lowres: {
+            codebookSize: data.lowres.codebookSize,
+            grid: data.lowres.grid,
+            layers: arch.lowresLayers,
+            ...(data.lowres.codeDim !== undefined && { codeDim: data.lowres.codeDim }),
+          },
+        }
       : {}),
   });
 }

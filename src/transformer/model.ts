@@ -111,7 +111,12 @@ export function transformerLayout(c: TransformerConfig, visit: LayoutVisitor): v
   linear('head', D, c.codebookSize);
   if (c.lowres) {
     const lowResidual = 0.02 / Math.sqrt(2 * c.lowres.layers);
-    normal('lowres.tok_emb', [c.lowres.codebookSize, D]);
+    const { codeDim } = c.lowres;
+    if (codeDim) {
+      // Placeholder values: training copies the tokenizer's codes in (lowresCodebook).
+      normal('lowres.codebook', [c.lowres.codebookSize, codeDim], 1);
+      linear('lowres.code_proj', codeDim, D);
+    } else normal('lowres.tok_emb', [c.lowres.codebookSize, D]);
     normal('lowres.pos_emb', [c.lowres.grid[0] * c.lowres.grid[1], D]);
     for (let l = 0; l < c.lowres.layers; l++) {
       const b = `lowres.blocks.${l}`;
@@ -126,6 +131,14 @@ export function transformerLayout(c: TransformerConfig, visit: LayoutVisitor): v
     set('lowres.to_input.w', [D, D], () => new Float32Array(D * D));
     set('lowres.to_input.b', [D], () => new Float32Array(D));
   }
+}
+
+/** Tensors that are part of the model but never trained (the low-res tokenizer's codes). */
+export const FROZEN_TENSORS = new Set(['lowres.codebook']);
+
+/** The parameters an optimizer updates: all but the frozen ones. */
+export function trainableParams(p: TransformerParams): TransformerParams {
+  return Object.fromEntries(Object.entries(p).filter(([k]) => !FROZEN_TENSORS.has(k)));
 }
 
 export function parameterCount(p: TransformerParams): number {
@@ -219,7 +232,10 @@ export function encodeLowres(p: TransformerParams, c: TransformerConfig, lowToke
       `low-res tokens must be int32 [B, ${n}] (a ${lr.grid.join('×')} grid), got ${lowTokens.dtype} [${lowTokens.shape}]`,
     );
   return tf.tidy(() => {
-    let x: tf.Tensor = tf.add(tf.gather(p['lowres.tok_emb'], lowTokens), p['lowres.pos_emb']);
+    const embedded = lr.codeDim
+      ? linear(p, 'lowres.code_proj', tf.gather(p['lowres.codebook'], lowTokens))
+      : tf.gather(p['lowres.tok_emb'], lowTokens);
+    let x: tf.Tensor = tf.add(embedded, p['lowres.pos_emb']);
     for (let l = 0; l < lr.layers; l++) {
       const b = `lowres.blocks.${l}`;
       x = tf.add(x, selfAttention(p, `${b}.attn`, norm(p, `${b}.ln1`, x), c.heads));

@@ -10,7 +10,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { newVariable } from '../tensor/params.js';
+import { assignValues, newVariable } from '../tensor/params.js';
 import { Rng } from '../tensor/random.js';
 import { AdamW, clipByGlobalNorm } from '../train/adamw.js';
 import { writeRunFile } from '../train/checkpoint-folder.js';
@@ -22,7 +22,7 @@ import { loadTransformer, saveTransformer } from './checkpoint.js';
 import { maskTokenId, sequenceLength, type TransformerConfig } from './config.js';
 import { maskedCrossEntropy } from './loss.js';
 import { applyMask, sampleTrainingMasks } from './masking.js';
-import { forward, initTransformer, type TransformerParams } from './model.js';
+import { forward, initTransformer, type TransformerParams, trainableParams } from './model.js';
 import type { TokenData } from './token-data.js';
 
 export interface BaseTrainOptions extends TrainOptions<BaseStats> {
@@ -47,6 +47,11 @@ export interface BaseTrainOptions extends TrainOptions<BaseStats> {
   ema: number;
   /** Start a fresh run from these weights (a base.safetensors of the same config) instead of random ones. */
   init?: string;
+  /**
+   * Super-res with config.lowres.codeDim: the low-res tokenizer's code vectors
+   * [codebookSize × codeDim], copied into the frozen lowres.codebook of a fresh model.
+   */
+  lowresCodebook?: Float32Array;
 }
 
 export type BaseStats = {
@@ -194,6 +199,7 @@ export function baseStep(
 ): (b: BaseBatch, ctx: Pick<StepContext, 'lr'>) => BaseStats {
   return (b, { lr }) => {
     let accuracy = 0;
+    // Frozen tensors (the low-res codes) are read by the forward pass but get no gradient.
     const { value, grads } = namedGrads(() => {
       const r = maskedCrossEntropy(
         forward(params, o.config, b.tokens, b.text, b.lengths, b.low),
@@ -203,7 +209,7 @@ export function baseStep(
       );
       accuracy = r.accuracy;
       return r.loss;
-    }, params);
+    }, trainableParams(params));
     const clipped = clipByGlobalNorm(grads, 1);
     opt.apply(params, clipped.grads, lr);
     const loss = value.dataSync()[0];
@@ -255,6 +261,15 @@ export async function trainBase(o: BaseTrainOptions): Promise<TrainResult<BaseSt
       } else {
         params = o.init ? await loadInitWeights(o.init, o.config) : initTransformer(o.config, rng.fork());
         if (o.init) emit({ type: 'message', text: `starting from the weights of ${o.init}` });
+        if (o.config.lowres?.codeDim && !o.init) {
+          const codes = o.lowresCodebook;
+          const want = o.config.lowres.codebookSize * o.config.lowres.codeDim;
+          if (!codes || codes.length !== want)
+            throw new MuseError(
+              `this super-res config reads the low-res tokenizer's codes: ${want} values needed, got ${codes?.length ?? 'none'}`,
+            );
+          assignValues(params['lowres.codebook'], codes);
+        }
         if (o.ema > 0)
           ema = Object.fromEntries(
             Object.entries(params).map(([k, v]) => [k, newVariable(v.clone(), undefined, false)]),
@@ -264,7 +279,7 @@ export async function trainBase(o: BaseTrainOptions): Promise<TrainResult<BaseSt
       const step = baseStep(o, params, opt, ema);
       const { validation } = o;
       return {
-        optimizers: { opt: { opt, params } },
+        optimizers: { opt: { opt, params: trainableParams(params) } },
         batch: (r) => makeBatch(o.data, o, o.config, o.batch, r, o.textDropout),
         step,
         disposeBatch: (b) => tf.dispose([b.tokens, b.text, ...(b.low ? [b.low] : [])]),
