@@ -556,6 +556,68 @@ napi_value GeluBackward(napi_env env, napi_callback_info info) {
   });
 }
 
+// Row-wise softmax over `rows` rows of `d` (attention scores: [B·H·Sq, Sk]); one pass over memory
+// each way instead of tfjs's max/sub/exp/sum/div forward and mul/sum/mul/sub backward.
+bool GetRows(napi_env env, const Args& args, const char* fn, size_t first, int64_t* rows, int64_t* d) {
+  return GetIndex(env, args.values[first], fn, "rows", kMaxSafeInteger, rows) &&
+         GetIndex(env, args.values[first + 1], fn, "d", kMaxSafeInteger, d);
+}
+
+// softmaxForward(x, y, rows, d): y = exp(x - max) / sum exp(x - max), per row (sum in double).
+napi_value SoftmaxForward(napi_env env, napi_callback_info info) {
+  static const char* fn = "softmaxForward";
+  Args args;
+  F32View v[2];
+  int64_t rows, d;
+  if (!GetArgs(env, info, fn, 4, &args) || !GetF32s(env, args, fn, 0, {"x", "y"}, v) ||
+      !GetRows(env, args, fn, 2, &rows, &d))
+    return nullptr;
+  const uint64_t n = static_cast<uint64_t>(rows) * static_cast<uint64_t>(d);
+  if (!NeedLength(env, fn, "x", v[0], n) || !NeedLength(env, fn, "y", v[1], n)) return nullptr;
+  const float* x = v[0].data;
+  float* y = v[1].data;
+  ParallelFor(rows, PoolWorkers(static_cast<double>(n), 1 << 15), 16, [&](int64_t r) {
+    const float* xr = x + r * d;
+    float* yr = y + r * d;
+    float m = -INFINITY;
+    for (int64_t i = 0; i < d; ++i) m = std::max(m, xr[i]);
+    double sum = 0;
+    for (int64_t i = 0; i < d; ++i) {
+      const float e = std::exp(xr[i] - m);
+      yr[i] = e;
+      sum += e;
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int64_t i = 0; i < d; ++i) yr[i] *= inv;
+  });
+  return Undefined(env);
+}
+
+// softmaxBackward(dy, y, dx, rows, d): dx = y (dy - sum(dy y)), per row (sum in double).
+napi_value SoftmaxBackward(napi_env env, napi_callback_info info) {
+  static const char* fn = "softmaxBackward";
+  Args args;
+  F32View v[3];
+  int64_t rows, d;
+  if (!GetArgs(env, info, fn, 5, &args) || !GetF32s(env, args, fn, 0, {"dy", "y", "dx"}, v) ||
+      !GetRows(env, args, fn, 3, &rows, &d))
+    return nullptr;
+  const uint64_t n = static_cast<uint64_t>(rows) * static_cast<uint64_t>(d);
+  if (!NeedLength(env, fn, "dy", v[0], n) || !NeedLength(env, fn, "y", v[1], n) || !NeedLength(env, fn, "dx", v[2], n))
+    return nullptr;
+  const float *dy = v[0].data, *y = v[1].data;
+  float* dx = v[2].data;
+  ParallelFor(rows, PoolWorkers(static_cast<double>(n), 1 << 15), 16, [&](int64_t r) {
+    const float *dyr = dy + r * d, *yr = y + r * d;
+    float* dxr = dx + r * d;
+    double dot = 0;
+    for (int64_t i = 0; i < d; ++i) dot += static_cast<double>(dyr[i]) * yr[i];
+    const float df = static_cast<float>(dot);
+    for (int64_t i = 0; i < d; ++i) dxr[i] = yr[i] * (dyr[i] - df);
+  });
+  return Undefined(env);
+}
+
 // layerNormForward(x, g, b, y, mean, rstd, rows, d, eps)
 napi_value LayerNormForward(napi_env env, napi_callback_info info) {
   static const char* fn = "layerNormForward";
@@ -1462,6 +1524,8 @@ constexpr Export kExports[] = {
     {"info", Info},
     {"geluForward", GeluForward},
     {"geluBackward", GeluBackward},
+    {"softmaxForward", SoftmaxForward},
+    {"softmaxBackward", SoftmaxBackward},
     {"layerNormForward", LayerNormForward},
     {"layerNormBackward", LayerNormBackward},
     {"adamwUpdate", AdamwUpdate},

@@ -63,6 +63,10 @@ export interface NativeAddon {
     mode: number,
     allowBf16: boolean,
   ): number;
+  /** Softmax of each of `rows` rows of d values (sums in double). Absent from older addons. */
+  softmaxForward?(x: Float32Array, y: Float32Array, rows: number, d: number): void;
+  /** dx = y·(dy − Σ dy·y) per row: softmax's gradient from its output y. Absent from older addons. */
+  softmaxBackward?(dy: Float32Array, y: Float32Array, dx: Float32Array, rows: number, d: number): void;
   /** y = gelu(x) (tanh form) over n elements. */
   geluForward(x: Float32Array, y: Float32Array, n: number): void;
   /** dx = dy · gelu'(x) over n elements. */

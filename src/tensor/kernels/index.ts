@@ -11,6 +11,9 @@ import { gatherV2, identity } from './gather.js';
 import { type KernelArgs, keepStockKernel } from './heap.js';
 import { unsortedSegmentSum } from './segment-sum.js';
 import { slice, splitV } from './slice.js';
+import { softmaxKernel } from './softmax.js';
+// The fused softmax gradient (registered on import; it serves the wasm and cpu backends).
+import '../ops/softmax.js';
 
 export interface KernelPackInfo {
   /** True when the native BLAS addon serves matmuls and convolutions. */
@@ -47,6 +50,7 @@ export async function registerKernelPack(options: { native: boolean }): Promise<
     Identity: identity,
   };
   if (native) kernels.Conv2D = conv2dKernel(native);
+  if (native?.softmaxForward) kernels.Softmax = softmaxKernel(native);
   for (const [name, kernel] of Object.entries(kernels)) replace(name, kernel);
   registered = { native: !!native, blas: native?.info().blas, kernels: Object.keys(kernels) };
   return registered;
