@@ -5,7 +5,8 @@
 //   the default base transformer's training samples/s (the trainer's own step); seconds per generated
 //   image (batch 1 and 8); seconds per image of the evaluation's feature networks; the VQ tokenizer's
 //   training step (the trainer's own, both codebooks) and its encoding and decoding speed; SSIM per
-//   64 px image. `npm run bench NAME` runs one part.
+//   64 px image. `npm run bench NAME` runs one part; `npm run bench serve` (only by name) loads the
+//   HTTP server: requests/s and p50/p95 latency at 1, 4, 16 clients, memory with 50 queued jobs.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -33,6 +34,8 @@ interface Row {
   seconds: number;
   gflops?: number;
   samplesPerSecond?: number;
+  /** Memory rows (the server's resident set). */
+  bytes?: number;
 }
 
 /** Median seconds of `reps` runs after `warm` warm-up runs. */
@@ -244,6 +247,21 @@ if (!only || only === 'metrics') {
     'ssim 64×64 (per image)',
     time(() => ssim(a, b), 200),
   );
+}
+
+if (only === 'serve') {
+  // Load on `muse serve` (long: not part of the default run). bench/server-load.ts says how.
+  const { serverLoad } = await import('./server-load.js');
+  for (const row of await serverLoad()) {
+    rows.push(row);
+    const figure =
+      row.bytes !== undefined
+        ? `${(row.bytes / 2 ** 20).toFixed(0).padStart(9)} MiB`
+        : row.samplesPerSecond !== undefined
+          ? `${row.samplesPerSecond.toFixed(2).padStart(9)} req/s`
+          : `${(row.seconds * 1000).toFixed(0).padStart(9)} ms`;
+    console.log(`${row.name.padEnd(44)} ${figure}`);
+  }
 }
 
 const date = new Date().toISOString().slice(0, 10);
