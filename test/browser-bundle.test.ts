@@ -175,6 +175,60 @@ test('static export: the page generates in Chromium without a server, the same i
   }
 });
 
+test('the page outpaints (chosen sides), edits without a mask and upscales, in the browser', {
+  skip,
+  timeout: 600_000,
+}, async () => {
+  const url = await staticServer(join(dir, 'site'), true);
+  const page = await (browser as Browser).newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  try {
+    await page.goto(url);
+    await page.waitForFunction(() => /in-browser/.test(document.getElementById('health')?.textContent ?? ''));
+    await page.fill('#prompt', 'a green frog');
+    await page.selectOption('#size', '32');
+    await page.fill('#count', '1');
+    await page.fill('#steps', '4');
+    await page.click('#generate');
+    await page.waitForFunction(() => document.querySelectorAll('#gallery li').length === 1, undefined, {
+      timeout: 300_000,
+    });
+    // "Edit" on the gallery image puts it in the editor; every verb then adds one image to the gallery.
+    await page.click('#gallery li button:has-text("Edit")');
+    await page.waitForFunction(() => !(document.getElementById('outpaint') as HTMLButtonElement).disabled);
+    const sizes: string[] = [];
+    for (const [verb, count] of [
+      ['outpaint', 2],
+      ['edit', 3],
+      ['upscale', 4],
+    ] as const) {
+      if (verb === 'outpaint') {
+        await page.check('#side-left');
+        await page.uncheck('#side-right');
+        await page.fill('#extend-px', '16');
+      }
+      if (verb === 'edit') await page.fill('#edit-iterations', '5');
+      await page.click(`#${verb}`);
+      await page.waitForFunction((n) => document.querySelectorAll('#gallery li').length === n, count, {
+        timeout: 300_000,
+      });
+      assert.match((await page.textContent('#status')) ?? '', /Done in this browser/, verb);
+      sizes.push(
+        await page.evaluate(() => {
+          const img = document.querySelector('#gallery li img') as HTMLImageElement;
+          return `${img.naturalWidth}x${img.naturalHeight}`;
+        }),
+      );
+    }
+    // Outpainted 16 px on the left only; edited at the same size; upscaled to the super-res size.
+    assert.deepEqual(sizes, ['48x32', '32x32', '64x64']);
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+  }
+});
+
 test('static export without COOP/COEP (single-threaded wasm): still the same image as Node', {
   skip,
   timeout: 600_000,
