@@ -282,6 +282,34 @@ test('two-scale inpainting and outpainting: high-res tokens and pixels of the or
   assert.equal(edited.images[0].width, 32);
 });
 
+test('one progress count per call: outpaint and edit at two scales count 1..total across both stages', async () => {
+  const rng = new Rng(11);
+  const image: RgbImage = { width: 32, height: 32, data: Uint8Array.from({ length: 32 * 32 * 3 }, () => rng.int(256)) };
+  const counts = async (call: (onStep: (step: number, steps: number) => void) => Promise<unknown>) => {
+    const seen: Array<[number, number]> = [];
+    await call((step, steps) => void seen.push([step, steps]));
+    return seen;
+  };
+  const outpaint = await counts((onStep) =>
+    museSr.outpaint(image, { right: 8 }, 'sun', { seed: 3, steps: 2, superresSteps: 2, onStep }),
+  );
+  const total = outpaint[outpaint.length - 1][1];
+  assert.deepEqual(
+    outpaint.map(([s]) => s),
+    Array.from({ length: outpaint.length }, (_, i) => i + 1),
+    'steps count up without restarting at the super-res stage',
+  );
+  assert.equal(outpaint.length, total, 'the last step reads total/total');
+  const edit = await counts((onStep) =>
+    museSr.edit(image, 'sun', { iterations: 3, superresSteps: 2, seed: 1, onStep }),
+  );
+  assert.deepEqual(
+    edit,
+    [1, 2, 3, 4, 5].map((s) => [s, 5]),
+    '3 edit iterations, then 2 super-res steps',
+  );
+});
+
 test('assemble: a model folder in F16 from training files, loadable as a pipeline', async () => {
   const out = join(dir, 'assembled');
   const file = await assemblePipeline({
