@@ -104,7 +104,7 @@ export async function serverLoad(
     });
   } finally {
     await app.close();
-    for (const m of models) m.pipeline.dispose();
+    for (const m of models) m.pipeline?.dispose();
   }
   return rows;
 }
