@@ -168,6 +168,25 @@ test('muse train classifier, then muse eval emoji: JSON, Markdown and sample gri
   assert.equal(t.code, 0, t.err);
   assert.match(t.out, /3 classes from 6 images/);
   assert.ok(existsSync(classifier));
+  // The first judge (a linear probe over frozen MobileNetV2 features), reported beside the CNN.
+  const probe = join(dir, 'probe.safetensors');
+  const tp = cli(
+    'train',
+    'classifier',
+    '--net',
+    'mobilenet_v2',
+    '--data',
+    join(dir, 'train'),
+    '--val',
+    join(dir, 'pairs'),
+    '--size',
+    '16',
+    '--out',
+    probe,
+    '--epochs',
+    '20',
+  );
+  assert.equal(tp.code, 0, tp.err);
 
   const prompts = join(dir, 'prompts.txt');
   writeFileSync(prompts, 'a red apple\n\na bee\n');
@@ -179,6 +198,8 @@ test('muse train classifier, then muse eval emoji: JSON, Markdown and sample gri
     model,
     '--classifier',
     classifier,
+    '--classifier',
+    probe,
     '--train',
     join(dir, 'train'),
     '--heldout',
@@ -199,9 +220,16 @@ test('muse train classifier, then muse eval emoji: JSON, Markdown and sample gri
   assert.equal(report.decoding.steps, 6); // the model's default
   assert.ok(report.promptAccuracy.top5 >= report.promptAccuracy.top1);
   assert.equal(report.promptAccuracy.top5, 1); // 3 classes: every target is within the top 5
+  assert.equal(report.promptAccuracy.judge, 'cnn');
+  assert.equal(report.otherJudges[0].judge, 'linear probe on mobilenet_v2 features');
+  assert.equal(report.otherJudges[0].images, 4);
+  assert.ok(Number.isFinite(report.promptAccuracy.ceiling.top1));
   assert.equal(report.fidLike.images, 4);
   assert.ok(report.fidLike.generated > 0 && report.fidLike.reconstruction > 0);
-  assert.match(readFileSync(join(out, 'emoji.md'), 'utf8'), /FID-like/);
+  const md = readFileSync(join(out, 'emoji.md'), 'utf8');
+  assert.match(md, /FID-like/);
+  assert.match(md, /judge: cnn/);
+  assert.match(md, /judge: linear probe on mobilenet_v2 features/);
   assert.ok(existsSync(join(out, 'samples.png')));
 
   const bad = cli(

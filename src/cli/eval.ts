@@ -5,9 +5,9 @@ import { parseArgs } from 'node:util';
 import { openDataset } from '../data/dataset.js';
 import { type Sample, SkipReport } from '../data/sample.js';
 import { CATEGORIES } from '../data/shapes.js';
-import { classifyImages, EMOJI_SAMPLE_PROMPTS, fidLike, generateForSamples, sampleLabels } from '../eval/emoji-eval.js';
-import { FeatureClassifier } from '../eval/feature-classifier.js';
+import { EMOJI_SAMPLE_PROMPTS, fidLike, generateForSamples, sampleLabels } from '../eval/emoji-eval.js';
 import { FrozenFeatures } from '../eval/frozen-features.js';
+import { loadJudge, score } from '../eval/judge.js';
 import { evaluateShapes } from '../eval/shapes-eval.js';
 import type { ShapesReport, Tally } from '../eval/shapes-score.js';
 import { spreadSamples } from '../eval/spread.js';
@@ -36,9 +36,9 @@ export const evalHelp = `Usage: muse eval emoji --train DATASET --heldout DATASE
   shapes.md and shapes.png (held-out samples marked ✓/✗) to DIR.
 
   emoji: (1) prompt accuracy: one image per caption of --train (e.g. data/emoji32/train), named by
-  the classifier (\`muse train classifier\`; default MODEL/classifier.safetensors), top-1 and top-5
-  against the emoji the caption names, beside the classifier's own accuracy on real images it never
-  saw (the ceiling, stored in its file). (2) FID-like: Fréchet distance of nsfwjs InceptionV3
+  a judge (\`muse train classifier\`; default MODEL/classifier.safetensors; give --classifier more
+  than once to report several judges side by side), top-1 and top-5 against the emoji the caption
+  names, beside the judge's own accuracy on real images it never saw (the ceiling, in its file). (2) FID-like: Fréchet distance of nsfwjs InceptionV3
   features between images generated from the captions of --heldout (e.g. data/emoji32/test_emoji)
   and the real held-out images, and between the tokenizer's reconstructions and the real images
   (the floor); NOT comparable to published FID (fine-tuned weights, tiny images upsampled to 299 px).
@@ -187,7 +187,7 @@ async function emoji(args: string[]): Promise<number> {
       heldout: { type: 'string' },
       out: { type: 'string' },
       model: { type: 'string' },
-      classifier: { type: 'string' },
+      classifier: { type: 'string', multiple: true },
       count: { type: 'string' },
       prompts: { type: 'string' },
       seed: { type: 'string' },
@@ -200,8 +200,9 @@ async function emoji(args: string[]): Promise<number> {
   const seed = numberOption(values.seed, 'seed', 0, { integer: true });
   const prompts = values.prompts ? readPromptList(values.prompts) : EMOJI_SAMPLE_PROMPTS;
   const muse = await openPipeline(values, { output: false });
-  const classifierPath = values.classifier ?? join(muse.folder, 'classifier.safetensors');
-  const classifier = await FeatureClassifier.load(classifierPath);
+  const judgePaths = values.classifier?.length ? values.classifier : [join(muse.folder, 'classifier.safetensors')];
+  const judges = [];
+  for (const path of judgePaths) judges.push({ path, judge: await loadJudge(path) });
   const read = (path: string) =>
     spreadSamples(openDataset(path, { size: muse.imageSize, skip: new SkipReport() }), count);
   const trainSamples = await read(values.train);
@@ -217,30 +218,23 @@ async function emoji(args: string[]): Promise<number> {
     return images;
   };
   const trainImages = await generate(trainSamples, 'generate (training captions)');
-  const mobilenet = await FrozenFeatures.load(classifier.net);
-  const accuracy = classifyImages(
-    trainImages,
-    sampleLabels(trainSamples, classifier.info.label),
-    classifier,
-    mobilenet,
-  );
-  mobilenet.dispose();
+  const accuracies = judges.map(({ path, judge }) => {
+    const accuracy = score(judge, trainImages, sampleLabels(trainSamples, judge.labelKey));
+    judge.dispose();
+    return { judge: judge.name, classifier: shownPath(path), ...accuracy, ceiling: judge.ceiling };
+  });
   const heldoutImages = await generate(heldoutSamples, 'generate (held-out captions)');
   console.log(`InceptionV3 features of ${3 * heldoutSamples.length} images…`);
   const inception = await FrozenFeatures.load('inception_v3');
   const fid = await fidLike(muse, heldoutSamples, heldoutImages, inception);
   inception.dispose();
-  const ceiling = {
-    top1: Number(classifier.info.valTop1),
-    top5: Number(classifier.info.valTop5),
-    data: classifier.info.val,
-  };
   const report = {
     model: shownPath(muse.folder),
     size: muse.imageSize,
     seed,
     decoding: { ...muse.defaults, ...definedOnly(decoding) },
-    promptAccuracy: { data: values.train, ...accuracy, classifier: shownPath(classifierPath), ceiling },
+    promptAccuracy: { data: values.train, ...accuracies[0] },
+    ...(accuracies.length > 1 && { otherJudges: accuracies.slice(1) }),
     fidLike: { data: values.heldout, ...fid, ratio: fid.generated / fid.reconstruction },
   };
   mkdirSync(values.out, { recursive: true });
@@ -251,8 +245,10 @@ async function emoji(args: string[]): Promise<number> {
     '',
     '| measure | generated | reference | ratio |',
     '|---|---|---|---|',
-    `| prompt accuracy top-1 (${accuracy.images} training captions) | ${pct(accuracy.top1)} | ${pct(ceiling.top1)} (classifier on real ${ceiling.data}) | ${(accuracy.top1 / ceiling.top1).toFixed(2)} |`,
-    `| prompt accuracy top-5 | ${pct(accuracy.top5)} | ${pct(ceiling.top5)} | ${(accuracy.top5 / ceiling.top5).toFixed(2)} |`,
+    ...accuracies.flatMap((a) => [
+      `| prompt accuracy top-1 (${a.images} training captions; judge: ${a.judge}) | ${pct(a.top1)} | ${pct(a.ceiling.top1)} (judge on real ${a.ceiling.data}) | ${(a.top1 / a.ceiling.top1).toFixed(2)} |`,
+      `| prompt accuracy top-5 (judge: ${a.judge}) | ${pct(a.top5)} | ${pct(a.ceiling.top5)} | ${(a.top5 / a.ceiling.top5).toFixed(2)} |`,
+    ]),
     `| FID-like (${fid.images} held-out captions; lower is better) | ${fid.generated.toFixed(3)} | ${fid.reconstruction.toFixed(3)} (tokenizer reconstructions) | ${report.fidLike.ratio.toFixed(2)} |`,
     '',
     'FID-like: nsfwjs InceptionV3 features (fine-tuned weights), not comparable to published FID.',

@@ -1,6 +1,6 @@
 // The emoji model's two generation scores (issue 8):
-// - prompt accuracy: images generated from training-set captions, named by a classifier trained on
-//   real emoji (feature-classifier.ts); top-1 / top-5 against the emoji the caption names;
+// - prompt accuracy: images generated from training-set captions, named by a judge trained on real
+//   emoji (judge.ts); top-1 / top-5 against the emoji the caption names;
 // - FID-like: the Fréchet distance between InceptionV3 features of images generated from held-out
 //   captions and of the real held-out images, beside the same distance for the tokenizer's
 //   reconstructions of those images (the floor a generator using this tokenizer can reach).
@@ -9,7 +9,6 @@ import type { Sample } from '../data/sample.js';
 import type { RgbImage } from '../image/image.js';
 import type { MuseOptions, MusePipeline } from '../pipeline/pipeline.js';
 import { MuseError } from '../util/errors.js';
-import { type FeatureClassifier, topK } from './feature-classifier.js';
 import { frechetDistance } from './frechet.js';
 import type { FrozenFeatures } from './frozen-features.js';
 
@@ -18,12 +17,6 @@ export interface EvalOptions extends MuseOptions {
   /** Meta field holding a sample's class (default "code", the emoji code point). */
   labelKey?: string;
   onImages?: (done: number) => void;
-}
-
-export interface PromptAccuracy {
-  images: number;
-  top1: number;
-  top5: number;
 }
 
 export interface FidLike {
@@ -53,19 +46,6 @@ export function sampleLabels(samples: Sample[], key = 'code'): string[] {
     if (typeof label !== 'string') throw new MuseError(`${s.key}: no "${key}" label in its metadata`);
     return label;
   });
-}
-
-export function classifyImages(
-  images: RgbImage[],
-  labels: string[],
-  classifier: FeatureClassifier,
-  features: FrozenFeatures,
-): PromptAccuracy {
-  if (features.net !== classifier.net) {
-    throw new MuseError(`the classifier was trained on ${classifier.net} features, not ${features.net}`);
-  }
-  const ranks = classifier.ranks(features.features(images), labels);
-  return { images: images.length, top1: topK(ranks, 1), top5: topK(ranks, 5) };
 }
 
 export async function fidLike(
