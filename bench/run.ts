@@ -6,7 +6,9 @@
 //   image (batch 1 and 8); seconds per image of the evaluation's feature networks; the VQ tokenizer's
 //   training step (the trainer's own, both codebooks) and its encoding and decoding speed; SSIM per
 //   64 px image. `npm run bench NAME` runs one part; `npm run bench serve` (only by name) loads the
-//   HTTP server: requests/s and p50/p95 latency at 1, 4, 16 clients, memory with 50 queued jobs.
+//   HTTP server: requests/s and p50/p95 latency at 1, 4, 16 clients, memory with 50 queued jobs;
+//   `npm run bench queue` (only by name, needs redis-server): the job queue's per-job overhead against
+//   in-process, and queued encoding throughput with 1 and 2 workers (bench/queue-load.ts).
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -261,6 +263,19 @@ if (only === 'serve') {
           ? `${row.samplesPerSecond.toFixed(2).padStart(9)} req/s`
           : `${(row.seconds * 1000).toFixed(0).padStart(9)} ms`;
     console.log(`${row.name.padEnd(44)} ${figure}`);
+  }
+}
+
+if (only === 'queue') {
+  // The Redis job queue's per-job overhead and encoding throughput (needs redis-server; only by name).
+  const { queueLoad } = await import('./queue-load.js');
+  for (const row of await queueLoad()) {
+    rows.push(row);
+    const figure =
+      row.samplesPerSecond !== undefined
+        ? `${(row.seconds * 1000).toFixed(0).padStart(9)} ms  ${row.samplesPerSecond.toFixed(1)} img/s`
+        : `${(row.seconds * 1000).toFixed(1).padStart(9)} ms`;
+    console.log(`${row.name.padEnd(56)} ${figure}`);
   }
 }
 
