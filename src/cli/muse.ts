@@ -75,6 +75,20 @@ const verbs: Record<string, Verb> = {
       return { run: m.exportWebCommand, help: m.exportWebHelp };
     },
   },
+  worker: {
+    summary: 'run queued jobs (generation, dataset encoding) from Redis for `serve --queue`',
+    load: async () => {
+      const m = await import('./worker.js');
+      return { run: m.workerCommand, help: m.workerHelp };
+    },
+  },
+  queue: {
+    summary: 'status of the Redis job queues: waiting/active/completed/failed, failed jobs',
+    load: async () => {
+      const m = await import('./queue.js');
+      return { run: m.queueCommand, help: m.queueHelp };
+    },
+  },
   assemble: {
     summary: 'a model folder (pipeline.json + F16 files) from training runs',
     load: async () => {
@@ -199,8 +213,10 @@ export async function main(argv: string[]): Promise<number> {
   const command = await entry.load();
   verbRan = true;
   try {
-    // doctor declares the backend options itself (and reports what they give); pull computes nothing.
-    return await command.run(verb === 'doctor' || verb === 'pull' ? rest : await takeBackendOptions(rest));
+    // doctor declares the backend options itself (and reports what they give); pull and queue compute nothing.
+    return await command.run(
+      verb === 'doctor' || verb === 'pull' || verb === 'queue' ? rest : await takeBackendOptions(rest),
+    );
   } catch (err) {
     const message = unknownOptionMessage(err, command.help) ?? userMessage(err);
     if (message === undefined) throw err;
