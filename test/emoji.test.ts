@@ -59,6 +59,12 @@ test('captions give several phrasings that name the emoji and, in one, the style
   assert.ok(caps.includes('a red apple'));
   assert.ok(caps.includes('red apple, noto emoji style'));
   assert.ok(caps.some((c) => c.startsWith('food fruit: ')));
+  assert.equal(caps[0], 'red apple', 'evaluations prompt with the first: the plain name');
+  assert.ok(caps.includes('noto style red apple'), 'the style before the name too');
+  assert.equal(new Set(caps).size, caps.length, 'no phrasing twice');
+  // Tags not already in the name, in two orders.
+  assert.ok(caps.includes('red apple (diet, food, fruit)'), caps.join(' | '));
+  assert.ok(caps.includes('fruit, food, diet: red apple'), caps.join(' | '));
   const keycap = all.find((e) => e.label.startsWith('keycap'));
   assert.ok(keycap);
   assert.ok(!emojiCaptions(keycap, 'twemoji').some((c) => /keycap: keycap/.test(c)));

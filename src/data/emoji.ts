@@ -147,16 +147,28 @@ function article(phrase: string): string {
 
 /**
  * Several phrasings of one emoji in one style, so a model must read the words rather than learn an
- * id: "red apple", "a red apple", "red apple, noto emoji style", "food fruit: red apple",
- * "an emoji of a red apple (fruit, red, ripe)".
+ * id (and so the words around the name vary: the cure for memorising a caption whole): "red apple",
+ * "a red apple", "red apple, noto emoji style", "noto style red apple", "food fruit: red apple",
+ * "an emoji of a red apple", "a picture of a red apple", "red apple icon",
+ * "red apple (fruit, ripe)", "ripe, fruit: red apple".
+ * The first is always the plain name (evaluations prompt with it).
  */
 export function emojiCaptions(e: EmojiEntry, style: EmojiStyle): string[] {
   const label = e.label;
-  const styled = `${label}, ${STYLE_WORDS[style]} emoji style`;
+  const words = STYLE_WORDS[style];
   const extraTags = e.tags.filter((t) => !label.toLowerCase().includes(t.toLowerCase())).slice(0, 3);
-  const captions = [label, styled];
-  if (!label.includes(':')) captions.push(`${e.subgroup}: ${label}`, article(label), `an emoji of ${article(label)}`);
+  const captions = [label, `${label}, ${words} emoji style`, `${words} style ${label}`];
+  if (!label.includes(':')) {
+    captions.push(
+      `${e.subgroup}: ${label}`,
+      article(label),
+      `an emoji of ${article(label)}`,
+      `a picture of ${article(label)}`,
+      `${label} icon`,
+    );
+  }
   if (extraTags.length) captions.push(`${label} (${extraTags.join(', ')})`);
+  if (extraTags.length > 1) captions.push(`${[...extraTags].reverse().join(', ')}: ${label}`);
   return captions;
 }
 
