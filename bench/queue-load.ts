@@ -6,9 +6,11 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { Queue } from 'bullmq';
 import { writeTar } from '../src/data/webdataset.js';
 import { encodePng } from '../src/image/image.js';
 import { runQueuedEncode } from '../src/queue/encode.js';
+import { BULL_PREFIX, generationQueue } from '../src/queue/protocol.js';
 import { QueueJobRunner } from '../src/queue/runner.js';
 import { createServer } from '../src/server/app.js';
 import { loadModels } from '../src/server/models.js';
@@ -23,7 +25,8 @@ export interface QueueRow {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-async function latency(url: string, n: number): Promise<number> {
+/** Latency of each of n sequential generations (after 2 warm-ups). */
+async function latencies(url: string, n: number): Promise<number[]> {
   const times: number[] = [];
   for (let i = 0; i < n + 2; i++) {
     const t0 = performance.now();
@@ -36,7 +39,7 @@ async function latency(url: string, n: number): Promise<number> {
     await res.arrayBuffer();
     if (i >= 2) times.push((performance.now() - t0) / 1000);
   }
-  return median(times);
+  return times;
 }
 
 export async function queueLoad(options: { requests?: number } = {}): Promise<QueueRow[]> {
@@ -48,19 +51,32 @@ export async function queueLoad(options: { requests?: number } = {}): Promise<Qu
     // In-process: the model in this process (the worker below has the same one, one thread each).
     const models = await loadModels([join(packageRoot(), 'models', 'emoji')]);
     const local = await createServer({ models });
-    const inProcess = await latency(await local.app.listen({ host: '127.0.0.1', port: 0 }), n);
+    const inProcess = median(await latencies(await local.app.listen({ host: '127.0.0.1', port: 0 }), n));
     await local.app.close();
     const worker = await startWorker(redis.url, ['--model', 'models/emoji']);
     const runner = await QueueJobRunner.open({ url: redis.url, pollMs: 1000 });
     const queued = await createServer({ runner });
     const queuedUrl = await queued.app.listen({ host: '127.0.0.1', port: 0 });
     for (let i = 0; i < 100 && !runner.models().length; i++) await new Promise((r) => setTimeout(r, 100));
-    const onQueue = await latency(queuedUrl, n);
+    const client = await latencies(queuedUrl, n);
+    const onQueue = median(client);
+    // The queue's own part of each job: the client's latency less the worker's run (BullMQ's
+    // processedOn → finishedOn): enqueue, hand-off to the worker, completion event, result read.
+    const bull = new Queue(generationQueue('emoji'), {
+      connection: { host: '127.0.0.1', port: redis.port },
+      prefix: BULL_PREFIX,
+    });
+    const jobs = (await bull.getCompleted(0, -1)).sort((a, b) => a.timestamp - b.timestamp).slice(2);
+    await bull.close();
+    const transport = median(
+      jobs.map((j, i) => client[i] - ((j.finishedOn as number) - (j.processedOn as number)) / 1000),
+    );
     await queued.app.close();
     await stopChild(worker.child);
     rows.push({ name: 'generate emoji 32 px, 2 steps, in-process (latency)', seconds: inProcess });
     rows.push({ name: 'generate emoji 32 px, 2 steps, on the queue (latency)', seconds: onQueue });
-    rows.push({ name: 'queue overhead per generation job', seconds: onQueue - inProcess });
+    rows.push({ name: 'queue overhead per job (latency difference)', seconds: onQueue - inProcess });
+    rows.push({ name: 'queue overhead per job (outside the worker run)', seconds: transport });
 
     // Encoding: 8 shards × 16 images, with 1 then 2 workers (started before the clock).
     mkdirSync(join(dir, 'data'));

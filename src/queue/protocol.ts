@@ -46,6 +46,8 @@ export interface GenerationJobData {
   verb: Verb;
   prompt: string;
   options: RequestOptions;
+  /** Whether progress carries preview PNGs (a decode and an encode per step; off when no one can watch). */
+  previews?: boolean;
   image?: WireImage;
   mask?: WireImage;
 }

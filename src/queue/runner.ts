@@ -110,7 +110,7 @@ export class QueueJobRunner implements JobRunner {
     return this.announced;
   }
 
-  async submit(r: ComputeRequest): Promise<Job> {
+  async submit(r: ComputeRequest, submit: { previews?: boolean } = {}): Promise<Job> {
     if (this.closed) throw new HttpError(503, 'the server is shutting down');
     if (!this.available) throw unavailable(this.options.url);
     const queue = this.queueFor(r.model.name);
@@ -129,6 +129,7 @@ export class QueueJobRunner implements JobRunner {
       verb: r.verb,
       prompt: r.prompt,
       options: r.options,
+      previews: submit.previews ?? true,
       ...(r.image ? { image: toWire(r.image) } : {}),
       ...(r.mask ? { mask: toWire(r.mask) } : {}),
     };

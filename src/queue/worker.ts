@@ -168,7 +168,8 @@ export class MuseWorker {
         signal: signal ?? new AbortController().signal,
         progress: async (step, total, previews) => {
           if (signal?.aborted || (await this.cancelled(job.id))) throw new JobCancelled();
-          await job.updateProgress({ step, total, previews: await previews(), worker: this.id });
+          const shown = d.previews === false ? [] : await previews();
+          await job.updateProgress({ step, total, previews: shown, worker: this.id });
           // Let timers run between steps (BullMQ renews the job's lock on one).
           await new Promise((resolve) => setImmediate(resolve));
         },

@@ -311,7 +311,8 @@ export async function createServer(options: ServerOptions): Promise<MuseServer> 
   /** Queues a request and waits for it; a client that goes away cancels its job. */
   async function runNow(r: ComputeRequest, request: FastifyRequest, reply: FastifyReply): Promise<Job> {
     checkRequest(r);
-    const job = await runner.submit(r);
+    // Nobody can watch this job's progress (its id is not answered): no previews.
+    const job = await runner.submit(r, { previews: false });
     const gone = () => {
       if (!reply.raw.writableEnded) void runner.cancel(job).catch(() => {});
     };

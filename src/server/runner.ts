@@ -11,8 +11,11 @@ import { type ComputeRequest, requestSummary, workFor } from './requests.js';
 export interface JobRunner {
   /** The models requests may name: loaded here (in-process) or announced by workers (queue). */
   models(): ServedModel[];
-  /** Queues a checked request; HttpError 429 (queue full) or 503 (shutting down, queue unavailable). */
-  submit(r: ComputeRequest): Promise<Job>;
+  /**
+   * Queues a checked request; HttpError 429 (queue full) or 503 (shutting down, queue unavailable).
+   * previews: false when no one can watch the job (in-process previews are made only for listeners anyway).
+   */
+  submit(r: ComputeRequest, options?: { previews?: boolean }): Promise<Job>;
   /** A job submitted here, while it is kept. */
   get(id: string): Job | undefined;
   /** Cancels a waiting job at once, a running one at its next decoding step. */
