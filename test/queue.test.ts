@@ -5,7 +5,9 @@
 // unavailable", then the server recovers by itself. Skipped only when /usr/bin/redis-server is missing.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { Queue } from 'bullmq';
 import { decodeImage } from '../src/image/image.js';
+import { BULL_PREFIX, generationQueue } from '../src/queue/protocol.js';
 import { QueueJobRunner } from '../src/queue/runner.js';
 import { createServer, type MuseServer } from '../src/server/app.js';
 import { SKIP_REDIS, startWorker, stopChild, TestRedis, type TestWorker } from './helpers/redis.js';
@@ -190,6 +192,10 @@ describe('muse serve --queue with muse worker', { skip: SKIP_REDIS, timeout: 600
     const end = await stream;
     assert.ok(['error', 'result'].includes(end[end.length - 1].event), `in-flight job ended: ${end.at(-1)?.event}`);
     await modelsAnnounced(); // the workers re-announce on their heartbeat
+    await until('both workers announced again', async () => {
+      const h = (await (await fetch(`${url}/api/health`)).json()) as Body;
+      return h.queue?.workers === 2 ? true : undefined;
+    });
     const ok = await until('a generation after Redis returned', async () => {
       const a = await post('/v1/images/generations', { prompt: 'a cat', steps: 2, seed: 1 });
       return a.status === 200 ? a : undefined;
@@ -197,11 +203,53 @@ describe('muse serve --queue with muse worker', { skip: SKIP_REDIS, timeout: 600
     assert.equal(ok.body.data.length, 1);
   });
 
-  test('muse queue status lists the queue and the workers', async () => {
-    const r = await runMuse('queue', 'status', '--queue', (redis as TestRedis).url, '--failed');
-    assert.equal(r.code, 0, r.err);
-    assert.match(r.out, /generate\.emoji/);
-    assert.match(r.out, /workers: 2/);
+  test('a job that keeps failing is retried with back-off, then kept in the failed list', async () => {
+    const r = redis as TestRedis;
+    const q = new Queue(generationQueue('emoji'), {
+      connection: { host: '127.0.0.1', port: r.port },
+      prefix: BULL_PREFIX,
+    });
+    try {
+      // options: null makes the work throw a TypeError (an internal error, so it is retried).
+      const job = await q.add(
+        'generate',
+        { model: 'emoji', verb: 'generate', prompt: 'x', options: null },
+        { jobId: 'always-fails', attempts: 2, backoff: { type: 'exponential', delay: 200 } },
+      );
+      const failed = await until('the job failing for good', async () =>
+        (await job.getState()) === 'failed' ? true : undefined,
+      );
+      assert.ok(failed);
+      const again = await q.getJob('always-fails');
+      assert.equal(again?.attemptsMade, 2);
+      assert.match(again?.failedReason ?? '', /^\[500\] internal error/);
+    } finally {
+      await q.close();
+    }
+    const status = await runMuse('queue', 'status', '--queue', r.url, '--failed');
+    assert.equal(status.code, 0, status.err);
+    assert.match(status.out, /generate\.emoji/);
+    assert.match(status.out, /workers: 2/);
+    assert.match(status.out, /always-fails\s+tries 2 .*internal error/);
+  });
+
+  test('SIGTERM: the worker finishes its current job, then exits', async () => {
+    const r = await post('/api/jobs', { prompt: 'a yellow star', options: { steps: 30 } });
+    let stopping: TestWorker | undefined;
+    let exited: Promise<number | null> | undefined;
+    const events = await readEvents(`${url}/api/jobs/${r.body.id}/events`, (e) => {
+      if (e.event !== 'progress' || stopping) return;
+      stopping = workers.find((x) => (e.data.worker as string).includes(`-${x.child.pid}-`));
+      assert.ok(stopping);
+      const child = stopping.child;
+      exited = new Promise((res) => child.once('exit', (code) => res(code)));
+      child.kill('SIGTERM');
+    });
+    assert.equal(events[events.length - 1].event, 'result');
+    const ran = new Set(events.filter((e) => e.event === 'progress').map((e) => e.data.worker));
+    assert.equal(ran.size, 1, 'the same worker finished it');
+    assert.equal(await exited, 0);
+    assert.match((stopping as TestWorker).log(), /stopped after \d+ jobs/);
   });
 });
 
