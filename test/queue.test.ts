@@ -10,6 +10,7 @@ import { decodeImage } from '../src/image/image.js';
 import { BULL_PREFIX, generationQueue } from '../src/queue/protocol.js';
 import { QueueJobRunner } from '../src/queue/runner.js';
 import { createServer, type MuseServer } from '../src/server/app.js';
+import { shutdownBackend } from '../src/tensor/backend.js';
 import { SKIP_REDIS, startWorker, stopChild, TestRedis, type TestWorker } from './helpers/redis.js';
 import { runMuse } from './helpers/run-cli.js';
 import { readEvents } from './helpers/server.js';
@@ -62,6 +63,9 @@ function modelsAnnounced(): Promise<true> {
     return res.status === 200 && b.models?.some((m: Body) => m.name === 'emoji') ? true : undefined;
   });
 }
+
+// This process never starts the backend (the workers do); stopped anyway in case a CLI call started it.
+after(() => shutdownBackend());
 
 describe('muse serve --queue with muse worker', { skip: SKIP_REDIS, timeout: 600_000 }, () => {
   before(async () => {
@@ -251,6 +255,18 @@ describe('muse serve --queue with muse worker', { skip: SKIP_REDIS, timeout: 600
     assert.equal(await exited, 0);
     assert.match((stopping as TestWorker).log(), /stopped after \d+ jobs/);
   });
+});
+
+test('muse worker and muse queue have --help; muse queue without a sub-command is a usage error', async () => {
+  for (const verb of ['worker', 'queue']) {
+    const r = await runMuse(verb, '--help');
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, new RegExp(`muse ${verb}`));
+  }
+  assert.equal((await runMuse('queue')).code, 2);
+  const bad = await runMuse('queue', 'stats', '--queue', 'redis://127.0.0.1:1');
+  assert.equal(bad.code, 1);
+  assert.match(bad.err, /choose status/);
 });
 
 test('muse serve/worker --queue: a bad URL is one line', async () => {
