@@ -64,6 +64,21 @@ test('softmax and its gradient over the last axis match float64 (attention-shape
   }
 });
 
+test('the gradient runs as one fused kernel (not tfjs mul/sum/mul/sub)', async () => {
+  await initBackend();
+  const x = tf.tensor(inputs(64, 3), [4, 16]);
+  const profile = await tf.profile(() => {
+    tf.tidy(
+      () =>
+        void tf
+          .grad((t: tf.Tensor) => tf.sum(tf.mul(tf.softmax(t), t)))(x)
+          .dataSync(),
+    );
+  });
+  x.dispose();
+  assert.ok(profile.kernelNames.includes('MuseSoftmaxGrad'), `kernels: ${profile.kernelNames.join(', ')}`);
+});
+
 test('softmax over a non-last axis still works (stock kernel, tfjs gradient)', async () => {
   await initBackend();
   const x = inputs(24, 5);

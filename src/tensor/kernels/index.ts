@@ -4,6 +4,7 @@
 // OpenBLAS in place on the wasm heap.
 import * as tf from '@tensorflow/tfjs-core';
 import { loadNative } from '../native.js';
+import { registerFusedSoftmaxGradient } from '../ops/softmax.js';
 import { setActiveNative } from './active-native.js';
 import { batchMatMulKernel } from './batch-matmul.js';
 import { conv2dBackpropFilterKernel, conv2dBackpropInputKernel, conv2dKernel } from './conv2d.js';
@@ -12,8 +13,6 @@ import { type KernelArgs, keepStockKernel } from './heap.js';
 import { unsortedSegmentSum } from './segment-sum.js';
 import { slice, splitV } from './slice.js';
 import { softmaxKernel } from './softmax.js';
-// The fused softmax gradient (registered on import; it serves the wasm and cpu backends).
-import '../ops/softmax.js';
 
 export interface KernelPackInfo {
   /** True when the native BLAS addon serves matmuls and convolutions. */
@@ -52,6 +51,8 @@ export async function registerKernelPack(options: { native: boolean }): Promise<
   if (native) kernels.Conv2D = conv2dKernel(native);
   if (native?.softmaxForward) kernels.Softmax = softmaxKernel(native);
   for (const [name, kernel] of Object.entries(kernels)) replace(name, kernel);
+  // After tfjs-core's gradients (initBackend registers those first).
+  registerFusedSoftmaxGradient();
   registered = { native: !!native, blas: native?.info().blas, kernels: Object.keys(kernels) };
   return registered;
 }

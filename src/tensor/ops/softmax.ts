@@ -42,22 +42,28 @@ function lastAxis(dim: unknown, rank: number): boolean {
   return d === undefined || d === -1 || d === rank - 1;
 }
 
-// Replaces tfjs-core's Softmax gradient (same formula, one kernel where the backend has it).
-tf.registerGradient({
-  kernelName: 'Softmax',
-  outputsToSave: [true],
-  gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: tf.NamedAttrMap) => {
-    const [y] = saved;
-    const g = dy as tf.Tensor;
-    if (hasKernel('MuseSoftmaxGrad') && lastAxis(attrs.dim, y.rank)) {
-      return { logits: () => runKernel('MuseSoftmaxGrad', { dy: g, y })[0] };
-    }
-    const dim = (Array.isArray(attrs.dim) ? attrs.dim[0] : attrs.dim) as number;
-    return {
-      logits: () => {
-        const dyTimesY = tf.mul(g, y);
-        return tf.sub(dyTimesY, tf.mul(tf.sum(dyTimesY, [dim], true), y));
-      },
-    };
-  },
-});
+/**
+ * Replaces tfjs-core's Softmax gradient (same formula, one kernel where the backend has it). Call
+ * after tfjs-core's gradients are registered (they load lazily, src/tensor/gradients.ts), or they
+ * would replace this one: the kernel pack does.
+ */
+export function registerFusedSoftmaxGradient(): void {
+  tf.registerGradient({
+    kernelName: 'Softmax',
+    outputsToSave: [true],
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: tf.NamedAttrMap) => {
+      const [y] = saved;
+      const g = dy as tf.Tensor;
+      if (hasKernel('MuseSoftmaxGrad') && lastAxis(attrs.dim, y.rank)) {
+        return { logits: () => runKernel('MuseSoftmaxGrad', { dy: g, y })[0] };
+      }
+      const dim = (Array.isArray(attrs.dim) ? attrs.dim[0] : attrs.dim) as number;
+      return {
+        logits: () => {
+          const dyTimesY = tf.mul(g, y);
+          return tf.sub(dyTimesY, tf.mul(tf.sum(dyTimesY, [dim], true), y));
+        },
+      };
+    },
+  });
+}
