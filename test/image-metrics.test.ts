@@ -13,7 +13,7 @@ import {
   ssimFloat,
   ssimWindowSize,
 } from '../src/image/metrics.js';
-import { lineChartPng } from '../src/util/plot.js';
+import { lineChartPng, lineChartSvg } from '../src/util/plot.js';
 
 // ---- helpers ----
 
@@ -511,4 +511,77 @@ test('lineChartPng: text with markup characters is drawn literally', async () =>
     }),
   );
   assert.equal(img.width, 800);
+});
+
+test('lineChartPng: the line is where the data says, inside the axes box the ticks label', async () => {
+  // y = x²/100 over x = 0…100: nice domains are exactly [0, 100] on both axes. No name: no legend.
+  const points: Array<[number, number]> = [];
+  for (let x = 0; x <= 100; x++) points.push([x, (x * x) / 100]);
+  const series = [{ name: '', points, color: '#d62728' }];
+  const options = { title: 'Quadratic', xLabel: 'step', yLabel: 'loss', width: 640, height: 400 };
+  const svg = lineChartSvg(series, options);
+  const labels = [...svg.matchAll(/aria-label="([^"]*)"/g)].map((m) => m[1]);
+  for (const l of ['Quadratic', 'step', 'loss']) assert.ok(labels.includes(l), `label ${l} in ${labels}`);
+  const ticks = ['0', '20', '40', '60', '80', '100'];
+  for (const t of ticks) assert.equal(labels.filter((l) => l === t).length, 2, `tick ${t} on both axes: ${labels}`);
+
+  const img = await decode(await lineChartPng(series, options));
+  const dark = (x: number, y: number) => {
+    const i = (y * img.width + x) * img.channels;
+    return isDark(img.data[i], img.data[i + 1], img.data[i + 2]);
+  };
+  // The axes box: the columns and rows with the longest runs of dark pixels.
+  const colRun = (x: number) => {
+    let n = 0;
+    for (let y = 0; y < img.height; y++) n += dark(x, y) ? 1 : 0;
+    return n;
+  };
+  const rowRun = (y: number) => {
+    let n = 0;
+    for (let x = 0; x < img.width; x++) n += dark(x, y) ? 1 : 0;
+    return n;
+  };
+  const argmax = (from: number, to: number, f: (i: number) => number) => {
+    let best = from;
+    for (let i = from; i < to; i++) if (f(i) > f(best)) best = i;
+    return best;
+  };
+  const left = argmax(0, img.width / 2, colRun);
+  const right = argmax(img.width / 2, img.width, colRun) + 1;
+  const top = argmax(0, img.height / 2, rowRun);
+  const bottom = argmax(img.height / 2, img.height, rowRun) + 1;
+  assert.ok(colRun(left) > (bottom - top) * 0.9 && rowRun(top) > (right - left) * 0.9, 'a box');
+  assert.ok(left > 20 && top > 15 && right < 640 && bottom < 380, `margins for labels: ${[left, top, right, bottom]}`);
+  // Text is drawn: the title above the box, tick labels below it and left of it.
+  // (small antialiased text: grey pixels clearly darker than the grid count as ink)
+  const inkIn = (x0: number, x1: number, y0: number, y1: number) => {
+    let n = 0;
+    for (let y = y0; y < y1; y++) {
+      for (let x = x0; x < x1; x++) {
+        const i = (y * img.width + x) * img.channels;
+        n += Math.max(img.data[i], img.data[i + 1], img.data[i + 2]) < 160 ? 1 : 0;
+      }
+    }
+    return n;
+  };
+  assert.ok(inkIn(left, right, 0, top - 2) > 40, 'title');
+  assert.ok(inkIn(left - 10, right, bottom + 6, img.height) > 60, 'x tick labels and x label');
+  assert.ok(inkIn(0, left - 6, top, bottom) > 60, 'y tick labels and y label');
+
+  // The red line's centre in a column, against where the data puts it.
+  for (const x of [10, 30, 50, 70, 90]) {
+    const col = Math.round(left + (x / 100) * (right - left));
+    let sum = 0;
+    let n = 0;
+    for (let y = 0; y < img.height; y++) {
+      const i = (y * img.width + col) * img.channels;
+      if (isRed(img.data[i], img.data[i + 1], img.data[i + 2])) {
+        sum += y;
+        n++;
+      }
+    }
+    assert.ok(n > 0, `line at x = ${x}`);
+    const expected = bottom - ((x * x) / 100 / 100) * (bottom - top);
+    assert.ok(Math.abs(sum / n - expected) < 2.5, `x = ${x}: line at row ${sum / n}, data says ${expected}`);
+  }
 });
