@@ -15,10 +15,10 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { type Job as BullJob, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { userMessage } from '../cli/errors.js';
 import { JobCancelled } from '../server/errors.js';
 import { modelInfo, type ServedModel } from '../server/models.js';
 import { type ComputeRequest, workFor } from '../server/requests.js';
+import { userMessage } from '../util/errors.js';
 import { blockingOptions, commandConnection } from './connection.js';
 import { type EncoderCache, encodeShard } from './encode.js';
 import {

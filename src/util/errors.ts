@@ -5,3 +5,8 @@
 export class MuseError extends Error {
   override name = 'MuseError';
 }
+
+/** The message of an expected error (a MuseError); undefined for a bug, which keeps its trace. */
+export function userMessage(err: unknown): string | undefined {
+  return err instanceof MuseError ? err.message : undefined;
+}
