@@ -1,5 +1,5 @@
 // aMUSEd through the command line: `muse generate --model AMUSED_DIR` writes what the library makes;
-// the greedy one-step call is the argmax decoding; verbs aMUSEd does not run say so in one line.
+// the greedy one-step call is the argmax decoding; outpaint and edit run; upscale says why not in one line.
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -33,7 +33,7 @@ test('muse generate --model AMUSED --steps 1 --temperature 0 --guidance 0 writes
   }
 });
 
-test('img2img and inpaint run from the command line; outpaint says aMUSEd does not run it', async () => {
+test('img2img, outpaint and edit run from the command line; upscale says aMUSEd has no super-res stage', async () => {
   const base = join(dir, 'base.png');
   assert.equal((await runMuse('generate', 'a cat', '--model', FOLDER, '--steps', '2', '-o', base)).code, 0);
   const i2i = await runMuse(
@@ -50,8 +50,23 @@ test('img2img and inpaint run from the command line; outpaint says aMUSEd does n
     join(dir, 'i2i.png'),
   );
   assert.equal(i2i.code, 0, i2i.err);
-  const r = await runMuse('outpaint', base, 'sky', '--model', FOLDER, '--left', '16', '-o', join(dir, 'o.png'));
+  const outFile = join(dir, 'o.png');
+  const o = await runMuse('outpaint', base, 'sky', '--model', FOLDER, '--left', '16', '--steps', '2', '-o', outFile);
+  assert.equal(o.code, 0, o.err);
+  assert.match(o.out, /1 image of 272×256/);
+  const p = await AmusedPipeline.load(FOLDER);
+  try {
+    const image = await decodeImage(readFileSync(base), base);
+    const want = await p.outpaint(image, { left: 16 }, 'sky', { steps: 2 });
+    assert.deepEqual((await decodeImage(readFileSync(outFile), outFile)).data, want.images[0].data);
+  } finally {
+    p.dispose();
+  }
+  const e = await runMuse('edit', base, 'a dog', '--model', FOLDER, '--iterations', '3', '-o', join(dir, 'e.png'));
+  assert.equal(e.code, 0, e.err);
+  assert.match(e.out, /1 image of 256×256/);
+  const r = await runMuse('upscale', base, 'sky', '--model', FOLDER, '-o', join(dir, 'u.png'));
   assert.notEqual(r.code, 0);
-  assert.match(r.err, /is an aMUSEd model: it runs generate, inpaint and img2img/);
+  assert.match(r.err, /is an aMUSEd model: it makes one size and has no super-res stage to upscale with/);
   assert.equal(r.err.trim().split('\n').length, 1, r.err);
 });

@@ -20,7 +20,7 @@ import { Progress } from '../util/progress.js';
 import { backendHelp, numberOption } from './options.js';
 
 export const decodingHelp = `  --model DIR          model folder with pipeline.json (default: the shipped models/emoji), or a
-                        diffusers aMUSEd folder (model_index.json; generate, inpaint, img2img),
+                        diffusers aMUSEd folder (model_index.json; every verb but upscale),
                         or ORG/NAME fetched with muse pull (e.g. amused/amused-256)
   -o, --out FILE        output PNG (default out.png); a grid when there are several images
   -n N                  images per prompt (default 1)
@@ -91,7 +91,7 @@ export async function openPipeline(values: Values, options: { output?: boolean }
   const folder = modelFolder(values);
   if (isAmusedFolder(folder))
     throw new MuseError(
-      `${folder} is an aMUSEd model: it runs generate, inpaint and img2img; this verb needs a muse-ts model (pipeline.json)`,
+      `${folder} is an aMUSEd model: it runs generate, inpaint, outpaint, edit and img2img; this verb needs a muse-ts model (pipeline.json)`,
     );
   const file = readPipelineFile(folder);
   if (values.size !== undefined) {
@@ -109,7 +109,7 @@ export async function openPipeline(values: Values, options: { output?: boolean }
 /** A muse-ts model folder (pipeline.json) or a diffusers aMUSEd folder (model_index.json). */
 export type AnyPipeline = MusePipeline | AmusedPipeline;
 
-/** openPipeline for the verbs every model family runs (generate, inpaint). */
+/** openPipeline for the verbs every model family runs (generate, inpaint, outpaint, edit). */
 export async function openAnyPipeline(values: Values): Promise<AnyPipeline> {
   const folder = modelFolder(values);
   if (!isAmusedFolder(folder)) return openPipeline(values);

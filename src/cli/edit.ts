@@ -5,7 +5,7 @@ import {
   decodingArgs,
   decodingHelp,
   decodingOptions,
-  openPipeline,
+  openAnyPipeline,
   readInputImage,
   runAndWrite,
 } from './decoding-options.js';
@@ -35,7 +35,7 @@ export async function editCommand(args: string[]): Promise<number> {
   const o = decodingOptions(values);
   const iterations = numberOption(values.iterations, 'iterations', 100, { min: 1, max: 10000, integer: true });
   const fraction = numberOption(values.fraction, 'fraction', 0.08, { min: 1e-6, max: 1 });
-  const muse = await openPipeline(values);
+  const muse = await openAnyPipeline(values);
   const image = await readInputImage(positionals[0], muse.sizes, 'image');
   return runAndWrite(values, muse, o, 'editing', positionals[1], (options) =>
     muse.edit(image, positionals[1], { ...options, iterations, fraction }),

@@ -5,7 +5,7 @@ import {
   decodingArgs,
   decodingHelp,
   decodingOptions,
-  openPipeline,
+  openAnyPipeline,
   readInputImage,
   runAndWrite,
 } from './decoding-options.js';
@@ -45,7 +45,7 @@ export async function outpaintCommand(args: string[]): Promise<number> {
   if (extension.left + extension.right + extension.top + extension.bottom === 0)
     throw new MuseError('say how far to extend: --left, --right, --top and/or --bottom in pixels');
   const o = decodingOptions(values);
-  const muse = await openPipeline(values);
+  const muse = await openAnyPipeline(values);
   const image = await readInputImage(positionals[0], muse.sizes, 'image');
   return runAndWrite(values, muse, o, 'outpainting', positionals[1], (options) =>
     muse.outpaint(image, extension, positionals[1], options),

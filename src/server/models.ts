@@ -41,7 +41,7 @@ export function modelInfo(m: ServedModel): ModelInfo {
       sizes: p.sizes,
       defaultSize: p.imageSize,
       defaults: { steps: AMUSED_DEFAULTS.steps, guidance: AMUSED_DEFAULTS.guidance },
-      verbs: ['generate', 'inpaint', 'img2img'],
+      verbs: ['generate', 'inpaint', 'outpaint', 'edit', 'img2img'],
     };
   return {
     name: m.name,

@@ -243,6 +243,10 @@ export function workFor(r: ComputeRequest): JobWork {
           strength: o.strength,
           feather: o.feather ?? 2,
         });
+      else if (r.verb === 'outpaint')
+        out = await p.outpaint(image, { left: o.left, right: o.right, top: o.top, bottom: o.bottom }, r.prompt, a);
+      else if (r.verb === 'edit')
+        out = await p.edit(image, r.prompt, { ...a, iterations: o.iterations, fraction: o.fraction });
       else out = await p.img2img(image, r.prompt, { ...a, strength: o.strength });
     } else if (r.verb === 'generate') out = await p.generate(r.prompt, decoding);
     else if (r.verb === 'inpaint')
