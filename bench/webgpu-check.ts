@@ -89,7 +89,7 @@ function workload(): Record<string, Float32Array> {
 async function tokenizerDecode(): Promise<Float32Array> {
   const tok = await VqTokenizer.load('models/emoji/tokenizer.safetensors');
   const rng = new Rng(3);
-  const imgs = tok.decode(
+  const imgs = await tok.decode(
     Int32Array.from({ length: 2 * 64 }, () => rng.int(1024)),
     8,
     8,
@@ -167,7 +167,7 @@ async function timeIt(fn: () => Promise<void> | void, reps: number): Promise<num
         { steps: 12, rng: new Rng(seed++) },
       );
       g.dispose();
-      tok.decode(tokens, 8, 8);
+      await tok.decode(tokens, 8, 8);
     }, 3);
     log(`generate 12 steps batch ${B}: seconds per image`, s / B);
     save();

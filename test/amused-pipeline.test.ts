@@ -150,9 +150,9 @@ test('top-k 1 equals greedy; previews grey out masked tokens; sizes and schedule
   let grey = 0;
   await p.generate('a cat', {
     steps: 2,
-    onStep: (step, steps, images) => {
+    onStep: async (step, steps, images) => {
       if (step < steps) {
-        const img = images()[0];
+        const img = (await images())[0];
         for (let i = 0; i < img.data.length; i += 3)
           if (img.data[i] === 128 && img.data[i + 1] === 128 && img.data[i + 2] === 128) grey++;
       }

@@ -204,7 +204,7 @@ test('a tiny tokenizer overfits 8 images to high PSNR within seconds', async () 
   const tok = await VqTokenizer.load(join(out, 'tokenizer.safetensors'));
   const tokens = await tok.encode(images.slice(0, 2));
   assert.equal(tokens.length, 2 * 4 * 4);
-  const back = tok.decode(tokens, 4, 4);
+  const back = await tok.decode(tokens, 4, 4);
   assert.deepEqual([back[0].width, back[0].height], [16, 16]);
   // reconstruct = encode + decode, whatever the chunk size it works in.
   const whole = await tok.reconstruct(images);
@@ -261,6 +261,6 @@ test('tokenizer files: round trip, F16 export, and clear errors for bad files an
   for (let i = 0; i < w.length; i++) assert.ok(Math.abs(w[i] - w16[i]) <= 1e-3 * Math.abs(w[i]) + 1e-7);
   await assert.rejects(loadTokenizer(join(dir, 'missing.safetensors')), /no such file/);
   const tok = new VqTokenizer(loaded.params, tiny, 't');
-  assert.throws(() => tok.decode(Int32Array.from([0, 1, 2, 999]), 2, 2), /outside the codebook/);
+  await assert.rejects(tok.decode(Int32Array.from([0, 1, 2, 999]), 2, 2), /outside the codebook/);
   await assert.rejects(tok.encode(blobs(1, 18, 1)), /multiples of 4/);
 });

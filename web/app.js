@@ -247,7 +247,7 @@ async function runInBrowser(request) {
   try {
     const result = await generateInBrowser(request, async (lib, step, total, images) => {
       if (state.client.cancelled) throw new Error('cancelled');
-      showPreviews(step, total, images().map((im) => imageUrl(lib, im)));
+      showPreviews(step, total, (await images()).map((im) => imageUrl(lib, im)));
       await new Promise((r) => setTimeout(r, 0)); // let the page paint and take a Cancel click
     });
     $('bar').value = $('bar').max;

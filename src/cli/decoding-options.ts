@@ -181,10 +181,10 @@ function microConditioning(values: Values): { microConditioning?: MicroCondition
 function withProgress(values: Values, o: MuseOptions, label: string) {
   const frames = values.frames ? new FrameWriter(values.frames) : undefined;
   let progress: Progress | undefined;
-  const onStep = async (step: number, steps: number, images: () => RgbImage[]) => {
+  const onStep = async (step: number, steps: number, images: () => RgbImage[] | Promise<RgbImage[]>) => {
     progress ??= new Progress({ total: steps, label, unit: 'step' });
     progress.tick(1);
-    if (frames) await frames.add(step, steps, images());
+    if (frames) await frames.add(step, steps, await images());
   };
   return {
     options: { ...o, onStep },

@@ -184,7 +184,7 @@ async function decode(args: string[]): Promise<number> {
     throw new MuseError(`${file}: ${(err as Error).message}`);
   }
   const tok = await loadModel(values.model);
-  const [img] = tok.decode(Int32Array.from(grid.flat()), grid.length, grid[0].length);
+  const [img] = await tok.decode(Int32Array.from(grid.flat()), grid.length, grid[0].length);
   writeFileSync(values.out, await encodePng(img));
   console.log(`wrote ${values.out} (${img.width}×${img.height})`);
   return 0;

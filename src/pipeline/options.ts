@@ -7,12 +7,13 @@ import type { MaskSchedule } from '../transformer/masking.js';
 
 /**
  * After each decoding step (or edit iteration): steps done and in all across every stage of the call,
- * the images so far (still-masked tokens painted grey) and the token grids so far (masked = mask id).
+ * the images so far (still-masked tokens painted grey; decoded only when asked, and asynchronously for
+ * MusePipeline — `await images()` works for both) and the token grids so far (masked = mask id).
  */
 export type StepCallback = (
   step: number,
   steps: number,
-  images: () => RgbImage[],
+  images: () => RgbImage[] | Promise<RgbImage[]>,
   tokens: Int32Array,
 ) => void | Promise<void>;
 

@@ -216,7 +216,7 @@ export class MusePipeline {
       const r = await this.request(chunks[c], { ...o, n: 1 }, { rngs });
       progress ??= new StepCounter(chunks.length * plannedSteps(stages, r.sampling), o.onStep);
       const tokens = await this.runStages(stages, r, progress, (stage) => stage.blank(r.prompts.length));
-      results.push(this.finish(tokens, last(stages), r));
+      results.push(await this.finish(tokens, last(stages), r));
     }
     if (results.length === 1) return results[0];
     const tokens = new Int32Array(results.reduce((a, x) => a + x.tokens.length, 0));
@@ -294,7 +294,7 @@ export class MusePipeline {
         r.prompts.length,
       ),
     );
-    const result = this.finish(tokens, last(stages), r);
+    const result = await this.finish(tokens, last(stages), r);
     result.images = result.images.map((g) => featherComposite(image, g, mask, o.feather ?? 2));
     return result;
   }
@@ -349,9 +349,9 @@ export class MusePipeline {
     let done = await this.outpaintStage(plans[0], r, progress);
     for (let i = 1; i < plans.length; i++)
       done = await this.outpaintStage(plans[i], r, progress, { stage: plans[i - 1].stage, canvas: done });
-    const images = this.tokenizer
-      .decode(done.tokens, done.height, done.width)
-      .map((img) => pasteImage(img, image, ext.left * unit, ext.top * unit));
+    const images = (await this.tokenizer.decode(done.tokens, done.height, done.width)).map((img) =>
+      pasteImage(img, image, ext.left * unit, ext.top * unit),
+    );
     return { images, tokens: done.tokens, grid: [done.height, done.width], notes: r.notes };
   }
 
@@ -453,8 +453,8 @@ export class MusePipeline {
   }
 
   /** Images of token grids [B, h, w]; still-masked tokens (maskId) are painted mid-grey. */
-  tokensToImages(tokens: Int32Array, h: number, w: number, maskId: number): RgbImage[] {
-    const images = this.tokenizer.decode(
+  async tokensToImages(tokens: Int32Array, h: number, w: number, maskId: number): Promise<RgbImage[]> {
+    const images = await this.tokenizer.decode(
       tokens.map((t) => (t === maskId ? 0 : t)),
       h,
       w,
@@ -637,9 +637,9 @@ export class MusePipeline {
     return decoded.tokens;
   }
 
-  private finish(tokens: Int32Array, stage: Stage, r: Request): PipelineResult {
+  private async finish(tokens: Int32Array, stage: Stage, r: Request): Promise<PipelineResult> {
     const [h, w] = stage.grid;
-    return { images: this.tokenizer.decode(tokens, h, w), tokens, grid: [h, w], notes: r.notes };
+    return { images: await this.tokenizer.decode(tokens, h, w), tokens, grid: [h, w], notes: r.notes };
   }
 
   /** `known` repeated for `batch` grids with the masked tokens set to the stage's mask id. */

@@ -18,7 +18,7 @@ export class StepCounter {
     this.total -= planned - ran;
   }
 
-  async step(images: () => RgbImage[], tokens: Int32Array): Promise<void> {
+  async step(images: () => RgbImage[] | Promise<RgbImage[]>, tokens: Int32Array): Promise<void> {
     this.done++;
     await this.onStep?.(this.done, this.total, images, tokens);
   }

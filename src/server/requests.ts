@@ -207,12 +207,10 @@ const PREVIEW_IMAGES = 4;
 export function workFor(r: ComputeRequest): JobWork {
   return async ({ progress }) => {
     const o = r.options;
-    const onStep = (step: number, steps: number, images: () => RgbImage[]) =>
+    const onStep = (step: number, steps: number, images: () => RgbImage[] | Promise<RgbImage[]>) =>
       progress(step, steps, async () =>
         Promise.all(
-          images()
-            .slice(0, PREVIEW_IMAGES)
-            .map(async (im) => (await encodePng(im)).toString('base64')),
+          (await images()).slice(0, PREVIEW_IMAGES).map(async (im) => (await encodePng(im)).toString('base64')),
         ),
       );
     const decoding: DecodingOptions = {

@@ -2,13 +2,12 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { ImageTokenizer } from '../data/cache.js';
 import { fromUnitRange, type RgbImage, toUnitRange } from '../image/rgb.js';
-import { scoped } from '../tensor/scope.js';
 import { MuseError } from '../util/errors.js';
 import type { SourceFile } from '../util/model-source.js';
 import { loadTokenizer } from './checkpoint.js';
 import { downsampleFactor, quantizerKind, type TokenizerConfig } from './config.js';
-import { decodeLatents, type TokenizerParams } from './model.js';
-import { codesToLatents, quantizeImages } from './quantizer.js';
+import { decodeLatents, encodeLatents, type TokenizerParams } from './model.js';
+import { codesToLatents, lookupCodebook, nearestCodes, projectLatents } from './quantizer.js';
 
 /** Stacks same-sized images into a [B, H, W, 3] tensor in [-1, 1]. */
 export function imagesToTensor(images: RgbImage[]): tf.Tensor4D {
@@ -23,10 +22,36 @@ export function imagesToTensor(images: RgbImage[]): tf.Tensor4D {
   return tf.tensor4d(data, [images.length, height, width, 3]);
 }
 
+/** Images of x [B, H, W, 3] in [-1, 1], read synchronously (wasm and cpu only: see tensorToImagesAsync). */
 export function tensorToImages(x: tf.Tensor4D): RgbImage[] {
-  const [b, h, w] = x.shape;
-  const values = x.dataSync() as Float32Array;
+  return valuesToImages(x.dataSync() as Float32Array, x.shape);
+}
+
+/**
+ * Images of x, read asynchronously: the only read that works on every backend. On webgpu a
+ * synchronous read (dataSync) goes through canvases (tfjs-webgpu's readSync draws a WebGPU canvas
+ * into a 2d one); in Chromium with a software adapter that gives all zeros, silently, and caches them
+ * as the tensor's values — every decoded image came out grey (128). Disposes x.
+ */
+export async function tensorToImagesAsync(x: tf.Tensor4D): Promise<RgbImage[]> {
+  try {
+    return valuesToImages((await x.data()) as Float32Array, x.shape);
+  } finally {
+    x.dispose();
+  }
+}
+
+function valuesToImages(values: Float32Array, [b, h, w]: number[]): RgbImage[] {
   return Array.from({ length: b }, (_, i) => fromUnitRange(values.subarray(i * h * w * 3, (i + 1) * h * w * 3), w, h));
+}
+
+/** Reads an int32 tensor asynchronously (see tensorToImagesAsync) and disposes it. */
+async function readInts(x: tf.Tensor): Promise<Int32Array> {
+  try {
+    return Int32Array.from((await x.data()) as Int32Array);
+  } finally {
+    x.dispose();
+  }
 }
 
 export class VqTokenizer implements ImageTokenizer {
@@ -57,33 +82,33 @@ export class VqTokenizer implements ImageTokenizer {
     }
   }
 
-  /** Token grids [n·h·w] for same-sized images. */
+  /** Token grids [n·h·w] for same-sized images (the quantizer's nearest codes, read asynchronously). */
   async encode(images: RgbImage[]): Promise<Int32Array> {
     if (images.length === 0) return new Int32Array();
     images.forEach((i) => this.checkSize(i));
-    return scoped(() => {
-      return quantizeImages(this.params, this.config, imagesToTensor(images)).indices.dataSync() as Int32Array;
+    const kind = quantizerKind(this.config);
+    const codes = tf.tidy(() => {
+      const z = projectLatents(this.params, encodeLatents(this.params, this.config, imagesToTensor(images)), kind);
+      const [b, h, w, d] = z.shape;
+      return nearestCodes(tf.reshape(z, [b * h * w, d]), lookupCodebook(this.params, kind), kind);
     });
+    return readInts(codes);
   }
 
   /** Images from token grids: tokens [n·h·w] with grid h×w. */
-  decode(tokens: Int32Array, h: number, w: number): RgbImage[] {
+  async decode(tokens: Int32Array, h: number, w: number): Promise<RgbImage[]> {
     const n = tokens.length / (h * w);
     if (!Number.isInteger(n)) throw new MuseError(`${tokens.length} tokens do not make whole ${h}×${w} grids`);
     for (const t of tokens) {
       if (!(t >= 0 && t < this.codebookSize))
         throw new MuseError(`token ${t} is outside the codebook [0, ${this.codebookSize})`);
     }
-    return scoped(() => {
+    const pixels = tf.tidy(() => {
       const idx = tf.tensor3d(tokens, [n, h, w], 'int32');
-      return tensorToImages(
-        tf.clipByValue(
-          decodeLatents(this.params, this.config, codesToLatents(this.params, idx, quantizerKind(this.config))),
-          -1,
-          1,
-        ),
-      );
+      const latents = codesToLatents(this.params, idx, quantizerKind(this.config));
+      return tf.clipByValue(decodeLatents(this.params, this.config, latents), -1, 1) as tf.Tensor4D;
     });
+    return tensorToImagesAsync(pixels);
   }
 
   /** Encode then decode (what the transformer's world looks like), `batch` images at a time. */
@@ -92,7 +117,7 @@ export class VqTokenizer implements ImageTokenizer {
     for (let i = 0; i < images.length; i += batch) {
       const part = images.slice(i, i + batch);
       const tokens = await this.encode(part);
-      out.push(...this.decode(tokens, part[0].height / this.downsample, part[0].width / this.downsample));
+      out.push(...(await this.decode(tokens, part[0].height / this.downsample, part[0].width / this.downsample)));
     }
     return out;
   }
