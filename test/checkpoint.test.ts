@@ -216,7 +216,7 @@ test('training into a folder that holds a run needs --resume or --overwrite', as
   const before = (await loadTransformer(join(out, 'base.safetensors'))).metadata.step;
   await assert.rejects(trainBase(options(out, { seed: 9 })), (err: Error) => {
     assert.equal(err.name, 'MuseError');
-    assert.match(err.message, /is not empty: it holds a run at step 2.*--resume.*--overwrite/);
+    assert.match(err.message, /is not empty: it holds a run at step 2.*`resume`.*`overwrite`/);
     return true;
   });
   assert.equal((await loadTransformer(join(out, 'base.safetensors'))).metadata.step, before, 'the run is untouched');

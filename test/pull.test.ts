@@ -279,7 +279,7 @@ test('file names and repo ids that leave the cache are refused', async () => {
   assert.ok(!existsSync(join(cache, 'models--tiny--evil')), 'nothing written for a refused listing');
   for (const id of ['../x', 'a/..', '/abs/x', 'a/b/c', 'a--b/c', 'a', '.a/b'])
     await assert.rejects(pullRepo(id), /not a Hub model id/, id);
-  await assert.rejects(pullRepo('tiny/amused', { revision: '../../x' }), /--revision/);
+  await assert.rejects(pullRepo('tiny/amused', { revision: '../../x' }), /`revision`/);
 });
 
 test('muse pull on the command line: one line for a missing repo, the snapshot path on success', async () => {

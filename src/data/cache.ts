@@ -226,7 +226,7 @@ export async function encodeCache(samples: AsyncIterable<Sample>, options: Encod
     const old = readManifest(options.out);
     if (!sameSetup(old, m)) {
       throw new MuseError(
-        `${options.out} holds a cache made with other tokenizers, text encoder or shard size; choose another --out`,
+        `${options.out} holds a cache made with other tokenizers, text encoder or shard size; choose another \`out\``,
       );
     }
     if (old.complete) return old;

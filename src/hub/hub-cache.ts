@@ -32,7 +32,7 @@ export function checkRepoId(repo: string): string {
 /** Checks a revision (a branch, tag or commit; `refs/pr/1` allowed): no `..`, nothing absolute. */
 export function checkRevision(revision: string): string {
   if (!/^[\w.-]+(\/[\w.-]+)*$/.test(revision) || revision.split('/').some((p) => p === '..' || p === '.'))
-    throw new MuseError(`--revision "${revision}" is not a branch, tag or commit name`);
+    throw new MuseError(`\`revision\` "${revision}" is not a branch, tag or commit name`);
   return revision;
 }
 

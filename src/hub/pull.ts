@@ -246,7 +246,7 @@ export async function pullRepo(repoId: string, options: PullOptions = {}): Promi
   const repo = checkRepoId(repoId);
   const revision = checkRevision(options.revision ?? 'main');
   if (options.variant !== undefined && !/^[A-Za-z0-9_]+$/.test(options.variant))
-    throw new MuseError(`--variant "${options.variant}" is not a variant name (e.g. fp16)`);
+    throw new MuseError(`\`variant\` "${options.variant}" is not a variant name (e.g. fp16)`);
   const endpoint = (options.endpoint ?? hubEndpoint()).replace(/\/+$/, '');
   const root = options.cacheRoot ?? hubCacheRoot();
   const folder = repoCacheFolder(repo, root);
@@ -298,7 +298,7 @@ export async function pullRepo(repoId: string, options: PullOptions = {}): Promi
   }
   options.onProgress?.({ file: '', filesDone: files.length, files: files.length, bytes: 0 });
   if (revision !== listing.commit) {
-    const ref = insideFolder(join(folder, 'refs'), revision, '--revision');
+    const ref = insideFolder(join(folder, 'refs'), revision, '`revision`');
     mkdirSync(dirname(ref), { recursive: true });
     const tmp = `${ref}.${process.pid}.tmp`;
     await writeFile(tmp, listing.commit);

@@ -13,7 +13,7 @@ export class FrameWriter {
     readonly folder: string,
     readonly cell = 128,
   ) {
-    makeFolder(folder, '--frames');
+    makeFolder(folder, '`frames`');
   }
 
   /** One frame: the batch's images side by side. */

@@ -14,14 +14,14 @@ export function redisOptions(url: string): RedisOptions {
   try {
     u = new URL(url);
   } catch {
-    throw new MuseError(`--queue ${JSON.stringify(url)}: not a URL; give redis://HOST:PORT`);
+    throw new MuseError(`\`url\` ${JSON.stringify(url)}: not a URL; give redis://HOST:PORT`);
   }
   if (u.protocol !== 'redis:' && u.protocol !== 'rediss:')
-    throw new MuseError(`--queue ${url}: give a redis:// (or rediss://) URL, got ${u.protocol}`);
-  if (!u.hostname) throw new MuseError(`--queue ${url}: no host`);
+    throw new MuseError(`\`url\` ${url}: give a redis:// (or rediss://) URL, got ${u.protocol}`);
+  if (!u.hostname) throw new MuseError(`\`url\` ${url}: no host`);
   const port = u.port ? Number(u.port) : 6379;
   const db = u.pathname && u.pathname !== '/' ? Number(u.pathname.slice(1)) : 0;
-  if (!Number.isInteger(db) || db < 0) throw new MuseError(`--queue ${url}: the path must be a database number`);
+  if (!Number.isInteger(db) || db < 0) throw new MuseError(`\`url\` ${url}: the path must be a database number`);
   return {
     host: u.hostname.replace(/^\[|\]$/g, ''),
     port,

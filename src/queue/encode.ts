@@ -116,7 +116,7 @@ export async function encodeShard(data: EncodeJobData, cache: EncoderCache): Pro
       throw new UnrecoverableError(
         failureReason(
           400,
-          `${data.input} makes ${m.shards.length} cache shards: a queued encode makes one per input shard; give a --shard-size of at least its ${m.shards.reduce((a, s) => a + s.images, 0)} samples`,
+          `${data.input} makes ${m.shards.length} cache shards: a queued encode makes one per input shard; give a \`shardSize\` of at least its ${m.shards.reduce((a, s) => a + s.images, 0)} samples`,
         ),
       );
     const s = m.shards[0];

@@ -289,7 +289,7 @@ export async function trainTokenizer(
         const loaded = await loadTokenizer(checkpoint.path(weightsName));
         if (JSON.stringify(loaded.config) !== JSON.stringify(o.config)) {
           throw new MuseError(
-            `${o.out} holds a run with another tokenizer config; use another --out or the same --config`,
+            `${o.out} holds a run with another tokenizer config; use another \`out\` or the same \`config\``,
           );
         }
         params = loaded.params;

@@ -152,7 +152,7 @@ export class RunFolder {
     private readonly o: RunFolderOptions,
     checkpoint: Checkpoint | undefined,
     current: string | undefined,
-    /** Whether opening removed an earlier run's files (--overwrite of a folder that held some). */
+    /** Whether opening removed an earlier run's files (`overwrite` of a folder that held some). */
     readonly overwritten = false,
   ) {
     this.checkpoint = checkpoint;
@@ -175,7 +175,7 @@ export class RunFolder {
         ? `a run at step ${m.step}`
         : `${entries.length} ${entries.length === 1 ? 'entry' : 'entries'}: ${listed}`;
       throw new MuseError(
-        `${dir} is not empty: it holds ${what}. Continue it with --resume, start over with --overwrite, or choose another --out`,
+        `${dir} is not empty: it holds ${what}. Continue it with \`resume\`, start over with \`overwrite\`, or choose another \`out\``,
       );
     }
     if (o.overwrite && entries.length) {
@@ -321,7 +321,7 @@ async function verifyLegacy(dir: string, legacy: NonNullable<RunFolderOptions['l
     throw new MuseError(
       `${dir} holds a checkpoint whose parts are at different steps (${Object.entries(steps)
         .map(([k, s]) => `${k} at step ${s}`)
-        .join(', ')}): it was interrupted while saving and cannot be resumed exactly; start over with --overwrite`,
+        .join(', ')}): it was interrupted while saving and cannot be resumed exactly; start over with \`overwrite\``,
     );
   return checkpointOf([...distinct][0], files, dir);
 }

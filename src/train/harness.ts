@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import type * as tf from '@tensorflow/tfjs-core';
 import { Rng, type RngState } from '../tensor/random.js';
 import { type DecodedSafetensors, loadSafetensors, type NamedTensor, saveSafetensors } from '../tensor/safetensors.js';
+import { MuseError } from '../util/errors.js';
 import type { AdamW } from './adamw.js';
 import { type Checkpoint, RunFolder, writeRunFile } from './checkpoint-folder.js';
 import { momentsFromTensors, momentsToTensors } from './run-state.js';
@@ -196,7 +197,8 @@ export async function train<B, S extends Scalars, E extends Scalars>(
     } finally {
       model.disposeBatch(batch);
     }
-    if (!Number.isFinite(scalars.loss)) throw new Error(`loss became ${scalars.loss} at step ${step}: lower --lr`);
+    if (!Number.isFinite(scalars.loss))
+      throw new MuseError(`loss became ${scalars.loss} at step ${step}: lower \`lr\``);
     step++;
     const stats = { ...scalars, lr };
     if (step % 10 === 0 || step === 1) history.train.push({ step, ...stats });

@@ -82,9 +82,11 @@ export async function writeFileDurably(path: string, data: Uint8Array | string):
 
 /**
  * Makes a folder and its missing parents one level at a time (Node's recursive mkdir loops forever
- * under /proc), refusing a path that is a file or under an unwritable folder.
+ * under /proc), refusing a path that is a file or under an unwritable folder. `option` is how messages
+ * name the path: the library option in backticks (the CLI shows its flag, see cli/errors.ts), or a
+ * CLI's own flag or argument.
  */
-export function makeFolder(path: string, option = '--out'): void {
+export function makeFolder(path: string, option = '`out`'): void {
   const what = `${option} ${path}`;
   const full = resolve(path);
   if (existsSync(full)) {
