@@ -1,9 +1,19 @@
 // `muse pull` against a local server that mimics the Hugging Face Hub's URLs (never the internet):
 // the standard cache layout, nothing fetched twice, resume after a broken connection, sha256 checks,
-// hostile file names, and --model ORG/NAME resolving from the cache.
+// hostile file names, --model ORG/NAME resolving from the cache, stalled downloads cut and resumed,
+// and two pulls of one model at once (a lock per file).
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -40,6 +50,10 @@ const repos = new Map<string, FakeRepo>();
 const log: { method: string; url: string; range?: string }[] = [];
 /** Paths whose next GET breaks the connection half-way (once each). */
 const breakOnce = new Set<string>();
+/** Paths whose next GET sends half and then nothing, keeping the connection open (once each). */
+const stallOnce = new Set<string>();
+/** Paths served slowly (in 8 pieces, 30 ms apart), so that two pulls overlap. */
+const slow = new Set<string>();
 let server: Server;
 let endpoint: string;
 let cache: string;
@@ -112,6 +126,22 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
     'content-length': String(part.length),
     ...(m ? { 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` } : {}),
   });
+  if (stallOnce.delete(`${repoName}/${name}`)) {
+    res.write(part.subarray(0, Math.floor(part.length / 2)));
+    return; // never ends: the client's stall timeout must cut it
+  }
+  if (slow.has(`${repoName}/${name}`)) {
+    const piece = Math.ceil(part.length / 8);
+    let at = 0;
+    const next = () => {
+      if (at >= part.length) return void res.end();
+      res.write(part.subarray(at, at + piece));
+      at += piece;
+      setTimeout(next, 30);
+    };
+    next();
+    return;
+  }
   if (breakOnce.delete(`${repoName}/${name}`)) {
     res.write(part.subarray(0, Math.floor(part.length / 2)), () => res.socket?.destroy());
     return;
@@ -294,4 +324,81 @@ test('muse pull on the command line: one line for a missing repo, the snapshot p
   const gen = await runMuse('generate', 'x', '--model', 'not/pulled', '-o', join(cache, 'x.png'));
   assert.equal(gen.code, 1);
   assert.match(gen.err, /not\/pulled is not downloaded: run muse pull not\/pulled/);
+});
+
+test('a download that stalls is cut after the stall timeout and resumed; with no tries left, one line', async () => {
+  const repo = fixtureRepo();
+  repo.commit = 'e'.repeat(40);
+  repos.set('tiny/stall', repo);
+  const name = 'vqvae/diffusion_pytorch_model.safetensors';
+  stallOnce.add(`tiny/stall/${name}`);
+  log.length = 0;
+  const t0 = performance.now();
+  const r = await pullRepo('tiny/stall', { stallSeconds: 0.5 });
+  assert.equal(stallOnce.size, 0, 'the server stalled the download');
+  assert.ok(performance.now() - t0 < 20_000);
+  const ranges = log.filter((l) => l.url === `/cdn/tiny/stall/${name}` && l.range);
+  assert.equal(ranges.length, 1, 'resumed once with a Range request');
+  assert.deepEqual(readFileSync(join(r.snapshot, name)), (repo.files.get(name) as FakeFile).content);
+
+  const other = fixtureRepo();
+  other.commit = 'f'.repeat(40);
+  // A distinct blob (another etag), so nothing is found in the cache.
+  other.files.set(name, {
+    content: Buffer.concat([other.files.get(name)?.content as Buffer, Buffer.from('x')]),
+    lfs: true,
+  });
+  repos.set('tiny/stall2', other);
+  stallOnce.add(`tiny/stall2/${name}`);
+  await assert.rejects(pullRepo('tiny/stall2', { stallSeconds: 0.3, attempts: 1 }), (err: Error) =>
+    /tiny\/stall2\/vqvae\/diffusion_pytorch_model\.safetensors: the download broke off 1 times \(no data for 0\.3 s\); run muse pull again to resume/.test(
+      err.message,
+    ),
+  );
+});
+
+test('two pulls of the same model at once: each file fetched once, both complete and verified', async () => {
+  const repo = fixtureRepo();
+  repo.commit = '1'.repeat(40);
+  repos.set('tiny/twice', repo);
+  for (const name of repo.files.keys()) slow.add(`tiny/twice/${name}`);
+  log.length = 0;
+  const waits: string[] = [];
+  const [a, b] = await Promise.all([
+    pullRepo('tiny/twice', { onWait: (f) => waits.push(f) }),
+    pullRepo('tiny/twice', { onWait: (f) => waits.push(f) }),
+  ]);
+  slow.clear();
+  assert.ok(waits.length > 0, 'one pull waited for the other');
+  assert.equal(a.snapshot, b.snapshot);
+  assert.equal(a.downloaded.length + b.downloaded.length, a.files.length, 'every file fetched by exactly one pull');
+  for (const name of a.files) {
+    // An LFS file's GET is redirected to the CDN: count the requests that send the bytes.
+    const lfs = (repo.files.get(name) as FakeFile).lfs;
+    const gets = log.filter(
+      (l) =>
+        l.method === 'GET' && l.url.startsWith(lfs ? '/cdn/tiny/twice/' : '/tiny/twice/') && l.url.endsWith(`/${name}`),
+    );
+    assert.equal(gets.length, 1, `${name}: ${gets.length} downloads`);
+    assert.deepEqual(readFileSync(join(a.snapshot, name)), (repo.files.get(name) as FakeFile).content, name);
+  }
+  const locks = join(cache, '.locks', 'models--tiny--twice');
+  assert.deepEqual(readdirSync(locks), [], 'no lock left behind');
+  const blobs = readdirSync(join(cache, 'models--tiny--twice', 'blobs'));
+  assert.ok(!blobs.some((f) => f.endsWith('.incomplete')));
+});
+
+test('a lock left by a pull that was killed is taken over', async () => {
+  const repo = fixtureRepo();
+  repo.commit = '2'.repeat(40);
+  repos.set('tiny/stale', repo);
+  const name = 'model_index.json';
+  const etag = gitSha1((repo.files.get(name) as FakeFile).content);
+  const locks = join(cache, '.locks', 'models--tiny--stale');
+  mkdirSync(locks, { recursive: true });
+  // A process id that is not running (the largest pid Linux allows is 2^22).
+  writeFileSync(join(locks, `${etag}.lock`), '4194304');
+  const r = await pullRepo('tiny/stale');
+  assert.ok(r.downloaded.includes(name));
+  assert.ok(!existsSync(join(locks, `${etag}.lock`)));
 });

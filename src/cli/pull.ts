@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util';
 import { pullRepo } from '../hub/pull.js';
 import { MuseError } from '../util/errors.js';
+import { numberOption } from './options.js';
 
 export const pullHelp = `Usage: muse pull ORG/NAME [--revision main] [--variant fp16]
 
@@ -14,7 +15,12 @@ sha256 (or size) before it enters the cache. Then --model ORG/NAME uses it. Hub:
 (default https://huggingface.co).
 
   --revision REV   branch, tag or commit (default main)
-  --variant NAME   prefer <file>.NAME.safetensors (e.g. fp16: half the download)`;
+  --variant NAME   prefer <file>.NAME.safetensors (e.g. fp16: half the download)
+  --timeout S      seconds without data before a download counts as stalled; it is cut and resumed
+                   (up to 5 tries per file; default 60, env MUSE_PULL_TIMEOUT)
+
+Two pulls of the same model at once share the work: each file is fetched by one of them (a lock in
+the cache's .locks/ folder) while the other waits; a lock left by a killed pull is taken over.`;
 
 function megabytes(n: number): string {
   return `${(n / 1e6).toFixed(1)} MB`;
@@ -27,6 +33,7 @@ export async function pullCommand(args: string[]): Promise<number> {
     options: {
       revision: { type: 'string' },
       variant: { type: 'string' },
+      timeout: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -41,6 +48,10 @@ export async function pullCommand(args: string[]): Promise<number> {
   const result = await pullRepo(repo, {
     revision: values.revision,
     variant: values.variant,
+    stallSeconds:
+      values.timeout === undefined ? undefined : numberOption(values.timeout, 'timeout', 60, { min: 0.001 }),
+    onWait: (file, pid) =>
+      console.error(`pull ${repo}: ${file} is being fetched by another muse pull (pid ${pid}); waiting`),
     onProgress: (p) => {
       if (p.file === '') return;
       const now = performance.now();

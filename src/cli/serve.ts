@@ -1,6 +1,7 @@
 // `muse serve`: the HTTP server (web UI, native job API with live progress, OpenAI-compatible image
 // endpoints) over one or more model folders, loaded once and shared by every request.
 import { parseArgs } from 'node:util';
+import { resolveModelArgument } from '../hub/hub-cache.js';
 import { createServer } from '../server/app.js';
 import { loadModels } from '../server/models.js';
 import { DEFAULT_LIMITS } from '../server/requests.js';
@@ -19,7 +20,8 @@ export const serveHelp = `Usage: muse serve [--model DIR ...] [--host 127.0.0.1]
   Jobs run one at a time (the tensor backend is not re-entrant) from a queue of bounded length;
   a request beyond it is answered 429.
 
-  --model DIR          a model folder (muse-ts pipeline.json or diffusers aMUSEd); repeat for more;
+  --model DIR          a model folder (muse-ts pipeline.json or diffusers aMUSEd), or ORG/NAME
+                        fetched with muse pull (served as NAME); repeat for more;
                         the first is the default (default: the shipped models/emoji)
   --host HOST          address to listen on (default 127.0.0.1: this machine only)
   --port PORT          port (default 7860; 0 picks a free one)
@@ -68,9 +70,12 @@ export async function serveCommand(args: string[]): Promise<number> {
     ({ app } = await createServer({ runner, limits: { maxQueued } }));
     what = `queue ${values.queue}${runner.available ? '' : ' (not reachable yet: requests answer 503 until it is)'}`;
   } else {
-    const folders = values.model?.length ? values.model : [defaultModelFolder()];
+    const given = values.model?.length ? values.model : [defaultModelFolder()];
+    // ORG/NAME pulled into the Hugging Face cache resolves as for generate, served under NAME.
+    const folders = given.map((m) => resolveModelArgument(m));
+    const names = given.map((m, i) => (folders[i] !== m ? m.split('/').pop() : undefined));
     console.error(`loading ${folders.join(', ')} ...`);
-    const models = await loadModels(folders);
+    const models = await loadModels(folders, names);
     ({ app } = await createServer({ models, limits: { maxQueued } }));
     what = `models: ${models.map((m) => m.name).join(', ')}`;
   }

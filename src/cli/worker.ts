@@ -3,6 +3,7 @@
 // lets the current one finish (up to --grace seconds; after that BullMQ hands it to another worker).
 import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
+import { resolveModelArgument } from '../hub/hub-cache.js';
 import { MuseError } from '../util/errors.js';
 import { defaultModelFolder } from './decoding-options.js';
 import { backendHelp, numberOption } from './options.js';
@@ -58,10 +59,12 @@ export async function workerCommand(args: string[]): Promise<number> {
   const graceMs = numberOption(values.grace, 'grace', 60, { min: 0 }) * 1000;
   if (concurrency > 1) return supervise(args, concurrency);
 
-  const folders = values.model?.length ? values.model : values.encode ? [] : [defaultModelFolder()];
+  const given = values.model?.length ? values.model : values.encode ? [] : [defaultModelFolder()];
+  const folders = given.map((m) => resolveModelArgument(m)); // ORG/NAME from the Hugging Face cache
+  const names = given.map((m, i) => (folders[i] !== m ? m.split('/').pop() : undefined));
   const { loadModels } = await import('../server/models.js');
   if (folders.length) console.error(`muse worker: loading ${folders.join(', ')} ...`);
-  const models = folders.length ? await loadModels(folders) : [];
+  const models = folders.length ? await loadModels(folders, names) : [];
   const { MuseWorker } = await import('../queue/worker.js');
   const worker = await MuseWorker.start({
     url: values.queue,

@@ -3,7 +3,17 @@
 // interruption), checked (sha256 against an LFS etag, else the size), renamed, then linked from
 // snapshots/<commit>/<path>. Everything the server sends is untrusted: ids, names and sizes checked.
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, lstatSync, mkdirSync, renameSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import {
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { copyFile, open, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { MuseError } from '../util/errors.js';
@@ -29,8 +39,15 @@ export interface PullOptions {
   variant?: string;
   endpoint?: string;
   cacheRoot?: string;
-  /** Attempts per file when the connection breaks (each resumes where the last stopped). */
+  /** Attempts per file when the connection breaks or stalls (each resumes where the last stopped). */
   attempts?: number;
+  /**
+   * Seconds without a byte (or an answer) after which a request counts as broken: a stalled download
+   * is cut and resumed like a broken one. Default 60; env MUSE_PULL_TIMEOUT.
+   */
+  stallSeconds?: number;
+  /** Called while another pull holds a file's lock (with that pull's process id). */
+  onWait?: (file: string, pid: number) => void;
   onProgress?: (p: PullProgress) => void;
 }
 
@@ -60,12 +77,90 @@ export function selectFiles(names: string[], variant?: string): string[] {
   });
 }
 
-async function request(url: string, init: RequestInit, what: string): Promise<Response> {
+function stallDefault(env: NodeJS.ProcessEnv = process.env): number {
+  const v = Number(env.MUSE_PULL_TIMEOUT);
+  return env.MUSE_PULL_TIMEOUT !== undefined && v > 0 ? v : 60;
+}
+
+async function request(url: string, init: RequestInit, what: string, stallMs: number): Promise<Response> {
+  // Headers must come within the stall time; a body's own stalls are watched by its reader.
+  const signal = init.signal ?? AbortSignal.timeout(stallMs);
   try {
-    return await fetch(url, init);
+    return await fetch(url, { ...init, signal });
   } catch (err) {
+    if ((err as Error).name === 'TimeoutError' || (err as Error).name === 'AbortError')
+      throw new MuseError(`${what}: no answer from ${url} for ${stallMs / 1000} s`);
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
     throw new MuseError(`${what}: cannot reach ${url} (${cause?.code ?? cause?.message ?? (err as Error).message})`);
+  }
+}
+
+/** Reads a body chunk, or fails when none comes within the stall time (the caller resumes). */
+async function readWithin(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  abort: AbortController,
+  stallMs: number,
+): Promise<ReadableStreamReadResult<Uint8Array>> {
+  let timer: NodeJS.Timeout | undefined;
+  const stalled = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(new Error(`no data for ${stallMs / 1000} s`)); // first: this is the reason reported
+      abort.abort();
+    }, stallMs);
+  });
+  try {
+    return await Promise.race([reader.read(), stalled]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Runs `fn` holding `lock` (a file made with O_EXCL holding our process id), so two pulls of the same
+ * model never write the same blob: the second waits while the holder lives, then finds the blob. A
+ * lock left by a process that is gone (killed mid-download) is taken over.
+ */
+async function withLock<T>(lock: string, onWait: (pid: number) => void, fn: () => Promise<T>): Promise<T> {
+  mkdirSync(dirname(lock), { recursive: true });
+  let told = false;
+  for (;;) {
+    try {
+      writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST')
+        throw new MuseError(`cannot make the lock ${lock}: ${(err as Error).message}`);
+    }
+    let pid = Number.NaN;
+    let age = 0;
+    try {
+      pid = Number.parseInt(readFileSync(lock, 'utf8'), 10);
+      age = Date.now() - statSync(lock).mtimeMs;
+    } catch {
+      continue; // released meanwhile
+    }
+    // A lock with no pid yet is being written: stale only if it stays so.
+    if (Number.isInteger(pid) ? !alive(pid) : age > 10_000) {
+      rmSync(lock, { force: true });
+      continue;
+    }
+    if (!told) onWait(pid);
+    told = true;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  try {
+    return await fn();
+  } finally {
+    rmSync(lock, { force: true });
   }
 }
 
@@ -102,9 +197,9 @@ interface Listing {
 }
 
 /** The commit a revision names and every file in it (names checked to stay inside a snapshot). */
-async function listRepo(endpoint: string, repo: string, revision: string): Promise<Listing> {
+async function listRepo(endpoint: string, repo: string, revision: string, stallMs: number): Promise<Listing> {
   const url = `${endpoint}/api/models/${repo}/revision/${encodeURIComponent(revision)}`;
-  const res = await request(url, { headers: { accept: 'application/json' } }, repo);
+  const res = await request(url, { headers: { accept: 'application/json' } }, repo, stallMs);
   if (!res.ok) throw httpError(res, url, repo);
   let info: unknown;
   try {
@@ -141,12 +236,13 @@ interface FileMeta {
   size?: number;
 }
 
-async function fileMeta(url: string, what: string, repo: string): Promise<FileMeta> {
+async function fileMeta(url: string, what: string, repo: string, stallMs: number): Promise<FileMeta> {
   // Not following redirects: an LFS file's etag (its sha256) and size come with the redirect.
   const res = await request(
     url,
     { method: 'HEAD', redirect: 'manual', headers: { 'accept-encoding': 'identity' } },
     what,
+    stallMs,
   );
   if (!(res.ok || (res.status >= 300 && res.status < 400))) throw httpError(res, url, repo);
   const etag = normalizeEtag(res.headers.get('x-linked-etag') ?? res.headers.get('etag'), what);
@@ -169,6 +265,7 @@ async function downloadInto(
   what: string,
   repo: string,
   attempts: number,
+  stallMs: number,
   progress: (bytes: number) => void,
 ): Promise<void> {
   for (let attempt = 1; ; attempt++) {
@@ -179,10 +276,13 @@ async function downloadInto(
     const headers: Record<string, string> = { 'accept-encoding': 'identity' };
     if (start > 0) headers.range = `bytes=${start}-`;
     let failure: unknown;
-    const res = await request(url, { headers }, what).catch((err) => {
+    const abort = new AbortController();
+    const connect = setTimeout(() => abort.abort(), stallMs);
+    const res = await request(url, { headers, signal: abort.signal }, what, stallMs).catch((err) => {
       failure = err;
       return undefined;
     });
+    clearTimeout(connect);
     if (res) {
       if (res.status === 416 && start > 0) {
         rmSync(partial, { force: true }); // the server cannot resume from there: start again
@@ -196,7 +296,7 @@ async function downloadInto(
         const reader = res.body?.getReader();
         if (reader)
           for (;;) {
-            const { done, value } = await reader.read();
+            const { done, value } = await readWithin(reader, abort, stallMs);
             if (done) break;
             bytes += value.byteLength;
             if (meta.size !== undefined && bytes > meta.size)
@@ -222,23 +322,20 @@ async function downloadInto(
   }
 }
 
-/** Links snapshots/<commit>/<name> to the blob (relative symlink, as the Python tools do; a copy where links fail). */
+/**
+ * Links snapshots/<commit>/<name> to the blob (relative symlink, as the Python tools do; a copy where
+ * links fail), made under a temporary name and renamed into place, so a concurrent pull never sees
+ * (or writes through) a half-made link.
+ */
 async function linkSnapshot(blob: string, target: string): Promise<void> {
   mkdirSync(dirname(target), { recursive: true });
-  if (existsSync(target) || isLink(target)) rmSync(target, { force: true });
+  const tmp = `${target}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
   try {
-    symlinkSync(relative(dirname(target), blob), target);
+    symlinkSync(relative(dirname(target), blob), tmp);
   } catch {
-    await copyFile(blob, target);
+    await copyFile(blob, tmp);
   }
-}
-
-function isLink(path: string): boolean {
-  try {
-    return lstatSync(path).isSymbolicLink();
-  } catch {
-    return false;
-  }
+  renameSync(tmp, target);
 }
 
 /** Downloads (or finds) a Hub model repo in the cache; returns its snapshot folder. */
@@ -250,7 +347,10 @@ export async function pullRepo(repoId: string, options: PullOptions = {}): Promi
   const endpoint = (options.endpoint ?? hubEndpoint()).replace(/\/+$/, '');
   const root = options.cacheRoot ?? hubCacheRoot();
   const folder = repoCacheFolder(repo, root);
-  const listing = await listRepo(endpoint, repo, revision);
+  const stall = options.stallSeconds ?? stallDefault();
+  if (!(stall > 0)) throw new MuseError(`the stall timeout must be a positive number of seconds, got ${stall}`);
+  const stallMs = stall * 1000;
+  const listing = await listRepo(endpoint, repo, revision, stallMs);
   const files = selectFiles(listing.files, options.variant);
   if (files.length === 0) throw new MuseError(`${repo}: no .json, .txt or .safetensors files at ${revision}`);
   const snapshot = join(folder, 'snapshots', listing.commit);
@@ -273,11 +373,12 @@ export async function pullRepo(repoId: string, options: PullOptions = {}): Promi
       continue; // a file of this commit is immutable: nothing to ask the server
     }
     const url = `${endpoint}/${repo}/resolve/${listing.commit}/${name.split('/').map(encodeURIComponent).join('/')}`;
-    const meta = await fileMeta(url, what, repo);
+    const meta = await fileMeta(url, what, repo, stallMs);
     const blob = join(blobs, meta.etag);
-    if (!existsSync(blob)) {
+    /** Downloads, checks and renames one blob; its size. */
+    const fetchBlob = async (): Promise<number> => {
       const partial = `${blob}.incomplete`;
-      await downloadInto(url, partial, meta, what, repo, options.attempts ?? 5, (b) => report(b, meta.size));
+      await downloadInto(url, partial, meta, what, repo, options.attempts ?? 5, stallMs, (b) => report(b, meta.size));
       const size = statSync(partial).size;
       if (/^[0-9a-f]{64}$/.test(meta.etag)) {
         const sha = await sha256File(partial);
@@ -290,8 +391,20 @@ export async function pullRepo(repoId: string, options: PullOptions = {}): Promi
         throw new MuseError(`${what}: ${size} bytes arrived, the hub announced ${meta.size}: refused`);
       }
       renameSync(partial, blob);
+      return size;
+    };
+    // The Python tools' place for locks: <cache>/.locks/models--org--name/<etag>.lock.
+    const lock = join(root, '.locks', relative(root, folder), `${meta.etag}.lock`);
+    const fetched = existsSync(blob)
+      ? 0
+      : await withLock(
+          lock,
+          (pid) => options.onWait?.(name, pid),
+          async () => (existsSync(blob) ? 0 : await fetchBlob()),
+        );
+    if (fetched > 0) {
       downloaded.push(name);
-      total += size;
+      total += fetched;
     }
     await linkSnapshot(blob, target);
     report(statSync(blob).size, meta.size);

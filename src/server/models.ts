@@ -80,14 +80,18 @@ export class ModelSet {
   }
 }
 
-/** Loads model folders (muse-ts pipeline.json or diffusers aMUSEd), named by their folder names. */
-export async function loadModels(folders: string[]): Promise<ServedModel[]> {
+/**
+ * Loads model folders (muse-ts pipeline.json or diffusers aMUSEd), named by their folder names or by
+ * `names[i]` where given (a Hub snapshot folder is a commit hash: serve names it after its repo).
+ */
+export async function loadModels(folders: string[], names: (string | undefined)[] = []): Promise<ServedModel[]> {
   await initBackend();
   const out: ServedModel[] = [];
-  for (const folder of folders) {
+  for (const [index, folder] of folders.entries()) {
     const pipeline = isAmusedFolder(folder) ? await AmusedPipeline.load(folder) : await MusePipeline.load(folder);
-    let name = basename(resolve(folder));
-    for (let i = 2; out.some((m) => m.name === name); i++) name = `${basename(resolve(folder))}-${i}`;
+    const base = names[index] ?? basename(resolve(folder));
+    let name = base;
+    for (let i = 2; out.some((m) => m.name === name); i++) name = `${base}-${i}`;
     out.push({ name, pipeline });
   }
   return out;
