@@ -8,7 +8,9 @@
 //   64 px image. `npm run bench NAME` runs one part; `npm run bench serve` (only by name) loads the
 //   HTTP server: requests/s and p50/p95 latency at 1, 4, 16 clients, memory with 50 queued jobs;
 //   `npm run bench queue` (only by name, needs redis-server): the job queue's per-job overhead against
-//   in-process, and queued encoding throughput with 1 and 2 workers (bench/queue-load.ts).
+//   in-process, and queued encoding throughput with 1 and 2 workers (bench/queue-load.ts);
+//   `npm run bench amused` (only by name): full-size aMUSEd-256/-512 with random weights of the real
+//   shapes: load time, seconds per image, peak resident memory (bench/amused.ts).
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -282,6 +284,20 @@ if (only === 'queue') {
       row.samplesPerSecond !== undefined
         ? `${(row.seconds * 1000).toFixed(0).padStart(9)} ms  ${row.samplesPerSecond.toFixed(1)} img/s`
         : `${(row.seconds * 1000).toFixed(1).padStart(9)} ms`;
+    console.log(`${row.name.padEnd(56)} ${figure}`);
+  }
+}
+
+if (only === 'amused') {
+  // Full-size aMUSEd-256 and -512 with random weights of the real shapes (long, ~3 GB of scratch files:
+  // only by name). Each size runs in a child process of its own; bench/amused.ts says how.
+  const { amusedBench } = await import('./amused.js');
+  for (const row of amusedBench()) {
+    rows.push(row);
+    const figure =
+      row.bytes !== undefined
+        ? `${(row.bytes / 2 ** 30).toFixed(2).padStart(9)} GiB`
+        : `${row.seconds.toFixed(1).padStart(9)} s`;
     console.log(`${row.name.padEnd(56)} ${figure}`);
   }
 }

@@ -4,7 +4,7 @@
 // (`diffusion_pytorch_model.fp16.safetensors`, `model.fp16.safetensors`).
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadSafetensors, type NamedTensor } from '../tensor/safetensors.js';
+import { loadSafetensors, MAX_FILE_BYTES, type NamedTensor } from '../tensor/safetensors.js';
 import { MuseError } from '../util/errors.js';
 
 /** The largest config.json read (real ones are a few KB). */
@@ -59,12 +59,16 @@ export function readComponentConfig(folder: string, expectedClass?: string | str
   return config;
 }
 
-/** The weight file of a component: `<stem>.safetensors`, else `<stem>.<variant>.safetensors`. */
+/**
+ * The weight file of a component: `<stem>.safetensors`, else `<stem>.<variant>.safetensors`; the
+ * variant first when the plain file is larger than one file muse-ts reads (the full aMUSEd U-ViT in
+ * float32 is ~2.4 GB, its fp16 variant half that).
+ */
 export function componentWeightFile(folder: string, stem: string, variant = 'fp16'): string {
-  for (const name of [`${stem}.safetensors`, `${stem}.${variant}.safetensors`]) {
-    const path = join(folder, name);
-    if (isRegularFile(path)) return path;
-  }
+  const plain = join(folder, `${stem}.safetensors`);
+  const half = join(folder, `${stem}.${variant}.safetensors`);
+  const order = isRegularFile(plain) && statSync(plain).size > MAX_FILE_BYTES ? [half, plain] : [plain, half];
+  for (const path of order) if (isRegularFile(path)) return path;
   throw new MuseError(`${folder}: no ${stem}.safetensors (nor ${stem}.${variant}.safetensors)`);
 }
 

@@ -16,7 +16,7 @@
 // Every tensor's presence and shape is checked against the config before any tf tensor exists.
 import * as tf from '@tensorflow/tfjs-core';
 import { silu } from '../tensor/ops/silu.js';
-import type { NamedTensor } from '../tensor/safetensors.js';
+import { float16BitsToFloat32, float32ToFloat16Bits, type NamedTensor } from '../tensor/safetensors.js';
 import { MuseError } from '../util/errors.js';
 import { type Component, type ComponentConfig, configNumber, loadComponent, requireTensor } from './component.js';
 
@@ -286,9 +286,9 @@ function relayout(t: NamedTensor, kind: Kind): [Float32Array, number[]] {
 }
 
 /**
- * Where the forward pass reads its weights. Today every weight is a float32 tf tensor made once at
- * load; a store that keeps F16 data and widens one layer at a time can replace it behind `get`
- * (tensors `get` returns inside a forward pass may then be temporaries that tf.tidy disposes).
+ * Where the forward pass reads its weights: float32 tf tensors made once at load (Float32Weights), or
+ * host copies in the stored precision widened and uploaded per use (StreamedWeights: every `get`
+ * inside a forward pass returns a temporary that the enclosing tf.tidy disposes).
  */
 export interface WeightSource {
   /** The weight in forward layout; throws for a name the config does not have. */
@@ -296,6 +296,99 @@ export interface WeightSource {
   /** Whether the model has this (optional) tensor, e.g. a bias. */
   has(name: string): boolean;
   dispose(): void;
+}
+
+/** Where a UVit keeps its weights: tf tensors in the backend's memory, or host arrays uploaded per use. */
+export type WeightResidency = 'resident' | 'streamed';
+
+/**
+ * Above this many float32 weight bytes a UVit streams its weights (the full aMUSEd U-ViT is ~2.4 GB
+ * in float32: beside CLIP, the VQ-GAN and the activations it does not fit the 4 GB wasm heap).
+ */
+export const STREAM_WEIGHTS_ABOVE_BYTES = 1e9;
+
+const HALF_TO_FLOAT = (() => {
+  const table = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) table[h] = float16BitsToFloat32(h);
+  return table;
+})();
+
+/** One weight kept on the host: float16 or bfloat16 bits (as stored), or float32 when stored so. */
+interface HostWeight {
+  shape: number[];
+  half?: Uint16Array;
+  kind?: 'F16' | 'BF16';
+  full?: Float32Array;
+}
+
+function widen(w: HostWeight): Float32Array {
+  if (w.full) return w.full;
+  const half = w.half as Uint16Array;
+  const out = new Float32Array(half.length);
+  if (w.kind === 'BF16') {
+    const bits = new Uint32Array(out.buffer);
+    for (let i = 0; i < half.length; i++) bits[i] = half[i] << 16;
+  } else {
+    for (let i = 0; i < half.length; i++) out[i] = HALF_TO_FLOAT[half[i]];
+  }
+  return out;
+}
+
+/** 16-bit patterns of float32 values that came from F16 / BF16 storage (exact: they were widened from them). */
+function narrow(data: Float32Array, kind: 'F16' | 'BF16'): Uint16Array {
+  const out = new Uint16Array(data.length);
+  if (kind === 'BF16') {
+    const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
+    for (let i = 0; i < data.length; i++) out[i] = bits[i] >>> 16;
+  } else {
+    // Normal float16 values by bits (exact for values widened from F16); the rest the careful way.
+    const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
+    for (let i = 0; i < data.length; i++) {
+      const x = bits[i];
+      const e = (x >>> 23) & 0xff;
+      out[i] =
+        e >= 113 && e <= 142
+          ? ((x >>> 16) & 0x8000) | ((e - 112) << 10) | ((x >>> 13) & 0x3ff)
+          : float32ToFloat16Bits(data[i]);
+    }
+  }
+  return out;
+}
+
+/**
+ * Weights kept outside the backend's memory, in their stored precision (F16/BF16 stay 16-bit; F32
+ * stays float32), in forward layout; `get` uploads one as a float32 tensor that the forward pass's
+ * tf.tidy disposes, so the wasm heap holds one layer's weights at a time.
+ */
+class StreamedWeights implements WeightSource {
+  private readonly host = new Map<string, HostWeight>();
+  constructor(specs: TensorSpec[], stored: Record<string, NamedTensor>) {
+    for (const spec of specs) {
+      const t = stored[spec.name];
+      const [data, shape] = relayout(t, spec.kind);
+      const kind = t.dtype === 'F16' || t.dtype === 'BF16' ? t.dtype : undefined;
+      this.host.set(spec.name, kind ? { shape, half: narrow(data, kind), kind } : { shape, full: data });
+      // The float32 copy is not needed any more: let it go before the next one is made.
+      delete stored[spec.name];
+    }
+  }
+  get(name: string): tf.Tensor {
+    const w = this.host.get(name);
+    if (!w) throw new Error(`UVit: no weight "${name}"`);
+    return tf.tensor(widen(w), w.shape, 'float32');
+  }
+  has(name: string): boolean {
+    return this.host.has(name);
+  }
+  /** Bytes the host copies take. */
+  get bytes(): number {
+    let n = 0;
+    for (const w of this.host.values()) n += (w.half ?? w.full)?.byteLength ?? 0;
+    return n;
+  }
+  dispose(): void {
+    this.host.clear();
+  }
 }
 
 class Float32Weights implements WeightSource {
@@ -374,20 +467,34 @@ export class UVit {
   readonly folder: string;
   private weights: WeightSource | undefined;
 
-  private constructor(config: UVitConfig, folder: string, weights: WeightSource) {
+  private constructor(
+    config: UVitConfig,
+    folder: string,
+    weights: WeightSource,
+    /** Where the weights live (see WeightResidency). */
+    readonly residency: WeightResidency,
+  ) {
     this.config = config;
     this.folder = folder;
     this.weights = weights;
   }
 
-  /** Reads `folder` (config.json + diffusion_pytorch_model[.fp16].safetensors); checks every tensor first. */
-  static async load(folder: string): Promise<UVit> {
+  /**
+   * Reads `folder` (config.json + diffusion_pytorch_model[.fp16].safetensors); checks every tensor
+   * first. `residency`: 'resident' (float32 tf tensors) or 'streamed' (host copies in the stored
+   * precision, uploaded per layer); default: streamed when the float32 weights exceed
+   * STREAM_WEIGHTS_ABOVE_BYTES (the full models), or as MUSE_AMUSED_WEIGHTS says.
+   */
+  static async load(folder: string, options: { residency?: WeightResidency } = {}): Promise<UVit> {
     const component = await loadComponent(folder, 'diffusion_pytorch_model', UVIT_CLASS_NAME);
-    return UVit.fromComponent(component);
+    return UVit.fromComponent(component, options);
   }
 
-  /** Builds from an already read component (its tensors are checked here, before any tf tensor exists). */
-  static fromComponent(c: Component): UVit {
+  /**
+   * Builds from an already read component (its tensors are checked here, before any tf tensor exists).
+   * Streaming takes the component's tensors out of it as it converts them (to bound peak memory).
+   */
+  static fromComponent(c: Component, options: { residency?: WeightResidency } = {}): UVit {
     const config = parseUVitConfig(c.config, `${c.folder}/config.json`);
     const specs = uvitTensorSpecs(config);
     for (const spec of specs) requireTensor(c, spec.name, spec.shape);
@@ -399,7 +506,14 @@ export class UVit {
         `${c.file}: ${extra.length} tensor(s) this config does not have: ${list.join(', ')}${extra.length > 5 ? ', …' : ''} (does use_bias, downsample/upsample or num_* match the weights?)`,
       );
     }
-    return new UVit(config, c.folder, new Float32Weights(specs, c.tensors));
+    const bytes = specs.reduce((sum, spec) => sum + 4 * spec.shape.reduce((a, b) => a * b, 1), 0);
+    const env = process.env.MUSE_AMUSED_WEIGHTS;
+    const residency =
+      options.residency ??
+      (env === 'resident' || env === 'streamed' ? env : bytes > STREAM_WEIGHTS_ABOVE_BYTES ? 'streamed' : 'resident');
+    const weights =
+      residency === 'streamed' ? new StreamedWeights(specs, c.tensors) : new Float32Weights(specs, c.tensors);
+    return new UVit(config, c.folder, weights, residency);
   }
 
   private w(name: string): tf.Tensor {
