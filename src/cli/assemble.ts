@@ -4,7 +4,7 @@ import { assemblePipeline } from '../pipeline/assemble.js';
 import { initBackend } from '../tensor/backend.js';
 import { MuseError } from '../util/errors.js';
 import { decodingOptions, samplingArgs } from './decoding-options.js';
-import { numberOption } from './options.js';
+import { helpAsked, numberOption } from './options.js';
 
 export const assembleHelp = `Usage: muse assemble --tokenizer FILE --base FILE [--superres FILE] --out DIR
     [--steps 12] [--superres-steps 8] [--guidance 3] [--guidance-schedule linear] [--temperature 1]
@@ -16,10 +16,7 @@ export const assembleHelp = `Usage: muse assemble --tokenizer FILE --base FILE [
   decoding options given become the model's defaults.`;
 
 export async function assembleCommand(args: string[]): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
-    console.log(assembleHelp);
-    return 0;
-  }
+  if (helpAsked(args, assembleHelp)) return 0;
   const { values } = parseArgs({
     args,
     options: {

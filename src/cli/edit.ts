@@ -9,7 +9,7 @@ import {
   readInputImage,
   runAndWrite,
 } from './decoding-options.js';
-import { numberOption } from './options.js';
+import { helpAsked, numberOption } from './options.js';
 
 export const editHelp = `Usage: muse edit IMAGE "NEW PROMPT" [--iterations 100] [--fraction 0.08] [options]
 
@@ -22,10 +22,7 @@ export const editHelp = `Usage: muse edit IMAGE "NEW PROMPT" [--iterations 100] 
 ${decodingHelp}`;
 
 export async function editCommand(args: string[]): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
-    console.log(editHelp);
-    return 0;
-  }
+  if (helpAsked(args, editHelp)) return 0;
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,

@@ -102,29 +102,43 @@ async function superres(args: string[]): Promise<number> {
   return 0;
 }
 
-async function shapes(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      ...samplingArgs,
-      train: { type: 'string' },
-      heldout: { type: 'string' },
-      out: { type: 'string' },
-      model: { type: 'string' },
-      count: { type: 'string' },
-      seed: { type: 'string' },
-    },
-  });
+/** The options of the evaluations that generate from the captions of a training and a held-out dataset. */
+const generatingEvalArgs = {
+  ...samplingArgs,
+  train: { type: 'string' },
+  heldout: { type: 'string' },
+  out: { type: 'string' },
+  model: { type: 'string' },
+  count: { type: 'string' },
+  seed: { type: 'string' },
+} as const;
+
+/** Those options checked: both datasets and --out required, --count at least `minCount`. */
+function generatingEval(
+  values: { train?: string; heldout?: string; out?: string; count?: string; seed?: string },
+  defaultCount: number,
+  minCount: number,
+) {
   if (!values.train || !values.heldout) throw new MuseError('--train and --heldout datasets are required');
   if (!values.out) throw new MuseError('--out DIR is required');
-  const decoding = decodingOptions(values);
-  const count = numberOption(values.count, 'count', 300, { min: 1, integer: true });
-  const seed = numberOption(values.seed, 'seed', 0, { integer: true });
+  return {
+    train: values.train,
+    heldout: values.heldout,
+    out: values.out,
+    decoding: decodingOptions(values),
+    count: numberOption(values.count, 'count', defaultCount, { min: minCount, integer: true }),
+    seed: numberOption(values.seed, 'seed', 0, { integer: true }),
+  };
+}
+
+async function shapes(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: generatingEvalArgs });
+  const { decoding, count, seed, ...o } = generatingEval(values, 300, 1);
   const muse = await openPipeline(values, { output: false });
   const results: Record<string, Awaited<ReturnType<typeof evaluateShapes>>> = {};
   for (const [name, path] of [
-    ['in-distribution', values.train],
-    ['held-out', values.heldout],
+    ['in-distribution', o.train],
+    ['held-out', o.heldout],
   ] as const) {
     const samples = await spreadSamples(
       openDataset(path, { size: muse.imageSize, skip: new SkipReport() }),
@@ -139,12 +153,12 @@ async function shapes(args: string[]): Promise<number> {
     });
     progress.finish();
   }
-  mkdirSync(values.out, { recursive: true });
+  mkdirSync(o.out, { recursive: true });
   const reports = Object.fromEntries(
     Object.entries(results).map(([k, v]) => [k, { generated: v.report, tokenizerCeiling: v.ceiling }]),
   );
   writeFileSync(
-    join(values.out, 'shapes.json'),
+    join(o.out, 'shapes.json'),
     `${JSON.stringify({ model: shownPath(muse.folder), ...reports }, null, 2)}\n`,
   );
   const pct = (t: Tally) => (t.total ? `${(100 * t.accuracy).toFixed(1)}% (${t.correct}/${t.total})` : '–');
@@ -164,10 +178,10 @@ async function shapes(args: string[]): Promise<number> {
     row('category mean (GenEval)', (r) => `${(100 * r.categoryMean).toFixed(1)}%`),
     '',
   ].join('\n');
-  writeFileSync(join(values.out, 'shapes.md'), lines);
+  writeFileSync(join(o.out, 'shapes.md'), lines);
   const shown = results['held-out'].items.slice(0, 32);
   writeFileSync(
-    join(values.out, 'shapes.png'),
+    join(o.out, 'shapes.png'),
     await imageGrid(
       shown.map((i) => ({ image: i.image, caption: `${i.ok ? '✓' : '✗'} ${i.caption}` })),
       { columns: 8, cell: 96, captionHeight: 40 },
@@ -181,23 +195,9 @@ async function shapes(args: string[]): Promise<number> {
 async function emoji(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: {
-      ...samplingArgs,
-      train: { type: 'string' },
-      heldout: { type: 'string' },
-      out: { type: 'string' },
-      model: { type: 'string' },
-      classifier: { type: 'string', multiple: true },
-      count: { type: 'string' },
-      prompts: { type: 'string' },
-      seed: { type: 'string' },
-    },
+    options: { ...generatingEvalArgs, classifier: { type: 'string', multiple: true }, prompts: { type: 'string' } },
   });
-  if (!values.train || !values.heldout) throw new MuseError('--train and --heldout datasets are required');
-  if (!values.out) throw new MuseError('--out DIR is required');
-  const decoding = decodingOptions(values);
-  const count = numberOption(values.count, 'count', 500, { min: 2, integer: true });
-  const seed = numberOption(values.seed, 'seed', 0, { integer: true });
+  const { decoding, count, seed, ...o } = generatingEval(values, 500, 2);
   const prompts = values.prompts ? readPromptList(values.prompts) : EMOJI_SAMPLE_PROMPTS;
   const muse = await openPipeline(values, { output: false });
   const judgePaths = values.classifier?.length ? values.classifier : [join(muse.folder, 'classifier.safetensors')];
@@ -205,8 +205,8 @@ async function emoji(args: string[]): Promise<number> {
   for (const path of judgePaths) judges.push({ path, judge: await loadJudge(path) });
   const read = (path: string) =>
     spreadSamples(openDataset(path, { size: muse.imageSize, skip: new SkipReport() }), count);
-  const trainSamples = await read(values.train);
-  const heldoutSamples = await read(values.heldout);
+  const trainSamples = await read(o.train);
+  const heldoutSamples = await read(o.heldout);
   const generate = async (samples: Sample[], label: string) => {
     const progress = new Progress({ total: samples.length, label, unit: 'img' });
     const images = await generateForSamples(muse, samples, {
@@ -233,12 +233,12 @@ async function emoji(args: string[]): Promise<number> {
     size: muse.imageSize,
     seed,
     decoding: { ...muse.defaults, ...definedOnly(decoding) },
-    promptAccuracy: { data: values.train, ...accuracies[0] },
+    promptAccuracy: { data: o.train, ...accuracies[0] },
     ...(accuracies.length > 1 && { otherJudges: accuracies.slice(1) }),
-    fidLike: { data: values.heldout, ...fid, ratio: fid.generated / fid.reconstruction },
+    fidLike: { data: o.heldout, ...fid, ratio: fid.generated / fid.reconstruction },
   };
-  mkdirSync(values.out, { recursive: true });
-  writeFileSync(join(values.out, 'emoji.json'), `${JSON.stringify(report, null, 2)}\n`);
+  mkdirSync(o.out, { recursive: true });
+  writeFileSync(join(o.out, 'emoji.json'), `${JSON.stringify(report, null, 2)}\n`);
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   const table = [
     `Emoji model ${report.model} at ${muse.imageSize} px, seed ${seed}, decoding ${JSON.stringify(report.decoding)}.`,
@@ -254,10 +254,10 @@ async function emoji(args: string[]): Promise<number> {
     'FID-like: nsfwjs InceptionV3 features (fine-tuned weights), not comparable to published FID.',
     '',
   ].join('\n');
-  writeFileSync(join(values.out, 'emoji.md'), table);
+  writeFileSync(join(o.out, 'emoji.md'), table);
   const { images } = await muse.generate(prompts, { ...decoding, n: 1, seed, size: muse.imageSize });
   writeFileSync(
-    join(values.out, 'samples.png'),
+    join(o.out, 'samples.png'),
     await imageGrid(
       images.map((image, i) => ({ image, caption: prompts[i] })),
       { columns: 8, cell: 96, captionHeight: 40 },

@@ -7,6 +7,7 @@ import { clientFiles, ISOLATION_HEADERS } from '../server/client-files.js';
 import { MuseError } from '../util/errors.js';
 import { makeFolder } from '../util/files.js';
 import { defaultModelFolder } from './decoding-options.js';
+import { helpAsked } from './options.js';
 
 export const exportWebHelp = `Usage: muse export-web OUTDIR [--model DIR ...] [--bundle DIR]
 
@@ -49,10 +50,7 @@ export function exportWeb(
 }
 
 export async function exportWebCommand(args: string[]): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
-    console.log(exportWebHelp);
-    return 0;
-  }
+  if (helpAsked(args, exportWebHelp)) return 0;
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,

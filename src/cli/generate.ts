@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util';
 import { MuseError } from '../util/errors.js';
 import { decodingArgs, decodingHelp, decodingOptions, openAnyPipeline, runAndWrite } from './decoding-options.js';
+import { helpAsked } from './options.js';
 
 export const generateHelp = `Usage: muse generate "PROMPT" ["PROMPT" ...] [options]
 
@@ -11,10 +12,7 @@ export const generateHelp = `Usage: muse generate "PROMPT" ["PROMPT" ...] [optio
 ${decodingHelp}`;
 
 export async function generateCommand(args: string[]): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
-    console.log(generateHelp);
-    return 0;
-  }
+  if (helpAsked(args, generateHelp)) return 0;
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: decodingArgs });
   if (positionals.length === 0) throw new MuseError('give a prompt: muse generate "a red apple" -o apple.png');
   const o = decodingOptions(values);

@@ -11,7 +11,7 @@ import {
   readInputImage,
   runAndWrite,
 } from './decoding-options.js';
-import { numberOption } from './options.js';
+import { helpAsked, numberOption } from './options.js';
 
 export const img2imgHelp = `Usage: muse img2img IMAGE "PROMPT" --model AMUSED_DIR [--strength 0.5] [options]
 
@@ -24,10 +24,7 @@ export const img2imgHelp = `Usage: muse img2img IMAGE "PROMPT" --model AMUSED_DI
 ${decodingHelp}`;
 
 export async function img2imgCommand(args: string[]): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
-    console.log(img2imgHelp);
-    return 0;
-  }
+  if (helpAsked(args, img2imgHelp)) return 0;
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,

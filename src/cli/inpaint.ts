@@ -12,7 +12,7 @@ import {
   readInputImage,
   runAndWrite,
 } from './decoding-options.js';
-import { numberOption } from './options.js';
+import { helpAsked, numberOption } from './options.js';
 
 export const inpaintHelp = `Usage: muse inpaint IMAGE MASK "PROMPT" [--feather 2] [options]
 
@@ -24,10 +24,7 @@ export const inpaintHelp = `Usage: muse inpaint IMAGE MASK "PROMPT" [--feather 2
 ${decodingHelp}`;
 
 export async function inpaintCommand(args: string[]): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
-    console.log(inpaintHelp);
-    return 0;
-  }
+  if (helpAsked(args, inpaintHelp)) return 0;
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,

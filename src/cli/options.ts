@@ -1,3 +1,4 @@
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { MuseError } from '../util/errors.js';
 
 /** A numeric command-line option: the fallback when absent, one clear error when out of range. */
@@ -14,6 +15,24 @@ export function numberOption(
     throw new MuseError(`--${name} must be ${integer ? 'an integer' : 'a number'} ${range}, got "${value}"`);
   }
   return n;
+}
+
+/** The flags of a verb that takes no positional arguments (`verb` names it in the message if some are given). */
+export function parseFlags<const O extends NonNullable<ParseArgsConfig['options']>>(
+  args: string[],
+  verb: string,
+  options: O,
+): ReturnType<typeof parseArgs<{ args: string[]; allowPositionals: true; options: O }>>['values'] {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options });
+  if (positionals.length) throw new MuseError(`muse ${verb} takes no positional arguments (see --help)`);
+  return values;
+}
+
+/** Whether `--help` or `-h` is among a verb's arguments; if so its help is printed (the verb returns 0). */
+export function helpAsked(args: string[], help: string): boolean {
+  if (!args.includes('--help') && !args.includes('-h')) return false;
+  console.log(help);
+  return true;
 }
 
 /**

@@ -9,7 +9,7 @@ import {
   readInputImage,
   runAndWrite,
 } from './decoding-options.js';
-import { numberOption } from './options.js';
+import { helpAsked, numberOption } from './options.js';
 
 export const outpaintHelp = `Usage: muse outpaint IMAGE "PROMPT" [--left PX] [--right PX] [--top PX] [--bottom PX] [options]
 
@@ -23,10 +23,7 @@ export const outpaintHelp = `Usage: muse outpaint IMAGE "PROMPT" [--left PX] [--
 ${decodingHelp}`;
 
 export async function outpaintCommand(args: string[]): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
-    console.log(outpaintHelp);
-    return 0;
-  }
+  if (helpAsked(args, outpaintHelp)) return 0;
   const sides = {
     left: { type: 'string' },
     right: { type: 'string' },

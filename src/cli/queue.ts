@@ -1,8 +1,7 @@
 // `muse queue status --queue redis://...`: jobs waiting/active/completed/failed/delayed per queue, the
 // live workers, and (--failed) the dead-letter view: jobs that failed for good, with their reasons.
-import { parseArgs } from 'node:util';
 import { MuseError } from '../util/errors.js';
-import { numberOption, subcommandHelp } from './options.js';
+import { numberOption, parseFlags, subcommandHelp } from './options.js';
 
 export const queueHelp = `Usage: muse queue status --queue redis://HOST:PORT [--failed] [--limit 20]
 
@@ -17,12 +16,11 @@ export async function queueCommand(args: string[]): Promise<number> {
   if (help !== undefined) return help;
   const [sub, ...rest] = args;
   if (sub !== 'status') throw new MuseError(`unknown queue command "${sub}": choose status`);
-  const { values, positionals } = parseArgs({
-    args: rest,
-    allowPositionals: false,
-    options: { queue: { type: 'string' }, failed: { type: 'boolean' }, limit: { type: 'string' } },
+  const values = parseFlags(rest, 'queue status', {
+    queue: { type: 'string' },
+    failed: { type: 'boolean' },
+    limit: { type: 'string' },
   });
-  if (positionals.length) throw new MuseError('muse queue status takes no positional arguments');
   if (!values.queue) throw new MuseError('--queue redis://HOST:PORT is required');
   const limit = numberOption(values.limit, 'limit', 20, { min: 1, max: 10000, integer: true });
   const { queueStatus } = await import('../queue/status.js');

@@ -1,13 +1,13 @@
 // `muse serve`: the HTTP server (web UI, native job API with live progress, OpenAI-compatible image
 // endpoints) over one or more model folders, loaded once and shared by every request.
-import { parseArgs } from 'node:util';
 import { resolveModelArgument } from '../hub/hub-cache.js';
 import { createServer } from '../server/app.js';
 import { loadModels } from '../server/models.js';
 import { DEFAULT_LIMITS } from '../server/requests.js';
 import { MuseError } from '../util/errors.js';
 import { defaultModelFolder } from './decoding-options.js';
-import { backendHelp, numberOption } from './options.js';
+import { backendHelp, helpAsked, numberOption, parseFlags } from './options.js';
+import { untilStopSignal } from './signals.js';
 
 export const serveHelp = `Usage: muse serve [--model DIR ...] [--host 127.0.0.1] [--port 7860] [--max-queue ${DEFAULT_LIMITS.maxQueued}]
        muse serve --queue redis://HOST:PORT [--host ...] [--port ...] [--max-queue N]
@@ -35,22 +35,14 @@ export const serveHelp = `Usage: muse serve [--model DIR ...] [--host 127.0.0.1]
 ${backendHelp}`;
 
 export async function serveCommand(args: string[]): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
-    console.log(serveHelp);
-    return 0;
-  }
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: false,
-    options: {
-      model: { type: 'string', multiple: true },
-      host: { type: 'string' },
-      port: { type: 'string' },
-      'max-queue': { type: 'string' },
-      queue: { type: 'string' },
-    },
+  if (helpAsked(args, serveHelp)) return 0;
+  const values = parseFlags(args, 'serve', {
+    model: { type: 'string', multiple: true },
+    host: { type: 'string' },
+    port: { type: 'string' },
+    'max-queue': { type: 'string' },
+    queue: { type: 'string' },
   });
-  if (positionals.length) throw new MuseError('muse serve takes no positional arguments (see --help)');
   const port = numberOption(values.port, 'port', 7860, { min: 0, max: 65535, integer: true });
   const maxQueued = numberOption(values['max-queue'], 'max-queue', DEFAULT_LIMITS.maxQueued, {
     min: 0,
@@ -81,15 +73,7 @@ export async function serveCommand(args: string[]): Promise<number> {
   }
   const address = await app.listen({ host, port });
   console.error(`muse serve: ${address} (${what}); Ctrl-C stops`);
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await untilStopSignal();
   console.error('muse serve: stopping (queued jobs are cancelled)');
   await app.close();
   return 0;

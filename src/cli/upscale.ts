@@ -11,6 +11,7 @@ import {
   readInputImage,
   runAndWrite,
 } from './decoding-options.js';
+import { helpAsked } from './options.js';
 
 export const upscaleHelp = `Usage: muse upscale IMAGE "PROMPT" [options]
 
@@ -20,10 +21,7 @@ export const upscaleHelp = `Usage: muse upscale IMAGE "PROMPT" [options]
 ${decodingHelp}`;
 
 export async function upscaleCommand(args: string[]): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
-    console.log(upscaleHelp);
-    return 0;
-  }
+  if (helpAsked(args, upscaleHelp)) return 0;
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: decodingArgs });
   if (positionals.length !== 2) throw new MuseError('usage: muse upscale IMAGE "PROMPT" (see --help)');
   const o = decodingOptions(values);

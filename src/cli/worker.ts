@@ -2,11 +2,11 @@
 // models given) and `muse data encode --queue` (with --encode). SIGTERM/SIGINT: stops taking jobs and
 // lets the current one finish (up to --grace seconds; after that BullMQ hands it to another worker).
 import { spawn } from 'node:child_process';
-import { parseArgs } from 'node:util';
 import { resolveModelArgument } from '../hub/hub-cache.js';
 import { MuseError } from '../util/errors.js';
 import { defaultModelFolder } from './decoding-options.js';
-import { backendHelp, numberOption } from './options.js';
+import { backendHelp, helpAsked, numberOption, parseFlags } from './options.js';
+import { untilStopSignal } from './signals.js';
 
 export const workerHelp = `Usage: muse worker --queue redis://HOST:PORT [--model DIR ...] [--encode] [--concurrency N]
                    [--lock-duration MS] [--stalled-interval MS] [--grace S]
@@ -29,24 +29,16 @@ export const workerHelp = `Usage: muse worker --queue redis://HOST:PORT [--model
 ${backendHelp}`;
 
 export async function workerCommand(args: string[]): Promise<number> {
-  if (args.includes('--help') || args.includes('-h')) {
-    console.log(workerHelp);
-    return 0;
-  }
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: false,
-    options: {
-      queue: { type: 'string' },
-      model: { type: 'string', multiple: true },
-      encode: { type: 'boolean' },
-      concurrency: { type: 'string' },
-      'lock-duration': { type: 'string' },
-      'stalled-interval': { type: 'string' },
-      grace: { type: 'string' },
-    },
+  if (helpAsked(args, workerHelp)) return 0;
+  const values = parseFlags(args, 'worker', {
+    queue: { type: 'string' },
+    model: { type: 'string', multiple: true },
+    encode: { type: 'boolean' },
+    concurrency: { type: 'string' },
+    'lock-duration': { type: 'string' },
+    'stalled-interval': { type: 'string' },
+    grace: { type: 'string' },
   });
-  if (positionals.length) throw new MuseError('muse worker takes no positional arguments (see --help)');
   if (!values.queue) throw new MuseError('--queue redis://HOST:PORT is required');
   const { redisOptions } = await import('../queue/connection.js');
   redisOptions(values.queue);
@@ -80,15 +72,7 @@ export async function workerCommand(args: string[]): Promise<number> {
       ...(values.encode ? ['encode'] : []),
     ].join(', ')})`,
   );
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await untilStopSignal();
   console.error(`muse worker ${process.pid}: stopping (the current job finishes first)`);
   await worker.close(graceMs);
   console.error(`muse worker ${process.pid}: stopped after ${worker.done} jobs`);
