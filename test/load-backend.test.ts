@@ -6,16 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 
 test('MusePipeline.load without initBackend starts the default (wasm) backend', () => {
-  const script = `
-    import * as tf from '@tensorflow/tfjs-core';
-    import { MusePipeline } from './src/pipeline/pipeline.ts';
-    import { backendInfo, shutdownBackend } from './src/tensor/backend.ts';
-    const before = tf.engine().backendInstance ?? null;
-    await MusePipeline.load('models/shapes');
-    console.log(JSON.stringify({ before, backend: tf.getBackend(), info: backendInfo().backend }));
-    shutdownBackend();
-  `;
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/helpers/load-without-init.ts', 'models/shapes'], {
     encoding: 'utf8',
     env: { ...process.env, MUSE_BACKEND: undefined },
     timeout: 120_000,
