@@ -585,3 +585,17 @@ test('lineChartPng: the line is where the data says, inside the axes box the tic
     assert.ok(Math.abs(sum / n - expected) < 2.5, `x = ${x}: line at row ${sum / n}, data says ${expected}`);
   }
 });
+
+test('lineChartPng: a long run (300,000 points) is drawn', async () => {
+  const points: Array<[number, number]> = [];
+  for (let i = 0; i < 300_000; i++) points.push([i, 2 + Math.sin(i / 5000)]);
+  const img = await decode(
+    await lineChartPng([{ name: 'train', points, color: '#d62728' }], {
+      title: 'long',
+      xLabel: 'step',
+      yLabel: 'loss',
+      smooth: 0.99,
+    }),
+  );
+  assert.ok(countPixels(img, isRed) > 500);
+});

@@ -164,6 +164,17 @@ function logAxis(lo: number, hi: number): { scale: Scale; ticks: number[]; label
   return { scale, ticks: labelled, labels: labelled.map(short) };
 }
 
+/** Smallest and largest value (a loop: spreading a long run's history into Math.min overflows the stack). */
+function extent(values: number[]): [number, number] {
+  let lo = Number.POSITIVE_INFINITY;
+  let hi = Number.NEGATIVE_INFINITY;
+  for (const v of values) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  return [lo, hi];
+}
+
 /** A 1-px line's coordinate on a pixel centre (crisp, not smeared over two pixels), kept in [lo, hi). */
 const crisp = (v: number, lo: number, hi: number) => Math.max(lo, Math.min(hi - 1, Math.floor(v))) + 0.5;
 
@@ -198,8 +209,8 @@ export function lineChartSvg(series: LineSeries[], options: LineChartOptions): s
   const hasData = all.length > 0;
   const xs = hasData ? all.map(([x]) => x) : [0, 1];
   const ys = hasData ? all.map(([, y]) => y) : logY ? [1, 10] : [0, 1];
-  const [xmin, xmax] = [Math.min(...xs), Math.max(...xs)];
-  const [ymin, ymax] = [Math.min(...ys), Math.max(...ys)];
+  const [xmin, xmax] = extent(xs);
+  const [ymin, ymax] = extent(ys);
   const xAxis = linearAxis(xmin, xmax, hasData && xs.every(Number.isInteger));
   const yAxis = logY ? logAxis(ymin, ymax) : linearAxis(ymin, ymax, false);
 
