@@ -618,6 +618,41 @@ napi_value SoftmaxBackward(napi_env env, napi_callback_info info) {
   return Undefined(env);
 }
 
+// sumRows(x, y, rows, d): y[c] = sum over r of x[r·d + c] — a reduction over the leading axes (bias
+// gradients), which tfjs-wasm does by transposing the whole tensor first. Column blocks in parallel,
+// each streamed row by row, sums in double.
+napi_value SumRows(napi_env env, napi_callback_info info) {
+  static const char* fn = "sumRows";
+  Args args;
+  F32View v[2];
+  int64_t rows, d;
+  if (!GetArgs(env, info, fn, 4, &args) || !GetF32s(env, args, fn, 0, {"x", "y"}, v) ||
+      !GetRows(env, args, fn, 2, &rows, &d))
+    return nullptr;
+  const uint64_t n = static_cast<uint64_t>(rows) * static_cast<uint64_t>(d);
+  if (!NeedLength(env, fn, "x", v[0], n) || !NeedLength(env, fn, "y", v[1], static_cast<uint64_t>(d)))
+    return nullptr;
+  if (Overlaps(v[0].data, n, v[1].data, static_cast<uint64_t>(d))) {
+    ThrowRange(env, std::string(fn) + ": x and y overlap");
+    return nullptr;
+  }
+  const float* x = v[0].data;
+  float* y = v[1].data;
+  constexpr int64_t kBlock = 256;
+  const int64_t blocks = (d + kBlock - 1) / kBlock;
+  ParallelFor(blocks, std::min<int>(PoolWorkers(static_cast<double>(n), 1 << 16), static_cast<int>(std::max<int64_t>(blocks, 1))), 1,
+              [&](int64_t blk) {
+                const int64_t c0 = blk * kBlock, c1 = std::min(d, c0 + kBlock);
+                double acc[kBlock] = {0};
+                for (int64_t r = 0; r < rows; ++r) {
+                  const float* xr = x + r * d;
+                  for (int64_t c = c0; c < c1; ++c) acc[c - c0] += xr[c];
+                }
+                for (int64_t c = c0; c < c1; ++c) y[c] = static_cast<float>(acc[c - c0]);
+              });
+  return Undefined(env);
+}
+
 // layerNormForward(x, g, b, y, mean, rstd, rows, d, eps)
 napi_value LayerNormForward(napi_env env, napi_callback_info info) {
   static const char* fn = "layerNormForward";
@@ -1525,6 +1560,7 @@ constexpr Export kExports[] = {
     {"geluForward", GeluForward},
     {"geluBackward", GeluBackward},
     {"softmaxForward", SoftmaxForward},
+    {"sumRows", SumRows},
     {"softmaxBackward", SoftmaxBackward},
     {"layerNormForward", LayerNormForward},
     {"layerNormBackward", LayerNormBackward},

@@ -67,6 +67,8 @@ export interface NativeAddon {
   softmaxForward?(x: Float32Array, y: Float32Array, rows: number, d: number): void;
   /** dx = y·(dy − Σ dy·y) per row: softmax's gradient from its output y. Absent from older addons. */
   softmaxBackward?(dy: Float32Array, y: Float32Array, dx: Float32Array, rows: number, d: number): void;
+  /** y[c] = Σ_r x[r·d + c] over `rows` rows (a sum over leading axes; sums in double). Absent from older addons. */
+  sumRows?(x: Float32Array, y: Float32Array, rows: number, d: number): void;
   /** y = gelu(x) (tanh form) over n elements. */
   geluForward(x: Float32Array, y: Float32Array, n: number): void;
   /** dx = dy · gelu'(x) over n elements. */

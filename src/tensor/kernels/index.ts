@@ -13,6 +13,7 @@ import { type KernelArgs, keepStockKernel } from './heap.js';
 import { unsortedSegmentSum } from './segment-sum.js';
 import { slice, splitV } from './slice.js';
 import { softmaxKernel } from './softmax.js';
+import { sumKernel } from './sum.js';
 
 export interface KernelPackInfo {
   /** True when the native BLAS addon serves matmuls and convolutions. */
@@ -50,6 +51,7 @@ export async function registerKernelPack(options: { native: boolean }): Promise<
   };
   if (native) kernels.Conv2D = conv2dKernel(native);
   if (native?.softmaxForward) kernels.Softmax = softmaxKernel(native);
+  if (native?.sumRows) kernels.Sum = sumKernel(native);
   for (const [name, kernel] of Object.entries(kernels)) replace(name, kernel);
   // After tfjs-core's gradients (initBackend registers those first).
   registerFusedSoftmaxGradient();
