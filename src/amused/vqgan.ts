@@ -39,6 +39,25 @@ export interface VqConfig {
 /** Called with each traced submodule's output (NHWC), named as the diffusers module. */
 export type VqTrace = (name: string, value: tf.Tensor4D) => void;
 
+/** One layer of a chain: its traced name (if any) and the function of the feature map. */
+type Layer = [string | undefined, (h: tf.Tensor4D) => tf.Tensor4D];
+
+/**
+ * Runs the layers one tf.tidy each and releases each feature map once the next exists (the input
+ * `x` is the caller's). One tidy around the whole encoder or decoder kept every activation alive to
+ * the end: a 512 px decode ran the 4 GB wasm heap out.
+ */
+function chain(x: tf.Tensor4D, layers: Layer[], trace?: VqTrace): tf.Tensor4D {
+  let h = x;
+  for (const [name, fn] of layers) {
+    const next = tf.tidy(() => fn(h));
+    if (name && trace) trace(name, next);
+    if (h !== x && h !== next) h.dispose();
+    h = next;
+  }
+  return h;
+}
+
 const EPS = 1e-6;
 
 function configArray(config: ComponentConfig, key: string, where: string): unknown[] {
@@ -303,25 +322,31 @@ export class VQModel {
     if (C !== inChannels) throw new MuseError(`VQModel.encode: image has ${C} channels, the model takes ${inChannels}`);
     if (H % factor !== 0 || W % factor !== 0 || H === 0 || W === 0)
       throw new MuseError(`VQModel.encode: image size ${H}×${W} is not a positive multiple of ${factor}`);
-    return tf.tidy(() => {
-      let h = this.conv(tf.cast(image, 'float32') as tf.Tensor4D, 'encoder.conv_in');
-      for (let i = 0; i < ch.length; i++) {
-        for (let j = 0; j < this.config.layersPerBlock; j++)
-          h = this.resnet(h, `encoder.down_blocks.${i}.resnets.${j}`);
-        if (i < ch.length - 1) {
-          const padded = tf.pad(h, [
-            [0, 0],
-            [0, 1],
-            [0, 1],
-            [0, 0],
-          ]);
-          h = this.conv(padded, `encoder.down_blocks.${i}.downsamplers.0.conv`, 2, 'valid');
-        }
-      }
-      h = this.midBlock(h, 'encoder.mid_block');
-      h = this.conv(silu(this.norm(h, 'encoder.conv_norm_out')), 'encoder.conv_out');
-      return this.conv(h, 'quant_conv', 1, 'valid');
-    });
+    const layers: Layer[] = [[undefined, (x) => this.conv(tf.cast(x, 'float32') as tf.Tensor4D, 'encoder.conv_in')]];
+    for (let i = 0; i < ch.length; i++) {
+      for (let j = 0; j < this.config.layersPerBlock; j++)
+        layers.push([undefined, (h) => this.resnet(h, `encoder.down_blocks.${i}.resnets.${j}`)]);
+      if (i < ch.length - 1)
+        layers.push([
+          undefined,
+          (h) =>
+            this.conv(
+              tf.pad(h, [
+                [0, 0],
+                [0, 1],
+                [0, 1],
+                [0, 0],
+              ]),
+              `encoder.down_blocks.${i}.downsamplers.0.conv`,
+              2,
+              'valid',
+            ),
+        ]);
+    }
+    layers.push([undefined, (h) => this.midBlock(h, 'encoder.mid_block')]);
+    layers.push([undefined, (h) => this.conv(silu(this.norm(h, 'encoder.conv_norm_out')), 'encoder.conv_out')]);
+    layers.push([undefined, (h) => this.conv(h, 'quant_conv', 1, 'valid')]);
+    return chain(image, layers);
   }
 
   /** Index of the nearest codebook row (Euclidean; first on ties) for each latent vector of [B,h,w,D]. */
@@ -394,26 +419,32 @@ export class VQModel {
       throw new MuseError(
         `VQModel.decode: latents have ${quant.shape[3]} channels, the codebook ${this.config.embedDim}`,
       );
-    return tf.tidy(() => {
-      const record = (name: string, t: tf.Tensor4D) => {
-        if (trace) trace(name, t);
-        return t;
-      };
-      let h = record('post_quant_conv', this.conv(quant, 'post_quant_conv', 1, 'valid'));
-      h = record('decoder.conv_in', this.conv(h, 'decoder.conv_in'));
-      h = record('decoder.mid_block', this.midBlock(h, 'decoder.mid_block'));
-      for (let i = 0; i < n; i++) {
-        for (let j = 0; j <= this.config.layersPerBlock; j++) h = this.resnet(h, `decoder.up_blocks.${i}.resnets.${j}`);
-        if (i < n - 1) {
-          const [, hh, ww] = h.shape;
-          h = tf.image.resizeNearestNeighbor(h, [hh * 2, ww * 2]);
-          h = this.conv(h, `decoder.up_blocks.${i}.upsamplers.0.conv`);
-        }
-        record(`decoder.up_blocks.${i}`, h);
-      }
-      h = this.conv(silu(this.norm(h, 'decoder.conv_norm_out')), 'decoder.conv_out');
-      return record('decoder', h);
-    });
+    const layers: Layer[] = [
+      ['post_quant_conv', (h) => this.conv(h, 'post_quant_conv', 1, 'valid')],
+      ['decoder.conv_in', (h) => this.conv(h, 'decoder.conv_in')],
+      ['decoder.mid_block', (h) => this.midBlock(h, 'decoder.mid_block')],
+    ];
+    for (let i = 0; i < n; i++) {
+      const last = this.config.layersPerBlock;
+      for (let j = 0; j <= last; j++)
+        layers.push([
+          i === n - 1 && j === last ? `decoder.up_blocks.${i}` : undefined,
+          (h) => this.resnet(h, `decoder.up_blocks.${i}.resnets.${j}`),
+        ]);
+      if (i < n - 1)
+        layers.push([
+          `decoder.up_blocks.${i}`,
+          (h) => {
+            const [, hh, ww] = h.shape;
+            return this.conv(
+              tf.image.resizeNearestNeighbor(h, [hh * 2, ww * 2]),
+              `decoder.up_blocks.${i}.upsamplers.0.conv`,
+            );
+          },
+        ]);
+    }
+    layers.push(['decoder', (h) => this.conv(silu(this.norm(h, 'decoder.conv_norm_out')), 'decoder.conv_out')]);
+    return chain(quant, layers, trace);
   }
 
   /** Token ids [B,h,w] (row-major) → raw image [B,f·h,f·w,3] before clipping (the pipeline clips to [0,1]). */
