@@ -150,7 +150,8 @@ test('muse train classifier, then muse eval emoji: JSON, Markdown and sample gri
     join(dir, 'heldout'),
     [0, 1, 2, 0].map((c, i) => item(c, 40 + i)),
   );
-  const classifier = join(dir, 'classifier.safetensors');
+  const run = join(dir, 'judge-run');
+  const classifier = join(run, 'classifier.safetensors');
   const t = cli(
     'train',
     'classifier',
@@ -161,12 +162,20 @@ test('muse train classifier, then muse eval emoji: JSON, Markdown and sample gri
     '--size',
     '16',
     '--out',
-    classifier,
-    '--epochs',
-    '20',
+    run,
+    '--steps',
+    '30',
+    '--batch',
+    '6',
+    '--width',
+    '8',
+    '--eval-every',
+    '15',
   );
   assert.equal(t.code, 0, t.err);
-  assert.match(t.out, /3 classes from 6 images/);
+  assert.match(t.err, /3 classes from 6 images/);
+  assert.match(t.out, /finished at step 30/);
+  assert.match(t.out, /held-out top-1 \d+\.\d%, top-5 100\.0%/);
   assert.ok(existsSync(classifier));
   // The first judge (a linear probe over frozen MobileNetV2 features), reported beside the CNN.
   const probe = join(dir, 'probe.safetensors');

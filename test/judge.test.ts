@@ -6,13 +6,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { CnnClassifier } from '../src/eval/cnn-classifier.js';
+import { JUDGE_FILE, type JudgeTrainOptions, trainJudge } from '../src/eval/cnn-trainer.js';
 import { topK } from '../src/eval/feature-classifier.js';
 import { loadJudge } from '../src/eval/judge.js';
 import { augmentedView } from '../src/image/augment.js';
 import type { RgbImage } from '../src/image/rgb.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
-import { saveSafetensors } from '../src/tensor/safetensors.js';
+import { loadSafetensors, saveSafetensors } from '../src/tensor/safetensors.js';
 
 before(() => initBackend());
 after(() => shutdownBackend());
@@ -64,25 +65,53 @@ function shape(kind: number, rng: Rng): RgbImage {
   return { width: 16, height: 16, data };
 }
 
-test('CNN judge: tells shapes apart in colours and places it never saw; saves and loads to the same logits', async () => {
+test('CNN judge: tells shapes apart in colours and places it never saw; resumes exactly; saves and loads to the same ranks', async () => {
   const rng = new Rng(3);
   const labels = ['square', 'ring', 'cross'];
   const train = Array.from({ length: 48 }, (_, i) => shape(i % 3, rng));
   const trainLabels = train.map((_, i) => labels[i % 3]);
-  const judge = CnnClassifier.train(
-    train,
-    trainLabels,
-    { epochs: 30, batch: 16, lr: 3e-3, seed: 1 },
-    { size: 16, widths: [8, 16, 16], groups: 4 },
+  const dir = mkdtempSync(join(tmpdir(), 'muse-judge-'));
+  const held = Array.from({ length: 12 }, (_, i) => shape(i % 3, rng));
+  const options = (out: string, extra: Partial<JudgeTrainOptions> = {}): JudgeTrainOptions => ({
+    out,
+    config: { size: 16, widths: [8, 16, 16], groups: 4 },
+    images: train,
+    labels: trainLabels,
+    validation: { images: held, labels: held.map((_, i) => labels[i % 3]) },
+    batch: 16,
+    steps: 120,
+    lr: 3e-3,
+    warmup: 10,
+    weightDecay: 5e-4,
+    seed: 1,
+    evalEvery: 60,
+    checkpointEvery: 60,
+    resume: false,
+    info: { label: 'code', val: 'shapes' },
+    ...extra,
+  });
+  const controller = new AbortController();
+  const whole = await trainJudge(options(join(dir, 'whole')));
+  assert.equal(whole.history.eval.length, 2);
+  // Stopped at step 60 (its checkpoint) and resumed: the same weights as the run that never stopped.
+  const halfway = join(dir, 'halfway');
+  await trainJudge(
+    options(halfway, { steps: 120, onStep: (step) => step === 60 && controller.abort(), signal: controller.signal }),
   );
+  const resumed = await trainJudge(options(halfway, { resume: true }));
+  assert.equal(resumed.step, 120);
+  const a = await loadSafetensors(join(dir, 'whole', JUDGE_FILE));
+  const b = await loadSafetensors(join(halfway, JUDGE_FILE));
+  for (const name of Object.keys(a.tensors)) assert.deepEqual(b.tensors[name].data, a.tensors[name].data, name);
+  const judge = await CnnClassifier.load(join(dir, 'whole', JUDGE_FILE));
+  assert.equal(judge.info.valTop1, whole.history.eval[1].top1.toFixed(4), 'the ceiling is the latest validation');
   const test = Array.from({ length: 30 }, (_, i) => shape(i % 3, rng));
   const targets = test.map((_, i) => labels[i % 3]);
   const ranks = judge.ranks(test, targets);
   assert.ok(topK(ranks, 1) >= 0.9, `top-1 ${topK(ranks, 1)} on new colours and places (chance: 0.33)`);
   assert.deepEqual(judge.ranks([test[0]], ['unknown']), [Number.POSITIVE_INFINITY]);
-  const dir = mkdtempSync(join(tmpdir(), 'muse-judge-'));
   const file = join(dir, 'judge.safetensors');
-  await judge.save(file, { label: 'code', valTop1: '0.9', valTop5: '1', val: 'shapes' });
+  await judge.save(file, { valTop1: '0.9', valTop5: '1' });
   const back = await loadJudge(file);
   assert.equal(back.name, 'cnn');
   assert.deepEqual(back.ceiling, { top1: 0.9, top5: 1, data: 'shapes' });

@@ -1,25 +1,38 @@
 // `muse train classifier`: the judge of `muse eval emoji`'s prompt accuracy.
+
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { openDataset } from '../data/dataset.js';
 import type { Sample } from '../data/sample.js';
 import { SkipReport } from '../data/sample.js';
-import { CNN_DEFAULT, CnnClassifier } from '../eval/cnn-classifier.js';
+import { CNN_DEFAULT } from '../eval/cnn-classifier.js';
+import { JUDGE_FILE, trainJudge } from '../eval/cnn-trainer.js';
 import { sampleLabels } from '../eval/emoji-eval.js';
 import { FeatureClassifier, topK } from '../eval/feature-classifier.js';
 import { type FeatureNet, FrozenFeatures } from '../eval/frozen-features.js';
 import { initBackend } from '../tensor/backend.js';
+import type { Scalars } from '../train/harness.js';
 import { MuseError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
 import { numberOption } from './options.js';
+import { runTraining, TRAINING_OPTIONS, trainingHelp, trainingUsage, trainingValues } from './training.js';
 
-export const trainClassifierHelp = `  muse train classifier --data DATASET --val DATASET --out FILE.safetensors [--size 32]
-      [--label code] [--net cnn|mobilenet_v2|inception_v3] [--epochs 30] [--lr] [--seed 0]
+const JUDGE_DEFAULTS = { lr: 2e-3, weightDecay: 5e-4, evalEvery: 500, steps: 6000, batch: 64, warmup: 200 };
+
+export const trainClassifierHelp = `  muse train classifier --data DATASET --val DATASET --out RUN [--size 32] [--label code]
+      [--width 48] [--net cnn]
+${trainingUsage({ lr: '2e-3', weightDecay: '5e-4', evalEvery: 500 }, '      ').replace('[--steps 20000] [--batch 32]', '[--steps 6000] [--batch 64]').replace('[--warmup 500]', '[--warmup 200]')}
       The judge of \`muse eval emoji\`: one class per value of each sample's metadata field --label
-      (the emoji code point by default). --net cnn (default): a small convolutional network trained
-      from scratch with augmentation (shift, zoom, blur, brightness); --net mobilenet_v2 or
-      inception_v3: a softmax layer over frozen nsfwjs features (the first judge). --val measures it
-      on images it never saw (for emoji: data/emoji32/test_pair, known emoji in a style held out for
-      them); its top-1/top-5 there is stored in the file as the ceiling of \`muse eval emoji\`.`;
+      (the emoji code point by default). A small convolutional network (three stages of width W, 2W,
+      4W) trained from scratch on views of the training images with random shift, zoom, blur and
+      brightness; RUN gets classifier.safetensors and a checkpoint for an exact --resume. --val
+      measures it on images it never saw (for emoji: data/emoji32/test_pair, known emoji in a style
+      held out for them); its latest top-1/top-5 there is stored in the file as the ceiling of
+      \`muse eval emoji\`.
+${trainingHelp('      ')}
+  muse train classifier --net mobilenet_v2|inception_v3 --data DATASET --val DATASET
+      --out FILE.safetensors [--size 32] [--label code] [--epochs 30] [--lr 1e-3] [--seed 0]
+      The first judge: a softmax layer over frozen nsfwjs features (seconds to train; weaker).`;
 
 async function readAll(path: string, size: number): Promise<Sample[]> {
   const skip = new SkipReport();
@@ -46,24 +59,25 @@ export async function trainClassifier(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
+      ...TRAINING_OPTIONS,
+      width: { type: 'string' },
       data: { type: 'string' },
       val: { type: 'string' },
-      out: { type: 'string' },
       size: { type: 'string' },
       label: { type: 'string' },
       net: { type: 'string' },
       epochs: { type: 'string' },
-      lr: { type: 'string' },
-      seed: { type: 'string' },
     },
   });
   if (!values.data || !values.val) throw new MuseError('--data and --val datasets are required');
-  if (!values.out) throw new MuseError('--out FILE.safetensors is required');
+  if (!values.out) throw new MuseError('--out is required: a run folder (--net cnn) or a file (the feature probes)');
   const size = numberOption(values.size, 'size', 32, { min: 8, integer: true });
   const labelKey = values.label ?? 'code';
   const netName = values.net ?? 'cnn';
   if (!['cnn', 'mobilenet_v2', 'inception_v3'].includes(netName))
     throw new MuseError(`--net must be cnn, mobilenet_v2 or inception_v3, got "${netName}"`);
+  if (netName === 'cnn' && values.epochs !== undefined)
+    throw new MuseError('--epochs is for the feature probes: the cnn judge trains for --steps');
   await initBackend();
   const train = await readAll(values.data, size);
   const val = await readAll(values.val, size);
@@ -77,60 +91,7 @@ export async function trainClassifier(args: string[]): Promise<number> {
     valImages: String(val.length),
   };
   const seed = numberOption(values.seed, 'seed', 0, { integer: true });
-  if (netName === 'cnn') {
-    const epochs = numberOption(values.epochs, 'epochs', 30, { min: 1, integer: true });
-    const batch = Math.min(64, train.length);
-    const progress = new Progress({
-      total: Math.floor(train.length / batch) * epochs,
-      label: 'judge (cnn)',
-      unit: 'step',
-    });
-    let smoothLoss = Number.NaN;
-    const t0 = performance.now();
-    const judge = CnnClassifier.train(
-      train.map((s) => s.image),
-      trainLabels,
-      {
-        epochs,
-        lr: numberOption(values.lr, 'lr', 2e-3, { min: 0 }),
-        batch,
-        seed,
-        onStep: (step, _, loss) => {
-          smoothLoss = Number.isNaN(smoothLoss) ? loss : 0.95 * smoothLoss + 0.05 * loss;
-          progress.to(step, { loss: smoothLoss.toFixed(3) });
-        },
-      },
-      { ...CNN_DEFAULT, size },
-    );
-    progress.finish();
-    const ranks = judge.ranks(
-      val.map((s) => s.image),
-      valLabels,
-    );
-    const trainTop1 = topK(
-      judge.ranks(
-        train.map((s) => s.image),
-        trainLabels,
-      ),
-      1,
-    );
-    const unknown = valLabels.filter((l) => !judge.labels.includes(l)).length;
-    await judge.save(values.out, {
-      ...common,
-      epochs: String(epochs),
-      minutes: ((performance.now() - t0) / 60000).toFixed(1),
-      trainTop1: trainTop1.toFixed(4),
-      valTop1: topK(ranks, 1).toFixed(4),
-      valTop5: topK(ranks, 5).toFixed(4),
-    });
-    console.log(
-      `${judge.labels.length} classes from ${train.length} images; train top-1 ${(100 * trainTop1).toFixed(1)}%; ` +
-        `${values.val}: top-1 ${(100 * topK(ranks, 1)).toFixed(1)}%, top-5 ${(100 * topK(ranks, 5)).toFixed(1)}% ` +
-        `(${unknown} of ${val.length} images of classes it has no examples of) → ${values.out}`,
-    );
-    judge.dispose();
-    return 0;
-  }
+  if (netName === 'cnn') return trainCnnJudge(values, train, val, trainLabels, valLabels, common);
   const net = await FrozenFeatures.load(netName as FeatureNet);
   const trainF = featuresWithProgress(net, train, `${net.net} features (train)`);
   const valF = featuresWithProgress(net, val, `${net.net} features (val)`);
@@ -165,5 +126,40 @@ export async function trainClassifier(args: string[]): Promise<number> {
       `(${ceiling.unknownLabels} of ${val.length} images of classes it has no examples of) → ${values.out}`,
   );
   net.dispose();
+  return 0;
+}
+
+async function trainCnnJudge(
+  values: Record<string, string | boolean | undefined>,
+  train: Sample[],
+  val: Sample[],
+  trainLabels: string[],
+  valLabels: string[],
+  common: Record<string, string>,
+): Promise<number> {
+  const options = trainingValues(values, JUDGE_DEFAULTS);
+  const width = numberOption(values.width as string | undefined, 'width', 48, { min: 4, max: 512, integer: true });
+  const size = Number(common.size);
+  const config = { ...CNN_DEFAULT, size, widths: [width, 2 * width, 4 * width] as [number, number, number] };
+  const weights = join(options.out, JUDGE_FILE);
+  console.error(
+    `${new Set(trainLabels).size} classes from ${train.length} images; judge of width ${width} at ${size} px; ${val.length} held-out images`,
+  );
+  const view = {
+    weights,
+    fields: (s: Scalars) => ({ loss: s.loss, acc: s.accuracy, lr: s.lr }),
+    validation: (e: Scalars) => `held-out top-1 ${(100 * e.top1).toFixed(1)}%, top-5 ${(100 * e.top5).toFixed(1)}%`,
+  };
+  await runTraining(view, (control) =>
+    trainJudge({
+      ...options,
+      ...control,
+      config,
+      images: train.map((s) => s.image),
+      labels: trainLabels,
+      validation: { images: val.map((s) => s.image), labels: valLabels },
+      info: { ...common, width: String(width) },
+    }),
+  );
   return 0;
 }

@@ -52,17 +52,17 @@ export type CommonTrainOptions = Omit<TrainOptions, 'onEvent' | 'signal' | 'onSt
 /** The harness's options from the command line, with the verb's defaults. */
 export function trainingValues(
   values: Values,
-  defaults: { lr: number; weightDecay: number; evalEvery: number },
+  defaults: { lr: number; weightDecay: number; evalEvery: number; steps?: number; batch?: number; warmup?: number },
 ): CommonTrainOptions {
   if (!values.out) throw new MuseError('--out RUN_FOLDER is required');
   const budget = values['max-minutes'] ?? values.minutes;
   const budgetName = values['max-minutes'] !== undefined ? 'max-minutes' : 'minutes';
   return {
     out: values.out,
-    steps: numberOption(values.steps, 'steps', 20000, { min: 1, integer: true }),
-    batch: numberOption(values.batch, 'batch', 32, { min: 1, integer: true }),
+    steps: numberOption(values.steps, 'steps', defaults.steps ?? 20000, { min: 1, integer: true }),
+    batch: numberOption(values.batch, 'batch', defaults.batch ?? 32, { min: 1, integer: true }),
     lr: numberOption(values.lr, 'lr', defaults.lr),
-    warmup: numberOption(values.warmup, 'warmup', 500, { integer: true }),
+    warmup: numberOption(values.warmup, 'warmup', defaults.warmup ?? 500, { integer: true }),
     weightDecay: numberOption(values['weight-decay'], 'weight-decay', defaults.weightDecay),
     seed: numberOption(values.seed, 'seed', 0, { integer: true }),
     evalEvery: numberOption(values['eval-every'], 'eval-every', defaults.evalEvery, { integer: true }),

@@ -6,15 +6,14 @@
 //
 // Network (NHWC, inputs in [-1, 1] at `size` px): three stages of [conv 3×3 → group norm → SiLU] ×2,
 // the second conv of stages 1–2 with stride 2, then global average pooling and a linear layer.
+// Training: cnn-trainer.ts (through the training harness: checkpoints, exact resume).
 import * as tf from '@tensorflow/tfjs-core';
-import { augmentedView } from '../image/augment.js';
 import { downsampleImage } from '../image/resample.js';
 import type { RgbImage } from '../image/rgb.js';
 import { groupNorm } from '../tensor/ops/group-norm.js';
 import { silu } from '../tensor/ops/silu.js';
-import { Rng } from '../tensor/random.js';
+import type { Rng } from '../tensor/random.js';
 import { loadSafetensors, type NamedTensor, saveSafetensors } from '../tensor/safetensors.js';
-import { AdamW } from '../train/adamw.js';
 import { MuseError } from '../util/errors.js';
 
 export interface CnnConfig {
@@ -26,21 +25,7 @@ export interface CnnConfig {
 
 export const CNN_DEFAULT: CnnConfig = { size: 32, widths: [32, 64, 128], groups: 8 };
 
-export interface CnnTraining {
-  epochs?: number;
-  batch?: number;
-  lr?: number;
-  weightDecay?: number;
-  labelSmoothing?: number;
-  seed?: number;
-  /** Called after each epoch with the mean training loss. */
-  onEpoch?: (epoch: number, loss: number) => void;
-  /** Called after each step with that step's loss. */
-  onStep?: (step: number, steps: number, loss: number) => void;
-  signal?: AbortSignal;
-}
-
-type CnnParams = Record<string, tf.Variable>;
+export type CnnParams = Record<string, tf.Variable>;
 
 /** The layers in order: name, kernel size, in and out channels, stride. */
 function layers(c: CnnConfig): Array<{ name: string; cin: number; cout: number; stride: number }> {
@@ -55,7 +40,7 @@ function layers(c: CnnConfig): Array<{ name: string; cin: number; cout: number; 
   ];
 }
 
-function initParams(c: CnnConfig, classes: number, rng: Rng): CnnParams {
+export function initCnnParams(c: CnnConfig, classes: number, rng: Rng): CnnParams {
   const p: CnnParams = {};
   for (const l of layers(c)) {
     // He initialisation for SiLU-like activations.
@@ -72,7 +57,7 @@ function initParams(c: CnnConfig, classes: number, rng: Rng): CnnParams {
   return p;
 }
 
-function forward(p: Record<string, tf.Tensor>, c: CnnConfig, x: tf.Tensor4D): tf.Tensor2D {
+export function cnnForward(p: Record<string, tf.Tensor>, c: CnnConfig, x: tf.Tensor4D): tf.Tensor2D {
   let h = x;
   for (const l of layers(c)) {
     h = tf.add(tf.conv2d(h, p[`${l.name}.w`] as tf.Tensor4D, l.stride, 'same'), p[`${l.name}.b`]) as tf.Tensor4D;
@@ -83,7 +68,7 @@ function forward(p: Record<string, tf.Tensor>, c: CnnConfig, x: tf.Tensor4D): tf
 }
 
 /** Images in [-1, 1] at the judge's size, as one NHWC batch. */
-function batchOf(images: RgbImage[], size: number): tf.Tensor4D {
+export function batchOf(images: RgbImage[], size: number): tf.Tensor4D {
   const data = new Float32Array(images.length * size * size * 3);
   images.forEach((img, i) => {
     const sized = img.width === size && img.height === size ? img : downsampleImage(img, size);
@@ -103,61 +88,14 @@ export class CnnClassifier {
     readonly info: Record<string, string> = {},
   ) {}
 
-  static train(images: RgbImage[], labels: string[], o: CnnTraining = {}, config = CNN_DEFAULT): CnnClassifier {
-    if (labels.length !== images.length) throw new MuseError(`${images.length} images but ${labels.length} labels`);
-    const classes = [...new Set(labels)].sort();
-    if (classes.length < 2) throw new MuseError('a classifier needs at least two classes');
-    const index = new Map(classes.map((c, i) => [c, i]));
-    const y = Int32Array.from(labels, (l) => index.get(l) as number);
-    const size = config.size;
-    const small = images.map((img) => (img.width === size && img.height === size ? img : downsampleImage(img, size)));
-    const n = images.length;
-    const epochs = o.epochs ?? 30;
-    const batch = Math.min(o.batch ?? 64, n);
-    const lr = o.lr ?? 2e-3;
-    const rng = new Rng(o.seed ?? 0);
-    const params = initParams(config, classes.length, rng.fork());
-    const adam = new AdamW({ weightDecay: o.weightDecay ?? 5e-4 });
-    const random = () => rng.uniform();
-    const order = Int32Array.from({ length: n }, (_, i) => i);
-    const stepsPerEpoch = Math.floor(n / batch);
-    const steps = epochs * stepsPerEpoch;
-    const warmup = Math.min(200, Math.floor(steps / 10));
-    for (let epoch = 0; epoch < epochs; epoch++) {
-      for (let i = n - 1; i > 0; i--) {
-        const j = rng.int(i + 1);
-        [order[i], order[j]] = [order[j], order[i]];
-      }
-      let lossSum = 0;
-      for (let s = 0; s < stepsPerEpoch; s++) {
-        if (o.signal?.aborted) throw new MuseError('judge training cancelled');
-        const rows = order.subarray(s * batch, (s + 1) * batch);
-        const xb = new Float32Array(rows.length * size * size * 3);
-        rows.forEach((r, i) => {
-          xb.set(augmentedView(small[r], random), i * size * size * 3);
-        });
-        const target = Int32Array.from(rows, (r) => y[r]);
-        const { value, grads } = tf.variableGrads(() => {
-          const logits = forward(params, config, tf.tensor4d(xb, [rows.length, size, size, 3]));
-          const onehot = tf.oneHot(tf.tensor1d(target, 'int32'), classes.length);
-          return tf.losses.softmaxCrossEntropy(onehot, logits, undefined, o.labelSmoothing ?? 0.1) as tf.Scalar;
-        }, Object.values(params));
-        const step = epoch * stepsPerEpoch + s;
-        // Linear warm-up, then cosine decay to zero.
-        const rate =
-          step < warmup
-            ? (lr * (step + 1)) / warmup
-            : lr * 0.5 * (1 + Math.cos((Math.PI * (step - warmup)) / (steps - warmup)));
-        const byName = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, grads[v.name]]));
-        adam.apply(params, byName, rate);
-        const loss = value.dataSync()[0];
-        lossSum += loss;
-        tf.dispose([value, ...Object.values(grads)]);
-        o.onStep?.(step + 1, steps, loss);
-      }
-      o.onEpoch?.(epoch + 1, lossSum / stepsPerEpoch);
-    }
-    return new CnnClassifier(config, classes, params);
+  /** A judge over these weights (shared, not copied: dispose() releases them). */
+  static fromParams(
+    config: CnnConfig,
+    labels: string[],
+    params: Record<string, tf.Tensor>,
+    info: Record<string, string> = {},
+  ): CnnClassifier {
+    return new CnnClassifier(config, labels, params, info);
   }
 
   /** Logits, n × classes, row-major. */
@@ -166,7 +104,7 @@ export class CnnClassifier {
     const out = new Float32Array(images.length * classes);
     for (let i = 0; i < images.length; i += 128) {
       const part = images.slice(i, i + 128);
-      const logits = tf.tidy(() => forward(this.params, this.config, batchOf(part, this.config.size)));
+      const logits = tf.tidy(() => cnnForward(this.params, this.config, batchOf(part, this.config.size)));
       out.set(logits.dataSync() as Float32Array, i * classes);
       logits.dispose();
     }
@@ -192,13 +130,18 @@ export class CnnClassifier {
     });
   }
 
-  async save(path: string, metadata: Record<string, string> = {}): Promise<void> {
+  /** The layers' and head's tensors by name (the safetensors layout). */
+  tensors(): Record<string, NamedTensor> {
     const tensors: Record<string, NamedTensor> = {};
     for (const [name, t] of Object.entries(this.params)) {
       tensors[name] = { shape: t.shape, data: t.dataSync() as Float32Array };
     }
-    await saveSafetensors(path, tensors, {
-      dtype: 'F16',
+    return tensors;
+  }
+
+  async save(path: string, metadata: Record<string, string> = {}, dtype: 'F16' | 'F32' = 'F16'): Promise<void> {
+    await saveSafetensors(path, this.tensors(), {
+      dtype,
       metadata: {
         ...this.info,
         ...metadata,
@@ -209,7 +152,8 @@ export class CnnClassifier {
     });
   }
 
-  static async load(path: string): Promise<CnnClassifier> {
+  /** Loads a judge file; `variables` makes its weights trainable (to resume a run). */
+  static async load(path: string, variables = false): Promise<CnnClassifier> {
     const { tensors, metadata } = await loadSafetensors(path);
     if (metadata.kind !== 'cnn-classifier') throw new MuseError(`${path} is not a CNN classifier`);
     let config: CnnConfig;
@@ -242,7 +186,9 @@ export class CnnClassifier {
       const t = tensors[name];
       if (!t || t.shape.join() !== shape.join())
         throw new MuseError(`${path}: tensor ${name} should be [${shape}], got ${t ? `[${t.shape}]` : 'nothing'}`);
-      params[name] = tf.tensor(t.data as Float32Array, shape);
+      params[name] = variables
+        ? tf.variable(tf.tensor(t.data as Float32Array, shape))
+        : tf.tensor(t.data as Float32Array, shape);
     }
     return new CnnClassifier(config, labels, params, metadata);
   }
