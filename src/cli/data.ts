@@ -99,11 +99,13 @@ async function build(args: string[]): Promise<number> {
 
 function printCounts(counts: Record<string, Record<string, number>>): void {
   const columns = Object.keys(Object.values(counts)[0] ?? {});
-  console.log(`${'split'.padEnd(12)}${columns.map((c) => c.padStart(10)).join('')}${'total'.padStart(10)}`);
+  // Each column as wide as its name (at least 7), one space apart.
+  const width = (c: string) => Math.max(7, c.length) + 1;
+  console.log(`${'split'.padEnd(12)}${columns.map((c) => c.padStart(width(c))).join('')}${'total'.padStart(8)}`);
   for (const [split, row] of Object.entries(counts)) {
     const total = Object.values(row).reduce((a, b) => a + b, 0);
     console.log(
-      `${split.padEnd(12)}${columns.map((c) => String(row[c] ?? 0).padStart(10)).join('')}${String(total).padStart(10)}`,
+      `${split.padEnd(12)}${columns.map((c) => String(row[c] ?? 0).padStart(width(c))).join('')}${String(total).padStart(8)}`,
     );
   }
 }
