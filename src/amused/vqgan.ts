@@ -39,6 +39,9 @@ export interface VqConfig {
 /** Called with each traced submodule's output (NHWC), named as the diffusers module. */
 export type VqTrace = (name: string, value: tf.Tensor4D) => void;
 
+/** Largest im2col matrix one convolution makes at once (bigger ones run in bands of output rows). */
+const CONV_BAND_BYTES = 256 * 2 ** 20;
+
 /** One layer of a chain: its traced name (if any) and the function of the feature map. */
 type Layer = [string | undefined, (h: tf.Tensor4D) => tf.Tensor4D];
 
@@ -265,7 +268,32 @@ export class VQModel {
   }
 
   private conv(x: tf.Tensor4D, name: string, stride: 1 | 2 = 1, pad: 'same' | 'valid' = 'same'): tf.Tensor4D {
-    const y = tf.conv2d(x, this.w(`${name}.weight`) as tf.Tensor4D, stride, pad);
+    const w = this.w(`${name}.weight`) as tf.Tensor4D;
+    const [kh, kw, cin] = w.shape;
+    const [b, h, width] = x.shape;
+    const rowBytes = b * width * kh * kw * cin * 4; // the im2col matrix of one output row
+    let y: tf.Tensor4D;
+    if (stride === 1 && pad === 'same' && kh === 3 && kw === 3 && rowBytes * h > CONV_BAND_BYTES) {
+      // Full-resolution layers of a 512 px decode need a 2.4 GB im2col matrix: convolve bands of
+      // output rows (each with its one-row halo; 'same' = one pixel of zeros all round) instead.
+      const rows = Math.max(1, Math.floor(CONV_BAND_BYTES / rowBytes));
+      const padded = tf.pad(x, [
+        [0, 0],
+        [1, 1],
+        [1, 1],
+        [0, 0],
+      ]);
+      const bands: tf.Tensor4D[] = [];
+      for (let r0 = 0; r0 < h; r0 += rows) {
+        const n = Math.min(rows, h - r0);
+        bands.push(
+          tf.tidy(() => tf.conv2d(tf.slice(padded, [0, r0, 0, 0], [b, n + 2, width + 2, cin]), w, 1, 'valid')),
+        );
+      }
+      padded.dispose();
+      y = tf.concat(bands, 1);
+      for (const t of bands) t.dispose();
+    } else y = tf.conv2d(x, w, stride, pad);
     return tf.add(y, this.w(`${name}.bias`)) as tf.Tensor4D;
   }
 
