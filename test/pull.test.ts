@@ -402,3 +402,17 @@ test('a lock left by a pull that was killed is taken over', async () => {
   assert.ok(r.downloaded.includes(name));
   assert.ok(!existsSync(join(locks, `${etag}.lock`)));
 });
+
+test('muse serve --model ORG/NAME resolves from the cache like generate: one line when not pulled; served as NAME', async () => {
+  const r = await runMuse('serve', '--model', 'tiny/absent', '--port', '0');
+  assert.notEqual(r.code, 0);
+  assert.match(r.err, /tiny\/absent is not downloaded: run muse pull tiny\/absent/);
+  assert.equal(r.err.trim().split('\n').length, 1, r.err);
+  // A pulled model's folder is its snapshot (a commit hash): serve names it after the repo.
+  const { loadModels } = await import('../src/server/models.js');
+  const { shutdownBackend } = await import('../src/tensor/backend.js');
+  const [served] = await loadModels([FIXTURE], ['amused']);
+  assert.equal(served.name, 'amused');
+  served.pipeline.dispose();
+  shutdownBackend();
+});
