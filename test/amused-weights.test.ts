@@ -70,3 +70,22 @@ test('an F16 weight file streams as 16-bit host copies with the logits of reside
   resident.dispose();
   streamed.dispose();
 });
+
+test('kept uploads (keepWeights) stay between passes, change no logit, and go with releaseWeights', async () => {
+  const streamed = await UVit.load(FOLDER, { residency: 'streamed' });
+  const resident = await UVit.load(FOLDER, { residency: 'resident' });
+  const want = logits(resident);
+  const before = tf.memory().numTensors;
+  streamed.keepWeights(20_000); // bytes: the first few weights only
+  assert.deepEqual(logits(streamed), want);
+  const kept = tf.memory().numTensors - before;
+  assert.ok(kept > 0, 'some uploads stay');
+  assert.deepEqual(logits(streamed), want, 'the second pass uses them');
+  assert.equal(tf.memory().numTensors - before, kept, 'and uploads no more to keep');
+  streamed.releaseWeights();
+  assert.equal(tf.memory().numTensors, before);
+  resident.keepWeights(1e9); // resident weights ignore it
+  assert.equal(tf.memory().numTensors, before);
+  resident.dispose();
+  streamed.dispose();
+});

@@ -102,6 +102,9 @@ export const AMUSED_EDIT_DEFAULTS = { ...MASK_FREE_EDIT_DEFAULTS, guidance: 4 } 
 /** Memory one generate batch (or one outpainting canvas decode) may use, beside the weights. */
 const AMUSED_BATCH_BUDGET_BYTES = 1.5e9;
 
+/** Most uploaded U-ViT weights a call keeps between passes when they are streamed (the full models). */
+const AMUSED_WEIGHT_CACHE_BYTES = 1e9;
+
 /** The checked sampling settings of one call. */
 interface Settings {
   steps: number;
@@ -329,6 +332,17 @@ export class AmusedPipeline {
     const side = this.imageSize;
     const decoder = side * side * this.vqvae.config.blockOutChannels[0] * 4 * 8;
     return 1.5 * (2 * perRow + decoder);
+  }
+
+  /**
+   * Bytes of the streamed U-ViT's uploaded weights a call over `images` images keeps between passes:
+   * what the heap budget leaves beside the estimated activations (0 when they need it all, as at
+   * 512 px), at most AMUSED_WEIGHT_CACHE_BYTES (MUSE_AMUSED_CACHE_BYTES overrides).
+   */
+  weightCacheBytes(images: number): number {
+    const env = Number(process.env.MUSE_AMUSED_CACHE_BYTES);
+    const cap = process.env.MUSE_AMUSED_CACHE_BYTES !== undefined && env >= 0 ? env : AMUSED_WEIGHT_CACHE_BYTES;
+    return Math.max(0, Math.min(cap, AMUSED_BATCH_BUDGET_BYTES - images * this.imageBytes()));
   }
 
   /**
@@ -634,13 +648,18 @@ export class AmusedPipeline {
       Float32Array.from({ length: texts.length * 5 }, (_, i) => conds[i % 5]),
       [texts.length, 5],
     );
+    // Streamed U-ViT weights: keep what the heap has room for during this call's passes.
+    this.transformer.keepWeights(this.weightCacheBytes(perImage.length));
     return {
       hidden,
       pooled,
       microConds,
       guided,
       rows: texts.length,
-      dispose: () => tf.dispose([hidden, pooled, microConds]),
+      dispose: () => {
+        tf.dispose([hidden, pooled, microConds]);
+        this.transformer.releaseWeights();
+      },
     };
   }
 

@@ -372,10 +372,30 @@ class StreamedWeights implements WeightSource {
       delete stored[spec.name];
     }
   }
+  /** Uploaded weights kept across passes (first come, first kept, up to `cacheBudget` bytes). */
+  private readonly cache = new Map<string, tf.Tensor>();
+  private cached = 0;
+  /** Bytes of uploaded float32 weights that may stay in the backend between passes (0: none). */
+  cacheBudget = 0;
+
   get(name: string): tf.Tensor {
+    const hit = this.cache.get(name);
+    if (hit) return hit;
     const w = this.host.get(name);
     if (!w) throw new Error(`UVit: no weight "${name}"`);
-    return tf.tensor(widen(w), w.shape, 'float32');
+    const t = tf.tensor(widen(w), w.shape, 'float32');
+    if (this.cached + t.size * 4 <= this.cacheBudget) {
+      tf.keep(t); // outlives the pass's tidy
+      this.cache.set(name, t);
+      this.cached += t.size * 4;
+    }
+    return t;
+  }
+  /** Drops the kept uploads (the backend's memory goes back to the caller). */
+  release(): void {
+    for (const t of this.cache.values()) t.dispose();
+    this.cache.clear();
+    this.cached = 0;
   }
   has(name: string): boolean {
     return this.host.has(name);
@@ -387,6 +407,7 @@ class StreamedWeights implements WeightSource {
     return n;
   }
   dispose(): void {
+    this.release();
     this.host.clear();
   }
 }
@@ -529,6 +550,22 @@ export class UVit {
   dispose(): void {
     this.weights?.dispose();
     this.weights = undefined;
+  }
+
+  /**
+   * Streamed weights only: lets up to `bytes` of uploaded float32 weights stay in the backend between
+   * forward passes (the first layers in forward order), so the steps of one call upload them once;
+   * `releaseWeights()` (or 0 here) gives that memory back. Resident weights ignore both.
+   */
+  keepWeights(bytes: number): void {
+    if (this.weights instanceof StreamedWeights) {
+      this.weights.cacheBudget = bytes;
+      if (bytes === 0) this.weights.release();
+    }
+  }
+
+  releaseWeights(): void {
+    this.keepWeights(0);
   }
 
   // ---- building blocks (x: [..., features]) -------------------------------------------------------
