@@ -413,6 +413,7 @@ test('muse serve --model ORG/NAME resolves from the cache like generate: one lin
   const { shutdownBackend } = await import('../src/tensor/backend.js');
   const [served] = await loadModels([FIXTURE], ['amused']);
   assert.equal(served.name, 'amused');
-  served.pipeline?.dispose();
+  assert.ok(served.pipeline, 'loaded in-process');
+  served.pipeline.dispose();
   shutdownBackend();
 });
