@@ -107,7 +107,7 @@ test('greedy one step: --steps 1 --temperature 0 --guidance 0 is the VQ decoding
   });
   const argmax = tf.argMax(logits, -1).dataSync() as Int32Array;
   assert.deepEqual(Array.from(r.tokens), Array.from(argmax));
-  const image = p.decodeTokens(Int32Array.from(argmax))[0];
+  const image = (await p.decodeTokens(Int32Array.from(argmax)))[0];
   assert.deepEqual(r.images[0].data, image.data);
 });
 

@@ -485,7 +485,7 @@ export class AmusedPipeline {
       cond.dispose();
     }
     progress.ranFewer(windows * s.steps, ran);
-    const images = this.decodeTokens(done.tokens, [done.height, done.width]).map((img) =>
+    const images = (await this.decodeTokens(done.tokens, [done.height, done.width])).map((img) =>
       pasteImage(img, image, ext.left * f, ext.top * f),
     );
     return { images, tokens: done.tokens, grid: [done.height, done.width], notes };
@@ -525,7 +525,7 @@ export class AmusedPipeline {
     } finally {
       cond.dispose();
     }
-    return { images: this.decodeTokens(tokens), tokens, grid: this.grid, notes };
+    return { images: await this.decodeTokens(tokens), tokens, grid: this.grid, notes };
   }
 
   /** aMUSEd has a single stage: there is nothing to upscale with. */
@@ -548,13 +548,20 @@ export class AmusedPipeline {
     }
   }
 
-  /** Tokens [batch, h·w] (grids of `grid`, default the model's) → 8-bit images. */
-  decodeTokens(tokens: Int32Array, grid: [number, number] = this.grid): RgbImage[] {
+  /**
+   * Tokens [batch, h·w] (grids of `grid`, default the model's) → 8-bit images. Read asynchronously:
+   * tfjs-webgpu's synchronous read returns zeros in headless Chromium (docs/ARCHITECTURE.md).
+   */
+  async decodeTokens(tokens: Int32Array, grid: [number, number] = this.grid): Promise<RgbImage[]> {
     const [h, w] = grid;
     const batch = tokens.length / (h * w);
     const raw = this.vqvae.decode(tokens, [batch, h, w]);
-    const pixels = toRgb8(raw.dataSync() as Float32Array);
-    raw.dispose();
+    let pixels: Uint8Array;
+    try {
+      pixels = toRgb8((await raw.data()) as Float32Array);
+    } finally {
+      raw.dispose();
+    }
     const f = this.factor;
     const per = h * f * w * f * 3;
     return Array.from({ length: batch }, (_, b) => ({
@@ -769,13 +776,13 @@ export class AmusedPipeline {
     } finally {
       cond.dispose();
     }
-    return { images: this.decodeTokens(tokens), tokens, grid: this.grid, notes };
+    return { images: await this.decodeTokens(tokens), tokens, grid: this.grid, notes };
   }
 
   /** Images of partly decoded tokens: masked tokens decode as code 0 and are painted grey. */
-  preview(tokens: Int32Array, grid: [number, number] = this.grid): RgbImage[] {
+  async preview(tokens: Int32Array, grid: [number, number] = this.grid): Promise<RgbImage[]> {
     const shown = tokens.map((t) => (t === this.maskId ? 0 : t));
-    const images = this.decodeTokens(shown, grid);
+    const images = await this.decodeTokens(shown, grid);
     const [h, w] = grid;
     const f = this.factor;
     const side = w * f;
