@@ -15,6 +15,7 @@ import { silu } from '../tensor/ops/silu.js';
 import type { Rng } from '../tensor/random.js';
 import { loadSafetensors, type NamedTensor, saveSafetensors } from '../tensor/safetensors.js';
 import { MuseError } from '../util/errors.js';
+import { targetRanks } from './feature-classifier.js';
 
 export interface CnnConfig {
   size: number;
@@ -68,7 +69,7 @@ export function cnnForward(p: Record<string, tf.Tensor>, c: CnnConfig, x: tf.Ten
 }
 
 /** Images in [-1, 1] at the judge's size, as one NHWC batch. */
-export function batchOf(images: RgbImage[], size: number): tf.Tensor4D {
+function batchOf(images: RgbImage[], size: number): tf.Tensor4D {
   const data = new Float32Array(images.length * size * size * 3);
   images.forEach((img, i) => {
     const sized = img.width === size && img.height === size ? img : downsampleImage(img, size);
@@ -117,17 +118,7 @@ export class CnnClassifier {
    */
   ranks(images: RgbImage[], targets: string[]): number[] {
     if (targets.length !== images.length) throw new MuseError(`${images.length} images but ${targets.length} targets`);
-    const logits = this.logits(images);
-    const classes = this.labels.length;
-    const index = new Map(this.labels.map((c, i) => [c, i]));
-    return targets.map((t, i) => {
-      const c = index.get(t);
-      if (c === undefined) return Number.POSITIVE_INFINITY;
-      const row = logits.subarray(i * classes, (i + 1) * classes);
-      let above = 0;
-      for (let k = 0; k < classes; k++) if (row[k] > row[c] || (row[k] === row[c] && k < c)) above++;
-      return above;
-    });
+    return targetRanks(this.logits(images), this.labels, targets);
   }
 
   /** The layers' and head's tensors by name (the safetensors layout). */

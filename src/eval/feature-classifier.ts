@@ -117,17 +117,7 @@ export class FeatureClassifier {
    */
   ranks(features: FeatureSet, targets: string[]): number[] {
     if (targets.length !== features.n) throw new MuseError(`${features.n} feature rows but ${targets.length} targets`);
-    const logits = this.logits(features);
-    const classes = this.labels.length;
-    const index = new Map(this.labels.map((c, i) => [c, i]));
-    return targets.map((t, i) => {
-      const c = index.get(t);
-      if (c === undefined) return Number.POSITIVE_INFINITY;
-      const row = logits.subarray(i * classes, (i + 1) * classes);
-      let above = 0;
-      for (let k = 0; k < classes; k++) if (row[k] > row[c] || (row[k] === row[c] && k < c)) above++;
-      return above;
-    });
+    return targetRanks(this.logits(features), this.labels, targets);
   }
 
   async save(path: string, metadata: Record<string, string> = {}): Promise<void> {
@@ -177,6 +167,23 @@ function standardise(f: FeatureSet, mean: Float32Array, std: Float32Array): Floa
   for (let i = 0; i < f.n; i++)
     for (let k = 0; k < f.d; k++) out[i * f.d + k] = (f.data[i * f.d + k] - mean[k]) / std[k];
   return out;
+}
+
+/**
+ * For each row of logits (n × labels.length, row-major), the rank of its target label (0 = top-1,
+ * ties broken by class order); Infinity for a label not among `labels` (a miss at every k).
+ */
+export function targetRanks(logits: Float32Array, labels: string[], targets: string[]): number[] {
+  const classes = labels.length;
+  const index = new Map(labels.map((c, i) => [c, i]));
+  return targets.map((t, i) => {
+    const c = index.get(t);
+    if (c === undefined) return Number.POSITIVE_INFINITY;
+    const row = logits.subarray(i * classes, (i + 1) * classes);
+    let above = 0;
+    for (let k = 0; k < classes; k++) if (row[k] > row[c] || (row[k] === row[c] && k < c)) above++;
+    return above;
+  });
 }
 
 /** Fraction of ranks below k (top-k accuracy). */
