@@ -1326,31 +1326,45 @@ struct Bf16Scratch {
   std::vector<uint16_t> a, b;
 };
 
-// Runs g through oneDNN; false (having written nothing) when it cannot.
-bool RunDnnl(const Gemm& g, bool bf16) {
-  if (!Dnnl().ok || g.alpha != 1.0f || g.beta != 0.0f) return false;
-  if (bf16 && !HardwareBf16()) return false;
-  const DnnlShape s = ShapeOf(g, bf16);
-  std::shared_ptr<DnnlPrimitive> p = DnnlCache::Get().Find(s);
+// Runs the product of g's shape on oneDNN with both operands already packed in bf16 (a: M×K, b: K×N
+// blocks as ShapeOf(g, true) lays them out); false (having written nothing) when it cannot.
+bool ExecuteDnnlBf16(const Gemm& g, const uint16_t* a, const uint16_t* b) {
+  if (!Dnnl().ok || !HardwareBf16() || g.alpha != 1.0f || g.beta != 0.0f) return false;
+  std::shared_ptr<DnnlPrimitive> p = DnnlCache::Get().Find(ShapeOf(g, true));
   if (!p->ok) return false;
   try {
     DnnlState& d = Dnnl();
-    void* a = const_cast<float*>(g.a);
-    void* b = const_cast<float*>(g.b);
-    if (bf16) {
-      thread_local Bf16Scratch scratch;
-      const int64_t a_block = s.m * s.k, b_block = s.k * s.n;
-      scratch.a.resize(static_cast<size_t>(s.batch_a * a_block));
-      scratch.b.resize(static_cast<size_t>(s.batch_b * b_block));
-      // Folded shapes have one packed block; otherwise each batch item's block is converted.
-      ToBf16Blocks(g.a, s.batch_a == 1 ? 0 : static_cast<uint64_t>(g.a_stride), s.batch_a, a_block,
-                   scratch.a.data());
-      ToBf16Blocks(g.b, s.batch_b == 1 ? 0 : static_cast<uint64_t>(g.b_stride), s.batch_b, b_block,
-                   scratch.b.data());
-      a = scratch.a.data();
-      b = scratch.b.data();
-    }
-    dnnl::memory am(p->a, d.engine, a), bm(p->b, d.engine, b), cm(p->c, d.engine, g.c);
+    dnnl::memory am(p->a, d.engine, const_cast<uint16_t*>(a)), bm(p->b, d.engine, const_cast<uint16_t*>(b)),
+        cm(p->c, d.engine, g.c);
+    p->prim.execute(d.stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+    d.stream.wait();
+  } catch (const std::exception&) {
+    return false;
+  }
+  return true;
+}
+
+// Runs g through oneDNN; false (having written nothing) when it cannot.
+bool RunDnnl(const Gemm& g, bool bf16) {
+  if (!Dnnl().ok || g.alpha != 1.0f || g.beta != 0.0f) return false;
+  if (bf16) {
+    if (!HardwareBf16()) return false;
+    const DnnlShape s = ShapeOf(g, true);
+    thread_local Bf16Scratch scratch;
+    const int64_t a_block = s.m * s.k, b_block = s.k * s.n;
+    scratch.a.resize(static_cast<size_t>(s.batch_a * a_block));
+    scratch.b.resize(static_cast<size_t>(s.batch_b * b_block));
+    // Folded shapes have one packed block; otherwise each batch item's block is converted.
+    ToBf16Blocks(g.a, s.batch_a == 1 ? 0 : static_cast<uint64_t>(g.a_stride), s.batch_a, a_block, scratch.a.data());
+    ToBf16Blocks(g.b, s.batch_b == 1 ? 0 : static_cast<uint64_t>(g.b_stride), s.batch_b, b_block, scratch.b.data());
+    return ExecuteDnnlBf16(g, scratch.a.data(), scratch.b.data());
+  }
+  std::shared_ptr<DnnlPrimitive> p = DnnlCache::Get().Find(ShapeOf(g, false));
+  if (!p->ok) return false;
+  try {
+    DnnlState& d = Dnnl();
+    dnnl::memory am(p->a, d.engine, const_cast<float*>(g.a)), bm(p->b, d.engine, const_cast<float*>(g.b)),
+        cm(p->c, d.engine, g.c);
     p->prim.execute(d.stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
     d.stream.wait();
   } catch (const std::exception&) {
@@ -1366,6 +1380,9 @@ void SetDnnlThreads(int n) { omp_set_num_threads(n); }
 bool HardwareBf16() { return false; }
 bool HardwareAmx() { return false; }
 bool RunDnnl(const Gemm&, bool) { return false; }
+bool ExecuteDnnlBf16(const Gemm&, const uint16_t*, const uint16_t*) { return false; }
+void ToBf16(const float*, uint16_t*, int64_t) {}
+void ToBf16Blocks(const float*, uint64_t, int64_t, int64_t, uint16_t*) {}
 void SetDnnlThreads(int) {}
 
 #endif  // MUSE_HAVE_DNNL
@@ -1481,6 +1498,165 @@ napi_value MatmulBatched(napi_env env, napi_callback_info info) {
   return MakeInt(env, path);
 }
 
+// ---------------------------------------------------------------------------
+// Products with 16-bit weights kept outside the wasm heap
+// ---------------------------------------------------------------------------
+// aMUSEd's U-ViT has 604M weights stored in F16: 2.4 GB as float32 does not fit the 4 GB wasm heap
+// beside CLIP, the VQ-GAN and the activations, and widening them in JavaScript and copying them in
+// cost 2.5 s of every 7.9 s pass (docs/PERFORMANCE.md). Here the host copy (a Uint16Array
+// anywhere in memory) is read directly: widened into a per-thread scratch for the fp32 paths, or
+// converted straight to bf16 for the bf16 path. The result equals matmulBatched's on the widened
+// weights bit for bit (same path choice, same bf16 rounding of every operand).
+
+struct U16View {
+  uint16_t* data = nullptr;
+  uint64_t length = 0;
+};
+
+bool GetU16(napi_env env, napi_value v, const char* fn, const char* name, U16View* out) {
+  bool is_ta = false;
+  if (!NapiOk(env, napi_is_typedarray(env, v, &is_ta), "napi_is_typedarray")) return false;
+  if (!is_ta) return ThrowType(env, std::string(fn) + ": " + name + " must be a Uint16Array");
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  if (!NapiOk(env, napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr),
+              "napi_get_typedarray_info"))
+    return false;
+  if (type != napi_uint16_array) return ThrowType(env, std::string(fn) + ": " + name + " must be a Uint16Array");
+  out->data = static_cast<uint16_t*>(data);
+  out->length = data == nullptr ? 0 : static_cast<uint64_t>(length);
+  return true;
+}
+
+// IEEE half → float, exact (subnormals, infinities and NaN payloads included).
+inline float HalfBitsToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {
+    const float magnitude = std::ldexp(static_cast<float>(mant), -24);  // zero or subnormal
+    std::memcpy(&bits, &magnitude, 4);
+    bits |= sign;
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 112u) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+void HalfToFloatScalar(const uint16_t* s, float* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = HalfBitsToFloat(s[i]);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx512f"))) void HalfToFloatAvx512(const uint16_t* s, float* d, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(d + i, _mm512_maskz_cvtph_ps(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i))));
+  HalfToFloatScalar(s + i, d + i, n - i);
+}
+#endif
+
+// n 16-bit values (kind 0 IEEE half, 1 bfloat16) widened to float32, exactly.
+void WidenSerial(int kind, const uint16_t* s, float* d, int64_t n) {
+  if (kind == 1) {
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t bits = static_cast<uint32_t>(s[i]) << 16;
+      std::memcpy(d + i, &bits, 4);
+    }
+    return;
+  }
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (avx512) return HalfToFloatAvx512(s, d, n);
+#endif
+  HalfToFloatScalar(s, d, n);
+}
+
+// Widens n values on the pool (to float32 in `wide`, or on to bf16 in `bf16` when it is given).
+void Widen16(int kind, const uint16_t* s, int64_t n, float* wide, uint16_t* bf16) {
+  constexpr int64_t kChunk = 1 << 14;
+  ParallelFor((n + kChunk - 1) / kChunk, PoolWorkers(static_cast<double>(n), 1 << 17), 1, [&](int64_t c) {
+    const int64_t begin = c * kChunk, len = std::min(n, begin + kChunk) - begin;
+    if (bf16 == nullptr) return WidenSerial(kind, s + begin, wide + begin, len);
+    thread_local std::vector<float> tmp;
+    tmp.resize(kChunk);
+    WidenSerial(kind, s + begin, tmp.data(), len);
+    ToBf16(tmp.data(), bf16 + begin, len);
+  });
+}
+
+// matmulHalfWeights(x, M, K, w, kind, N, y, mode, allowBf16) -> path used
+//   y (M×N) = x (M×K, row-major) · W (K×N, row-major, 16-bit: kind 0 IEEE half, 1 bfloat16).
+//   mode and allowBf16 as matmulBatched's; mode 4 (tune) takes the shape rule here.
+napi_value MatmulHalfWeights(napi_env env, napi_callback_info info) {
+  static const char* fn = "matmulHalfWeights";
+  constexpr double kMaxDim = 2147483647.0;
+  Args args;
+  if (!GetArgs(env, info, fn, 9, &args)) return nullptr;
+  F32View x, y;
+  U16View w;
+  int64_t m, k, kind, n, mode;
+  bool allow_bf16 = false;
+  if (!GetF32(env, args.values[0], fn, "x", &x) || !GetIndex(env, args.values[1], fn, "M", kMaxDim, &m) ||
+      !GetIndex(env, args.values[2], fn, "K", kMaxDim, &k) || !GetU16(env, args.values[3], fn, "w", &w) ||
+      !GetIndex(env, args.values[4], fn, "kind", 1, &kind) || !GetIndex(env, args.values[5], fn, "N", kMaxDim, &n) ||
+      !GetF32(env, args.values[6], fn, "y", &y) || !GetIndex(env, args.values[7], fn, "mode", 4, &mode) ||
+      !GetBool(env, args.values[8], fn, "allowBf16", &allow_bf16))
+    return nullptr;
+  const uint64_t x_len = static_cast<uint64_t>(m) * static_cast<uint64_t>(k);
+  const uint64_t w_len = static_cast<uint64_t>(k) * static_cast<uint64_t>(n);
+  const uint64_t y_len = static_cast<uint64_t>(m) * static_cast<uint64_t>(n);
+  if (y_len == 0) return MakeInt(env, kPathOpenblas);
+  if (!NeedLength(env, fn, "x", x, x_len) || !NeedLength(env, fn, "y", y, y_len)) return nullptr;
+  if (w.length < w_len) {
+    ThrowRange(env, std::string(fn) + ": w is too small: needs " + std::to_string(w_len) + " elements, has " +
+                        std::to_string(w.length));
+    return nullptr;
+  }
+  const auto w_bytes = reinterpret_cast<uintptr_t>(w.data), y_bytes = reinterpret_cast<uintptr_t>(y.data);
+  if (Overlaps(y.data, y_len, x.data, x_len) ||
+      (w_len > 0 && w_bytes < y_bytes + y_len * 4 && y_bytes < w_bytes + w_len * 2))
+  {
+    ThrowRange(env, std::string(fn) + ": y overlaps x or w");
+    return nullptr;
+  }
+  if (k == 0) {
+    std::fill(y.data, y.data + y_len, 0.0f);
+    return MakeInt(env, kPathOpenblas);
+  }
+  Gemm g{false, false, 1, m, n, k, 0, 0, 1.0f, 0.0f, x.data, nullptr, y.data, x_len, w_len, y_len};
+  int path = mode <= kPathDnnlBf16 ? static_cast<int>(mode) : PathByShape(g, allow_bf16);
+  if (path == kPathDnnlBf16 && HardwareBf16()) {
+    thread_local std::vector<uint16_t> a16, b16;
+    a16.resize(x_len);
+    ToBf16Blocks(x.data, 0, 1, static_cast<int64_t>(x_len), a16.data());
+    const uint16_t* b = w.data;  // bf16 weights are already what the product reads
+    if (kind == 0) {
+      b16.resize(w_len);
+      Widen16(0, w.data, static_cast<int64_t>(w_len), nullptr, b16.data());
+      b = b16.data();
+    }
+    if (ExecuteDnnlBf16(g, a16.data(), b)) return MakeInt(env, kPathDnnlBf16);
+  }
+  if (path == kPathDnnlBf16) path = kPathOpenblas;  // as RunPath falls back
+  thread_local std::vector<float> wide;
+  wide.resize(w_len);
+  Widen16(static_cast<int>(kind), w.data, static_cast<int64_t>(w_len), wide.data(), nullptr);
+  g.b = wide.data();
+  return MakeInt(env, RunPath(g, path));
+}
+
+// erfForward(x, y, n): y = erf(x), as torch's exact GELU needs (tfjs-wasm's Erf is a scalar loop
+// over a 1.5e-7 approximation).
+napi_value ErfForward(napi_env env, napi_callback_info info) {
+  return Map(env, info, "erfForward", [](float z) { return std::erf(z); });
+}
+
 // setThreads(n): number of threads OpenBLAS (and sgemmBatched's batch
 // parallelism) may use; n >= 1.
 napi_value SetThreads(napi_env env, napi_callback_info info) {
@@ -1554,6 +1730,8 @@ struct Export {
 constexpr Export kExports[] = {
     {"sgemmBatched", SgemmBatched},
     {"matmulBatched", MatmulBatched},
+    {"matmulHalfWeights", MatmulHalfWeights},
+    {"erfForward", ErfForward},
     {"setThreads", SetThreads},
     {"getThreads", GetThreads},
     {"info", Info},

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { UVit } from '../src/amused/uvit.js';
+import { canMatMulHalfWeights, halfWeightProducts } from '../src/tensor/ops/half-weight-matmul.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { loadSafetensors, saveSafetensors } from '../src/tensor/safetensors.js';
 
@@ -66,7 +67,10 @@ test('an F16 weight file streams as 16-bit host copies with the logits of reside
   const params = Object.values(tensors).reduce((n, t) => n + t.data.length, 0);
   const bytes = (streamed as unknown as { weights: { bytes: number } }).weights.bytes;
   assert.equal(bytes, 2 * params, 'two bytes per weight');
+  const products = halfWeightProducts();
   assert.deepEqual(logits(streamed), logits(resident));
+  // On the native path the products read the 16-bit host copies in place (nothing widened per pass).
+  if (canMatMulHalfWeights()) assert.ok(halfWeightProducts() - products >= 20, 'products read the host copies');
   resident.dispose();
   streamed.dispose();
 });

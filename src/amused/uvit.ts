@@ -15,6 +15,7 @@
 // [C, 1, 3, 3] → [3, 3, C, 1]; transposed conv [in, out, 2, 2] → [in, 2·2·out] (matmul + pixel shuffle).
 // Every tensor's presence and shape is checked against the config before any tf tensor exists.
 import * as tf from '@tensorflow/tfjs-core';
+import { canMatMulHalfWeights, type HalfWeight, matMulHalfWeights } from '../tensor/ops/half-weight-matmul.js';
 import { silu } from '../tensor/ops/silu.js';
 import { float16BitsToFloat32, float32ToFloat16Bits, type NamedTensor } from '../tensor/safetensors.js';
 import { MuseError } from '../util/errors.js';
@@ -295,6 +296,8 @@ export interface WeightSource {
   get(name: string): tf.Tensor;
   /** Whether the model has this (optional) tensor, e.g. a bias. */
   has(name: string): boolean;
+  /** The weight's 16-bit host copy when it has one and is a matrix (products read it in place). */
+  half?(name: string): HalfWeight | undefined;
   dispose(): void;
 }
 
@@ -399,6 +402,11 @@ class StreamedWeights implements WeightSource {
   }
   has(name: string): boolean {
     return this.host.has(name);
+  }
+  half(name: string): HalfWeight | undefined {
+    const w = this.host.get(name);
+    if (!w?.half || !w.kind || w.shape.length !== 2) return undefined;
+    return { bits: w.half, kind: w.kind, shape: w.shape as [number, number] };
   }
   /** Bytes the host copies take. */
   get bytes(): number {
@@ -570,13 +578,19 @@ export class UVit {
 
   // ---- building blocks (x: [..., features]) -------------------------------------------------------
 
+  /** x [rows, in] · the weight `name` [in, out]: its 16-bit host copy read in place where the backend can. */
+  private product(x: tf.Tensor, name: string): tf.Tensor {
+    if (!this.weights) throw new MuseError('this UVit model was disposed');
+    const half = canMatMulHalfWeights() ? this.weights.half?.(name) : undefined;
+    return half ? matMulHalfWeights(x, half) : tf.matMul(x, this.w(name));
+  }
+
   private linear(x: tf.Tensor, p: string): tf.Tensor {
-    const w = this.w(`${p}.weight`);
     const shape = x.shape;
-    let y = tf.matMul(tf.reshape(x, [-1, shape[shape.length - 1]]), w);
+    let y = this.product(tf.reshape(x, [-1, shape[shape.length - 1]]), `${p}.weight`);
     const b = this.opt(`${p}.bias`);
     if (b) y = tf.add(y, b);
-    return tf.reshape(y, [...shape.slice(0, -1), w.shape[1] as number]);
+    return tf.reshape(y, [...shape.slice(0, -1), y.shape[1] as number]);
   }
 
   /** RMSNorm over the last axis: x / √(mean(x²) + ε) · weight (weight only when the model has one). */
@@ -688,9 +702,8 @@ export class UVit {
   /** RMSNorm then a 2×2 transposed conv with stride 2 (no overlap: a matmul and a pixel shuffle). */
   private upsample(x: tf.Tensor4D, p: string): tf.Tensor4D {
     const [b, h, w, c] = x.shape;
-    const wt = this.w(`${p}.conv.weight`); // [in, 2·2·out]
-    const out = (wt.shape[1] as number) / 4;
-    let y: tf.Tensor = tf.matMul(tf.reshape(this.rmsNorm(x, `${p}.norm`), [b * h * w, c]), wt);
+    let y = this.product(tf.reshape(this.rmsNorm(x, `${p}.norm`), [b * h * w, c]), `${p}.conv.weight`); // [in, 2·2·out]
+    const out = (y.shape[1] as number) / 4;
     y = tf.transpose(tf.reshape(y, [b, h, w, 2, 2, out]), [0, 1, 3, 2, 4, 5]);
     y = tf.reshape(y, [b, h * 2, w * 2, out]);
     const bias = this.opt(`${p}.conv.bias`);

@@ -69,6 +69,25 @@ export interface NativeAddon {
   softmaxBackward?(dy: Float32Array, y: Float32Array, dx: Float32Array, rows: number, d: number): void;
   /** y[c] = Σ_r x[r·d + c] over `rows` rows (a sum over leading axes; sums in double). Absent from older addons. */
   sumRows?(x: Float32Array, y: Float32Array, rows: number, d: number): void;
+  /**
+   * y (M×N) = x (M×K) · W (K×N), W row-major 16-bit (kind 0 IEEE half, 1 bfloat16) anywhere in
+   * memory (host copies outside the wasm heap); the path is chosen as matmulBatched's (mode 4 takes the
+   * shape rule) and the result equals matmulBatched's on the widened weights bit for bit. Returns the
+   * path. Absent from older addons.
+   */
+  matmulHalfWeights?(
+    x: Float32Array,
+    M: number,
+    K: number,
+    w: Uint16Array,
+    kind: number,
+    N: number,
+    y: Float32Array,
+    mode: number,
+    allowBf16: boolean,
+  ): number;
+  /** y = erf(x) over n elements (the C library's erf). Absent from older addons. */
+  erfForward?(x: Float32Array, y: Float32Array, n: number): void;
   /** y = gelu(x) (tanh form) over n elements. */
   geluForward(x: Float32Array, y: Float32Array, n: number): void;
   /** dx = dy · gelu'(x) over n elements. */

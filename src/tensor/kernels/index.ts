@@ -8,7 +8,9 @@ import { registerFusedSoftmaxGradient } from '../ops/softmax.js';
 import { setActiveNative } from './active-native.js';
 import { batchMatMulKernel } from './batch-matmul.js';
 import { conv2dBackpropFilterKernel, conv2dBackpropInputKernel, conv2dKernel } from './conv2d.js';
+import { erfKernel } from './erf.js';
 import { gatherV2, identity } from './gather.js';
+import { HALF_WEIGHT_MATMUL, halfWeightMatMulKernel } from './half-weight-matmul.js';
 import { type KernelArgs, keepStockKernel } from './heap.js';
 import { unsortedSegmentSum } from './segment-sum.js';
 import { slice, splitV } from './slice.js';
@@ -52,6 +54,8 @@ export async function registerKernelPack(options: { native: boolean }): Promise<
   if (native) kernels.Conv2D = conv2dKernel(native);
   if (native?.softmaxForward) kernels.Softmax = softmaxKernel(native);
   if (native?.sumRows) kernels.Sum = sumKernel(native);
+  if (native?.erfForward) kernels.Erf = erfKernel(native);
+  if (native?.matmulHalfWeights) kernels[HALF_WEIGHT_MATMUL] = halfWeightMatMulKernel(native);
   for (const [name, kernel] of Object.entries(kernels)) replace(name, kernel);
   // After tfjs-core's gradients (initBackend registers those first).
   registerFusedSoftmaxGradient();
