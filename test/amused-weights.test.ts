@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { UVit } from '../src/amused/uvit.js';
-import { canMatMulHalfWeights, halfWeightProducts } from '../src/tensor/ops/half-weight-matmul.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
+import { canMatMulHalfWeights, halfWeightProducts } from '../src/tensor/ops/half-weight-matmul.js';
 import { loadSafetensors, saveSafetensors } from '../src/tensor/safetensors.js';
 
 const FOLDER = join(import.meta.dirname, 'fixtures', 'amused', 'tiny-amused-256', 'transformer');

@@ -100,8 +100,14 @@ test('bad arguments throw one clear error and write nothing', (t) => {
   const a = need(t);
   if (!a?.matmulHalfWeights) return;
   const y = new Float32Array(4).fill(7);
-  assert.throws(() => a.matmulHalfWeights?.(new Float32Array(3), 2, 2, new Uint16Array(4), 0, 2, y, 3, true), /x is too small/);
-  assert.throws(() => a.matmulHalfWeights?.(new Float32Array(4), 2, 2, new Uint16Array(3), 0, 2, y, 3, true), /w is too small/);
+  assert.throws(
+    () => a.matmulHalfWeights?.(new Float32Array(3), 2, 2, new Uint16Array(4), 0, 2, y, 3, true),
+    /x is too small/,
+  );
+  assert.throws(
+    () => a.matmulHalfWeights?.(new Float32Array(4), 2, 2, new Uint16Array(3), 0, 2, y, 3, true),
+    /w is too small/,
+  );
   assert.throws(
     () => a.matmulHalfWeights?.(new Float32Array(4), 2, 2, new Float32Array(4) as never, 0, 2, y, 3, true),
     /w must be a Uint16Array/,
@@ -109,7 +115,18 @@ test('bad arguments throw one clear error and write nothing', (t) => {
   assert.throws(() => a.matmulHalfWeights?.(new Float32Array(4), 2, 2, new Uint16Array(4), 2, 2, y, 3, true), /kind/);
   const shared = new ArrayBuffer(64);
   assert.throws(
-    () => a.matmulHalfWeights?.(new Float32Array(4), 2, 2, new Uint16Array(shared, 0, 4), 0, 2, new Float32Array(shared, 0, 4), 3, true),
+    () =>
+      a.matmulHalfWeights?.(
+        new Float32Array(4),
+        2,
+        2,
+        new Uint16Array(shared, 0, 4),
+        0,
+        2,
+        new Float32Array(shared, 0, 4),
+        3,
+        true,
+      ),
     /overlaps/,
   );
   assert.deepEqual([...y], [7, 7, 7, 7]);
