@@ -180,7 +180,8 @@ async function measure(folder: string, steps: number): Promise<void> {
 
 /**
  * Where a U-ViT forward pass spends its time (`--profile DIR`): one guided batch (2 rows) through the
- * transformer alone, kernel milliseconds summed by kernel (tf.profile), and the weights' upload alone.
+ * transformer alone, kernel milliseconds summed by kernel (tf.profile), and — apart — what widening and
+ * uploading every weight once costs (what each pass paid before products read the 16-bit host copies).
  */
 async function profile(folder: string): Promise<void> {
   const { UVit } = await import('../src/amused/uvit.js');

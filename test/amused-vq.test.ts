@@ -235,6 +235,32 @@ for (const grid of ['8x8', '4x4']) {
   });
 }
 
+test('vqgan: 3×3 convolutions run in bands of output rows give the unbanded decode (to float rounding)', async () => {
+  await backend();
+  const t = await expectedFile('vqvae.safetensors');
+  const model = await VQModel.load(VQ_FOLDER);
+  try {
+    const tokens = t['decode_8x8.tokens'];
+    const shape = tokens.shape as [number, number, number];
+    const whole = model.decode(tokens.data as Int32Array, shape);
+    // One row per band, then bands of 3 rows (the last one shorter): every band edge and halo is exercised.
+    for (const bytes of [1, 3 * shape[0] * 128 * 9 * 4 * 8]) {
+      model.convBandBytes = bytes;
+      const before = model.bandedConvolutions;
+      const got = model.decode(tokens.data as Int32Array, shape);
+      const banded = model.bandedConvolutions - before;
+      assert.ok(banded > 0, 'some convolution ran in bands');
+      // Products of other shapes may round differently (a few ulps); a wrong halo or band edge is off by far more.
+      const err = maxAbsDiff(got.dataSync(), whole.dataSync());
+      assert.ok(err < 1e-5, `bands at ${bytes} bytes: max |difference| ${err}`);
+      got.dispose();
+    }
+    whole.dispose();
+  } finally {
+    model.dispose();
+  }
+});
+
 test('vqgan: encode (img2img input) gives identical token ids and latents within 1e-4', async () => {
   await backend();
   const t = await expectedFile('vqvae.safetensors');

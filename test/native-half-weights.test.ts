@@ -24,7 +24,13 @@ const requireNative = process.env.MUSE_REQUIRE_NATIVE === '1' && process.env.MUS
 function need(t: TestContext): NativeAddon | undefined {
   if (addon?.matmulHalfWeights && addon.erfForward && addon.matmulBatched) return addon;
   if (requireNative) assert.fail('native addon without matmulHalfWeights/erfForward: rebuild it');
-  t.skip(addon ? 'addon built before matmulHalfWeights' : 'native addon not built');
+  t.skip(
+    addon
+      ? 'addon built before matmulHalfWeights'
+      : process.env.MUSE_NATIVE === '0'
+        ? 'native path off (MUSE_NATIVE=0)'
+        : 'native addon not built',
+  );
   return undefined;
 }
 
@@ -86,9 +92,9 @@ test('the product equals matmulBatched on the widened weights, bit for bit, on e
         if (mode === 2 && !bf16Units) continue;
         const want = new Float32Array(m * n);
         const got = new Float32Array(m * n).fill(Number.NaN);
-        const p1 = a.matmulBatched(false, false, 1, m, n, k, x, 0, wide, 0, want, 1, 0, mode, allowBf16);
-        const p2 = a.matmulHalfWeights?.(x, m, k, w, kind, n, got, mode, allowBf16);
-        const at = `${m}×${k}×${n} kind ${kind} mode ${mode}${allowBf16 ? ' bf16' : ''}`;
+        const p1: number = a.matmulBatched(false, false, 1, m, n, k, x, 0, wide, 0, want, 1, 0, mode, allowBf16);
+        const p2: number | undefined = a.matmulHalfWeights?.(x, m, k, w, kind, n, got, mode, allowBf16);
+        const at: string = `${m}×${k}×${n} kind ${kind} mode ${mode}${allowBf16 ? ' bf16' : ''}`;
         assert.equal(p2, p1, `${at}: same path`);
         assert.deepEqual(got, want, at);
       }

@@ -212,6 +212,13 @@ export class VQModel {
   /** The codebook [K, D] as float32, for nearest-entry search in encode(). */
   private readonly codebook: Float32Array;
   private disposed = false;
+  /**
+   * Largest im2col matrix (bytes) one 3×3 convolution makes at once; bigger ones run in bands of
+   * output rows with the same result (tests lower it to force bands on small inputs).
+   */
+  convBandBytes = CONV_BAND_BYTES;
+  /** How many convolutions have run in bands (a diagnostic). */
+  bandedConvolutions = 0;
 
   private constructor(config: VqConfig, params: Map<string, tf.Tensor>, codebook: Float32Array) {
     this.config = config;
@@ -273,10 +280,11 @@ export class VQModel {
     const [b, h, width] = x.shape;
     const rowBytes = b * width * kh * kw * cin * 4; // the im2col matrix of one output row
     let y: tf.Tensor4D;
-    if (stride === 1 && pad === 'same' && kh === 3 && kw === 3 && rowBytes * h > CONV_BAND_BYTES) {
+    if (stride === 1 && pad === 'same' && kh === 3 && kw === 3 && rowBytes * h > this.convBandBytes) {
       // Full-resolution layers of a 512 px decode need a 2.4 GB im2col matrix: convolve bands of
       // output rows (each with its one-row halo; 'same' = one pixel of zeros all round) instead.
-      const rows = Math.max(1, Math.floor(CONV_BAND_BYTES / rowBytes));
+      const rows = Math.max(1, Math.floor(this.convBandBytes / rowBytes));
+      this.bandedConvolutions++;
       const padded = tf.pad(x, [
         [0, 0],
         [1, 1],
