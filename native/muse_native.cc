@@ -618,6 +618,174 @@ napi_value SoftmaxBackward(napi_env env, napi_callback_info info) {
   return Undefined(env);
 }
 
+// Scaled dot-product attention per (batch, head) item, forward and backward, in one call each way
+// (src/tensor/ops/attention.ts). Layouts: q [B,H,Sq,dh], k and v [B,H,Sk,dh], bias [B,Sk] (added to
+// every head's and query's scores; length 0: none), o [B,H,Sq,dh], p [B,H,Sq,Sk] (the probabilities,
+// kept for the backward). Items run whole on the pool's threads, each with single-threaded OpenBLAS:
+// the [Sq, Sk] scores go through one product, one softmax pass and one product, where tfjs ran a
+// scale, a batched product, a bias add, a softmax and a batched product over the whole batch.
+struct AttentionDims {
+  int64_t b, h, sq, sk, dh;
+  float scale;
+};
+
+bool GetAttentionDims(napi_env env, const Args& args, const char* fn, size_t first, AttentionDims* d) {
+  constexpr double kMaxDim = 2147483647.0;
+  double scale;
+  if (!GetIndex(env, args.values[first], fn, "B", kMaxDim, &d->b) ||
+      !GetIndex(env, args.values[first + 1], fn, "H", kMaxDim, &d->h) ||
+      !GetIndex(env, args.values[first + 2], fn, "Sq", kMaxDim, &d->sq) ||
+      !GetIndex(env, args.values[first + 3], fn, "Sk", kMaxDim, &d->sk) ||
+      !GetIndex(env, args.values[first + 4], fn, "dh", kMaxDim, &d->dh) ||
+      !GetNumber(env, args.values[first + 5], fn, "scale", &scale))
+    return false;
+  d->scale = static_cast<float>(scale);
+  return true;
+}
+
+// Throws (returning false) when an output overlaps an input or another output.
+bool CheckDisjoint(napi_env env, const char* fn, std::initializer_list<std::pair<const F32View*, uint64_t>> outs,
+                   std::initializer_list<std::pair<const F32View*, uint64_t>> ins) {
+  for (auto o = outs.begin(); o != outs.end(); ++o) {
+    for (const auto& i : ins)
+      if (Overlaps(o->first->data, o->second, i.first->data, i.second))
+        return ThrowRange(env, std::string(fn) + ": an output overlaps an input");
+    for (auto o2 = o + 1; o2 != outs.end(); ++o2)
+      if (Overlaps(o->first->data, o->second, o2->first->data, o2->second))
+        return ThrowRange(env, std::string(fn) + ": two outputs overlap");
+  }
+  return true;
+}
+
+template <typename Body>
+void ForEachHead(const AttentionDims& d, const Body& body) {
+  const int64_t items = d.b * d.h;
+  const double work = static_cast<double>(items) * static_cast<double>(d.sq) * static_cast<double>(d.sk) *
+                      static_cast<double>(d.dh);
+  const int workers = std::min<int>(PoolWorkers(work, 1 << 18), static_cast<int>(std::max<int64_t>(items, 1)));
+  BlasSingleThreadScope single(openblas_get_num_threads());
+  ParallelFor(items, workers, 1, body);
+}
+
+// attentionForward(q, k, v, bias, o, p, B, H, Sq, Sk, dh, scale)
+napi_value AttentionForward(napi_env env, napi_callback_info info) {
+  static const char* fn = "attentionForward";
+  Args args;
+  F32View q, k, v, bias, o, p;
+  AttentionDims d;
+  if (!GetArgs(env, info, fn, 12, &args) || !GetF32(env, args.values[0], fn, "q", &q) ||
+      !GetF32(env, args.values[1], fn, "k", &k) || !GetF32(env, args.values[2], fn, "v", &v) ||
+      !GetF32(env, args.values[3], fn, "bias", &bias) || !GetF32(env, args.values[4], fn, "o", &o) ||
+      !GetF32(env, args.values[5], fn, "p", &p) || !GetAttentionDims(env, args, fn, 6, &d))
+    return nullptr;
+  const uint64_t items = static_cast<uint64_t>(d.b * d.h);
+  const uint64_t nq = items * d.sq * d.dh, nk = items * d.sk * d.dh, np = items * d.sq * d.sk;
+  const bool has_bias = bias.length > 0;
+  if (!NeedLength(env, fn, "q", q, nq) || !NeedLength(env, fn, "k", k, nk) || !NeedLength(env, fn, "v", v, nk) ||
+      !NeedLength(env, fn, "o", o, nq) || !NeedLength(env, fn, "p", p, np) ||
+      (has_bias && !NeedLength(env, fn, "bias", bias, static_cast<uint64_t>(d.b * d.sk))) ||
+      !CheckDisjoint(env, fn, {{&o, nq}, {&p, np}}, {{&q, nq}, {&k, nk}, {&v, nk}, {&bias, has_bias ? bias.length : 0}}))
+    return nullptr;
+  if (items == 0 || d.sq == 0) return Undefined(env);
+  const int64_t sq = d.sq, sk = d.sk, dh = d.dh;
+  ForEachHead(d, [&](int64_t i) {
+    const float* qi = q.data + i * sq * dh;
+    const float* ki = k.data + i * sk * dh;
+    const float* vi = v.data + i * sk * dh;
+    float* pi = p.data + i * sq * sk;
+    float* oi = o.data + i * sq * dh;
+    if (sk == 0) {
+      std::fill(oi, oi + sq * dh, 0.0f);
+      return;
+    }
+    if (dh > 0)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(sq), static_cast<blasint>(sk),
+                  static_cast<blasint>(dh), d.scale, qi, static_cast<blasint>(dh), ki, static_cast<blasint>(dh), 0.0f,
+                  pi, static_cast<blasint>(sk));
+    else
+      std::fill(pi, pi + sq * sk, 0.0f);
+    const float* bi = has_bias ? bias.data + (i / d.h) * sk : nullptr;
+    for (int64_t r = 0; r < sq; ++r) {
+      float* row = pi + r * sk;
+      if (bi)
+        for (int64_t c = 0; c < sk; ++c) row[c] += bi[c];
+      float m = -INFINITY;
+      for (int64_t c = 0; c < sk; ++c) m = std::max(m, row[c]);
+      double sum = 0;
+      for (int64_t c = 0; c < sk; ++c) {
+        const float e = std::exp(row[c] - m);
+        row[c] = e;
+        sum += e;
+      }
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int64_t c = 0; c < sk; ++c) row[c] *= inv;
+    }
+    if (dh > 0)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(sq), static_cast<blasint>(dh),
+                  static_cast<blasint>(sk), 1.0f, pi, static_cast<blasint>(sk), vi, static_cast<blasint>(dh), 0.0f, oi,
+                  static_cast<blasint>(dh));
+  });
+  return Undefined(env);
+}
+
+// attentionBackward(dO, q, k, v, p, dq, dk, dv, B, H, Sq, Sk, dh, scale):
+//   dV = Pᵀ dO, dP = dO Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = scale · dS K, dK = scale · dSᵀ Q.
+napi_value AttentionBackward(napi_env env, napi_callback_info info) {
+  static const char* fn = "attentionBackward";
+  Args args;
+  F32View dout, q, k, v, p, dq, dk, dv;
+  AttentionDims d;
+  if (!GetArgs(env, info, fn, 14, &args) || !GetF32(env, args.values[0], fn, "dO", &dout) ||
+      !GetF32(env, args.values[1], fn, "q", &q) || !GetF32(env, args.values[2], fn, "k", &k) ||
+      !GetF32(env, args.values[3], fn, "v", &v) || !GetF32(env, args.values[4], fn, "p", &p) ||
+      !GetF32(env, args.values[5], fn, "dq", &dq) || !GetF32(env, args.values[6], fn, "dk", &dk) ||
+      !GetF32(env, args.values[7], fn, "dv", &dv) || !GetAttentionDims(env, args, fn, 8, &d))
+    return nullptr;
+  const uint64_t items = static_cast<uint64_t>(d.b * d.h);
+  const uint64_t nq = items * d.sq * d.dh, nk = items * d.sk * d.dh, np = items * d.sq * d.sk;
+  if (!NeedLength(env, fn, "dO", dout, nq) || !NeedLength(env, fn, "q", q, nq) || !NeedLength(env, fn, "k", k, nk) ||
+      !NeedLength(env, fn, "v", v, nk) || !NeedLength(env, fn, "p", p, np) || !NeedLength(env, fn, "dq", dq, nq) ||
+      !NeedLength(env, fn, "dk", dk, nk) || !NeedLength(env, fn, "dv", dv, nk) ||
+      !CheckDisjoint(env, fn, {{&dq, nq}, {&dk, nk}, {&dv, nk}}, {{&dout, nq}, {&q, nq}, {&k, nk}, {&v, nk}, {&p, np}}))
+    return nullptr;
+  if (items == 0) return Undefined(env);
+  const int64_t sq = d.sq, sk = d.sk, dh = d.dh;
+  const auto bsq = static_cast<blasint>(sq), bsk = static_cast<blasint>(sk), bdh = static_cast<blasint>(dh);
+  ForEachHead(d, [&](int64_t i) {
+    const float* doi = dout.data + i * sq * dh;
+    const float* qi = q.data + i * sq * dh;
+    const float* ki = k.data + i * sk * dh;
+    const float* vi = v.data + i * sk * dh;
+    const float* pi = p.data + i * sq * sk;
+    float* dqi = dq.data + i * sq * dh;
+    float* dki = dk.data + i * sk * dh;
+    float* dvi = dv.data + i * sk * dh;
+    if (sq == 0 || sk == 0 || dh == 0) {
+      std::fill(dqi, dqi + sq * dh, 0.0f);
+      std::fill(dki, dki + sk * dh, 0.0f);
+      std::fill(dvi, dvi + sk * dh, 0.0f);
+      return;
+    }
+    thread_local std::vector<float> ds;
+    ds.resize(static_cast<size_t>(sq * sk));
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bsk, bdh, bsq, 1.0f, pi, bsk, doi, bdh, 0.0f, dvi, bdh);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bsq, bsk, bdh, 1.0f, doi, bdh, vi, bdh, 0.0f, ds.data(), bsk);
+    for (int64_t r = 0; r < sq; ++r) {
+      float* dr = ds.data() + r * sk;
+      const float* pr = pi + r * sk;
+      double dot = 0;
+      for (int64_t c = 0; c < sk; ++c) dot += static_cast<double>(dr[c]) * pr[c];
+      const float df = static_cast<float>(dot);
+      for (int64_t c = 0; c < sk; ++c) dr[c] = pr[c] * (dr[c] - df);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bsq, bdh, bsk, d.scale, ds.data(), bsk, ki, bdh, 0.0f, dqi,
+                bdh);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bsk, bdh, bsq, d.scale, ds.data(), bsk, qi, bdh, 0.0f, dki,
+                bdh);
+  });
+  return Undefined(env);
+}
+
 // sumRows(x, y, rows, d): y[c] = sum over r of x[r·d + c] — a reduction over the leading axes (bias
 // gradients), which tfjs-wasm does by transposing the whole tensor first. Column blocks in parallel,
 // each streamed row by row, sums in double.
@@ -1732,6 +1900,8 @@ constexpr Export kExports[] = {
     {"matmulBatched", MatmulBatched},
     {"matmulHalfWeights", MatmulHalfWeights},
     {"erfForward", ErfForward},
+    {"attentionForward", AttentionForward},
+    {"attentionBackward", AttentionBackward},
     {"setThreads", SetThreads},
     {"getThreads", GetThreads},
     {"info", Info},

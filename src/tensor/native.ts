@@ -86,6 +86,42 @@ export interface NativeAddon {
     mode: number,
     allowBf16: boolean,
   ): number;
+  /**
+   * Scaled dot-product attention per (batch, head): p = softmax(scale·q·kᵀ + bias), o = p·v, with q
+   * [B,H,Sq,dh], k and v [B,H,Sk,dh], bias [B,Sk] (length 0: none), o [B,H,Sq,dh], p [B,H,Sq,Sk].
+   * Absent from older addons.
+   */
+  attentionForward?(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    bias: Float32Array,
+    o: Float32Array,
+    p: Float32Array,
+    B: number,
+    H: number,
+    Sq: number,
+    Sk: number,
+    dh: number,
+    scale: number,
+  ): void;
+  /** attentionForward's gradients dq, dk, dv from dO and the saved p. Absent from older addons. */
+  attentionBackward?(
+    dO: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    p: Float32Array,
+    dq: Float32Array,
+    dk: Float32Array,
+    dv: Float32Array,
+    B: number,
+    H: number,
+    Sq: number,
+    Sk: number,
+    dh: number,
+    scale: number,
+  ): void;
   /** y = erf(x) over n elements (the C library's erf). Absent from older addons. */
   erfForward?(x: Float32Array, y: Float32Array, n: number): void;
   /** y = gelu(x) (tanh form) over n elements. */

@@ -22,6 +22,7 @@
 // NULL token. The cross-attention keys and values depend on the text alone, so decoding computes them
 // once per generation (precomputeContext) and passes them to every step.
 import * as tf from '@tensorflow/tfjs-core';
+import { attention } from '../tensor/ops/attention.js';
 import { gelu } from '../tensor/ops/gelu.js';
 import { layerNorm } from '../tensor/ops/layer-norm.js';
 import { type LayoutVisitor, newVariable, type Params } from '../tensor/params.js';
@@ -172,16 +173,8 @@ export function mergeHeads(x: tf.Tensor4D): tf.Tensor3D {
   return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [b, s, h * dh]);
 }
 
-/**
- * Scaled dot-product attention, all heads at once: softmax(q·kᵀ/√dh + bias)·v.
- * q [B, H, Sq, dh], k and v [B, H, Sk, dh], bias (optional) broadcast to [B, H, Sq, Sk].
- */
-export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias?: tf.Tensor): tf.Tensor4D {
-  const dh = q.shape[3];
-  let scores = tf.matMul(tf.mul(q, 1 / Math.sqrt(dh)), k, false, true);
-  if (bias) scores = tf.add(scores, bias);
-  return tf.matMul(tf.softmax(scores), v);
-}
+/** Scaled dot-product attention of all heads (src/tensor/ops/attention.ts: fused on the native path). */
+export { attention };
 
 function selfAttention(p: TransformerParams, name: string, x: tf.Tensor, heads: number): tf.Tensor {
   const [q, k, v] = tf.split(linear(p, `${name}.qkv`, x), 3, -1);

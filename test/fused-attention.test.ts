@@ -1,0 +1,181 @@
+// Attention as one kernel each way (src/tensor/ops/attention.ts; native attentionForward/Backward on
+// the native path, plain-loop kernels on the cpu backend): values against a float64 forward, gradients
+// against central finite differences of that float64 forward (independent of the backward formula),
+// padding-mask bias included; and, at a training-sized shape, fused against tfjs's composite ops.
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
+import { loadNative, setMatmulPolicy } from '../src/tensor/native.js';
+import { attention, attentionComposite, attentionFused, fusedAttentionActive } from '../src/tensor/ops/attention.js';
+
+after(() => {
+  setMatmulPolicy();
+  shutdownBackend();
+});
+
+function values(n: number, seed: number, scale = 1): Float32Array {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return (s / 2 ** 32 - 0.5) * 2 * scale;
+  });
+}
+
+const [B, H, SQ, SK, DH] = [2, 3, 5, 7, 4];
+const q = values(B * H * SQ * DH, 1);
+const k = values(B * H * SK * DH, 2);
+const v = values(B * H * SK * DH, 3);
+const w = values(B * H * SQ * DH, 4); // loss = Σ o ⊙ w
+// Image 0 sees every key; image 1 has its last two keys masked out (as a text padding bias).
+const bias = Float32Array.from({ length: B * SK }, (_, i) => (i >= SK + SK - 2 ? -1e9 : 0));
+
+/** Float64 loss Σ o ⊙ w of attention with the given inputs (bias [B, SK]). */
+function loss64(qa: ArrayLike<number>, ka: ArrayLike<number>, va: ArrayLike<number>, withBias: boolean): number {
+  let total = 0;
+  const scale = 1 / Math.sqrt(DH);
+  for (let i = 0; i < B * H; i++) {
+    const b = Math.floor(i / H);
+    for (let r = 0; r < SQ; r++) {
+      const s = new Float64Array(SK);
+      for (let c = 0; c < SK; c++) {
+        let dot = 0;
+        for (let d = 0; d < DH; d++) dot += qa[(i * SQ + r) * DH + d] * ka[(i * SK + c) * DH + d];
+        s[c] = dot * scale + (withBias ? bias[b * SK + c] : 0);
+      }
+      const m = Math.max(...s);
+      let sum = 0;
+      for (let c = 0; c < SK; c++) sum += Math.exp(s[c] - m);
+      for (let d = 0; d < DH; d++) {
+        let o = 0;
+        for (let c = 0; c < SK; c++) o += (Math.exp(s[c] - m) / sum) * va[(i * SK + c) * DH + d];
+        total += o * w[(i * SQ + r) * DH + d];
+      }
+    }
+  }
+  return total;
+}
+
+/** d loss / d x by central differences of the float64 forward. */
+function numericGrad(which: 0 | 1 | 2, withBias: boolean): Float64Array {
+  const arrays = [Float64Array.from(q), Float64Array.from(k), Float64Array.from(v)];
+  const x = arrays[which];
+  const g = new Float64Array(x.length);
+  const h = 1e-6;
+  for (let i = 0; i < x.length; i++) {
+    const keep = x[i];
+    x[i] = keep + h;
+    const up = loss64(arrays[0], arrays[1], arrays[2], withBias);
+    x[i] = keep - h;
+    const down = loss64(arrays[0], arrays[1], arrays[2], withBias);
+    x[i] = keep;
+    g[i] = (up - down) / (2 * h);
+  }
+  return g;
+}
+
+function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+function run(fn: typeof attention, withBias: boolean) {
+  return tf.tidy(() => {
+    const qt = tf.tensor4d(q, [B, H, SQ, DH]);
+    const kt = tf.tensor4d(k, [B, H, SK, DH]);
+    const vt = tf.tensor4d(v, [B, H, SK, DH]);
+    const bt = withBias ? tf.tensor4d(bias, [B, 1, 1, SK]) : undefined;
+    const wt = tf.tensor4d(w, [B, H, SQ, DH]);
+    const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) =>
+      tf.sum(tf.mul(fn(a as tf.Tensor4D, b as tf.Tensor4D, c as tf.Tensor4D, bt), wt)) as tf.Scalar;
+    const { value, grads } = tf.valueAndGrads(f)([qt, kt, vt]);
+    return { loss: value.dataSync()[0], grads: grads.map((g) => g.dataSync() as Float32Array) };
+  });
+}
+
+const references = new Map<boolean, { loss: number; grads: Float64Array[] }>();
+function reference(withBias: boolean) {
+  let r = references.get(withBias);
+  if (!r) {
+    r = { loss: loss64(q, k, v, withBias), grads: [0, 1, 2].map((i) => numericGrad(i as 0 | 1 | 2, withBias)) };
+    references.set(withBias, r);
+  }
+  return r;
+}
+
+function check(label: string, fn: typeof attention): void {
+  for (const withBias of [false, true]) {
+    const got = run(fn, withBias);
+    const want = reference(withBias);
+    assert.ok(Math.abs(got.loss - want.loss) < 1e-5, `${label}, bias ${withBias}: loss ${got.loss} vs ${want.loss}`);
+    ['dq', 'dk', 'dv'].forEach((name, i) => {
+      const err = maxAbs(got.grads[i], want.grads[i]);
+      assert.ok(err < 2e-5, `${label}, bias ${withBias}: ${name} off by ${err}`);
+    });
+    if (withBias) {
+      // Masked keys get no weight: their values and keys get no gradient.
+      for (let hh = 0; hh < H; hh++)
+        for (const c of [SK - 2, SK - 1])
+          for (let d = 0; d < DH; d++) {
+            const at = ((H + hh) * SK + c) * DH + d;
+            assert.equal(got.grads[1][at], 0, 'masked key gradient');
+            assert.equal(got.grads[2][at], 0, 'masked value gradient');
+          }
+    }
+  }
+}
+
+test('attention on this path: values and gradients against float64 (finite differences), with a padding mask', async () => {
+  await initBackend();
+  setMatmulPolicy({ precision: 'fp32' });
+  const native = loadNative();
+  if (process.env.MUSE_NATIVE !== '0' && native?.attentionForward)
+    assert.ok(fusedAttentionActive(), 'fused on the native path');
+  check(fusedAttentionActive() ? 'fused (native)' : 'composite', attention);
+  check('composite', attentionComposite);
+});
+
+test('the fused kernels on the cpu backend (plain loops) give the same values and gradients', async () => {
+  await initBackend();
+  const previous = tf.getBackend();
+  await tf.setBackend('cpu');
+  try {
+    check('fused (cpu loops)', attentionFused);
+  } finally {
+    await tf.setBackend(previous);
+  }
+});
+
+test('at a training shape, fused and composite agree (forward and gradients, relative 1e-5)', async (t) => {
+  await initBackend();
+  if (!fusedAttentionActive()) {
+    t.skip('fused attention runs on the native path only');
+    return;
+  }
+  setMatmulPolicy({ precision: 'fp32' });
+  const [b, h, sq, sk, dh] = [4, 8, 64, 88, 32];
+  const ins = [values(b * h * sq * dh, 5, 2), values(b * h * sk * dh, 6, 2), values(b * h * sk * dh, 7)];
+  const mask = Float32Array.from({ length: b * sk }, (_, i) => (i % sk >= sk - 10 * (i % 3) ? -1e9 : 0));
+  const outs = [attentionFused, attentionComposite].map((fn) =>
+    tf.tidy(() => {
+      const [qt, kt, vt] = [
+        tf.tensor4d(ins[0], [b, h, sq, dh]),
+        tf.tensor4d(ins[1], [b, h, sk, dh]),
+        tf.tensor4d(ins[2], [b, h, sk, dh]),
+      ];
+      const bt = tf.tensor4d(mask, [b, 1, 1, sk]);
+      const wt = tf.tensor4d(values(b * h * sq * dh, 8), [b, h, sq, dh]);
+      const o = fn(qt, kt, vt, bt);
+      const g = tf.grads((x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) =>
+        tf.sum(tf.mul(fn(x as tf.Tensor4D, y as tf.Tensor4D, z as tf.Tensor4D, bt), wt)),
+      )([qt, kt, vt]);
+      return [o, ...g].map((x) => x.dataSync() as Float32Array);
+    }),
+  );
+  ['o', 'dq', 'dk', 'dv'].forEach((name, i) => {
+    const scale = Math.max(...outs[1][i].map(Math.abs));
+    const err = maxAbs(outs[0][i], outs[1][i]) / scale;
+    assert.ok(err < 1e-5, `${name}: relative error ${err}`);
+  });
+});
