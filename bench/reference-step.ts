@@ -4,6 +4,7 @@
 // Adam lr 3e-4, cross-entropy on masked positions. Written as this project's models are: fused
 // layer norm and GELU, in-place AdamW (weight decay 0 = Adam). 4.8M parameters, ~56 GFLOP per step.
 import * as tf from '@tensorflow/tfjs-core';
+import { attention as headAttention } from '../src/tensor/ops/attention.js';
 import { gelu } from '../src/tensor/ops/gelu.js';
 import { layerNorm } from '../src/tensor/ops/layer-norm.js';
 import { newVariable } from '../src/tensor/params.js';
@@ -58,8 +59,8 @@ function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor): tf.Tensor {
   const [b, sq, d] = q.shape as [number, number, number];
   const sk = k.shape[1] as number;
   const split = (x: tf.Tensor, s: number) => tf.transpose(tf.reshape(x, [b, s, ref.H, d / ref.H]), [0, 2, 1, 3]);
-  const scores = tf.mul(tf.matMul(split(q, sq), split(k, sk), false, true), 1 / Math.sqrt(d / ref.H));
-  const out = tf.matMul(tf.softmax(scores), split(v, sk));
+  // The project's attention op (src/tensor/ops/attention.ts: fused kernels on the native path).
+  const out = headAttention(split(q, sq) as tf.Tensor4D, split(k, sk) as tf.Tensor4D, split(v, sk) as tf.Tensor4D);
   return tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [b, sq, d]);
 }
 

@@ -115,6 +115,8 @@ export function attentionComposite(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4
 
 /** Whether `attention` runs as the fused native kernels here. */
 export function fusedAttentionActive(): boolean {
+  const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env;
+  if (env?.MUSE_FUSED_ATTENTION === '0') return false; // A/B switch for benchmarks
   return tf.getBackend() === 'wasm' && typeof activeNative()?.attentionForward === 'function';
 }
 
