@@ -12,7 +12,7 @@ import { type Sample, SkipReport } from '../src/data/sample.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
 import { loadSafetensors, saveSafetensors } from '../src/tensor/safetensors.js';
-import { codeVectors } from '../src/tokenizer/codes.js';
+import { codeNeighbours, codeVectors } from '../src/tokenizer/codes.js';
 import type { TokenizerConfig } from '../src/tokenizer/config.js';
 import { namedGrads } from '../src/train/grads.js';
 import { loadTransformer } from '../src/transformer/checkpoint.js';
@@ -226,6 +226,41 @@ test("super-res reading the tokenizer's code vectors: they reach the logits, sta
     before.some((v, i) => Math.abs(v - after[i]) > 1e-4),
     'logits depend on the code vectors',
   );
+});
+
+test("neighbour targets: each code's nearest codes get the most mass (a hand-worked 1-D codebook)", () => {
+  // Codes at 0, 1, 3 and 10 on a line: squared distances to the nearest other code 1, 1, 4, 49 → mean 13.75.
+  const q = codeNeighbours({ data: Float32Array.from([0, 1, 3, 10]), dim: 1 }, 1);
+  // Row 0: distances² 1, 9, 100 to codes 1, 2, 3 → weights exp(−(d − 1)/13.75) = 1, e^(−8/13.75), e^(−99/13.75).
+  const w = [1, Math.exp(-8 / 13.75), Math.exp(-99 / 13.75)];
+  const sum = w[0] + w[1] + w[2];
+  [0, ...w.map((x) => x / sum)].forEach((want, k) => assert.ok(Math.abs(q[k] - want) < 1e-6, `q[0][${k}] = ${q[k]}`));
+  for (let a = 0; a < 4; a++) {
+    assert.equal(q[a * 4 + a], 0, 'no mass on the target itself');
+    const row = Array.from(q.subarray(a * 4, a * 4 + 4));
+    assert.ok(Math.abs(row.reduce((x, y) => x + y, 0) - 1) < 1e-6, 'a distribution');
+  }
+  assert.ok(q[3 * 4 + 2] > q[3 * 4 + 1] && q[3 * 4 + 1] > q[3 * 4 + 0], 'code 10: 3 nearest, then 1, then 0');
+  // A higher temperature spreads the mass: the far code gets more.
+  const wide = codeNeighbours({ data: Float32Array.from([0, 1, 3, 10]), dim: 1 }, 10);
+  assert.ok(wide[3] > q[3]);
+  assert.throws(() => codeNeighbours({ data: new Float32Array(4), dim: 1 }, 0), /temperature must be > 0/);
+});
+
+test('the super-res trainer takes neighbour targets (label smoothing toward near codes)', async () => {
+  const vectors = {
+    data: Float32Array.from({ length: 16 * 2 }, (_, k) => (k % 2 ? Math.sin(k) : Math.floor(k / 2))),
+    dim: 2,
+  };
+  const neighbours = codeNeighbours(vectors, 1);
+  const run = (extra: Partial<BaseTrainOptions>) =>
+    trainBase(
+      options(mkdtempSync(join(tmpdir(), 'muse-sr-nb-')), { steps: 3, evalEvery: 3, labelSmoothing: 0.3, ...extra }),
+    );
+  const plain = await run({});
+  const near = await run({ neighbourTargets: neighbours });
+  assert.ok(Number.isFinite(near.history.train[0].loss));
+  assert.notEqual(near.history.train[0].loss, plain.history.train[0].loss, 'the smoothing target changed the loss');
 });
 
 test("a tokenizer's code vectors as the super-res stage reads them: the decoder's view, at unit RMS", () => {

@@ -318,6 +318,26 @@ test('masking: schedules, the paper’s training masks (mean 2/π), determinism'
   );
 });
 
+test('masked cross-entropy with neighbour smoothing: a hand-computed case; a bad table is refused', async () => {
+  await initBackend();
+  // K = 3, ε = 0.2, one masked row [1, 2, 0] with target 0; target 0's neighbours: [0, 0.75, 0.25].
+  //   soft target q = 0.8·onehot(0) + 0.2·[0, 0.75, 0.25] = [0.8, 0.15, 0.05]
+  //   log Σe = 2 + ln(1 + e⁻¹ + e⁻²) = 2.4076059644; −log p = [1.4076, 0.4076, 2.4076]
+  //   loss = 0.8·1.4076059644 + 0.15·0.4076059644 + 0.05·2.4076059644 = 1.3076059644
+  const neighbours = Float32Array.from([0, 0.75, 0.25, 0.5, 0, 0.5, 0.5, 0.5, 0]);
+  const logits = tf.tensor3d([1, 2, 0, 9, 9, 9], [1, 2, 3]);
+  const r = maskedCrossEntropy(logits, Int32Array.from([0, 2]), Uint8Array.from([1, 0]), 0.2, neighbours);
+  assert.ok(Math.abs(r.loss.dataSync()[0] - 1.3076059644) < 1e-6, `loss ${r.loss.dataSync()[0]}`);
+  // Uniform smoothing gives another value (0.8·1.4076 + 0.2·mean(1.4076, 0.4076, 2.4076) = 1.4076).
+  const uniform = maskedCrossEntropy(logits, Int32Array.from([0, 2]), Uint8Array.from([1, 0]), 0.2);
+  assert.ok(Math.abs(uniform.loss.dataSync()[0] - 1.4076059644) < 1e-6);
+  assert.throws(
+    () => maskedCrossEntropy(logits, Int32Array.from([0, 2]), Uint8Array.from([1, 0]), 0.2, new Float32Array(4)),
+    /neighbour table of 4 values, expected 3×3/,
+  );
+  tf.dispose([logits, r.loss, uniform.loss]);
+});
+
 test('masked cross-entropy: a hand-computed case, label smoothing, unmasked rows do not count', async () => {
   await initBackend();
   // Two masked positions, K = 3, ε = 0.1.

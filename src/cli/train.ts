@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { initBackend } from '../tensor/backend.js';
 import { loadTokenizer } from '../tokenizer/checkpoint.js';
-import { codeVectors } from '../tokenizer/codes.js';
+import { codeNeighbours, codeVectors } from '../tokenizer/codes.js';
 import type { Scalars } from '../train/harness.js';
 import { TRANSFORMER_PRESETS, transformerConfig } from '../transformer/config.js';
 import { loadTokenData } from '../transformer/token-data.js';
@@ -18,7 +18,7 @@ const DEFAULTS = { lr: 3e-4, weightDecay: 0.045, evalEvery: 500 };
 export const trainHelp = `Usage: muse train base|superres|classifier --data CACHE --out RUN [--val CACHE] [--config PRESET]
 ${trainingUsage({ ...DEFAULTS, lr: '3e-4' }, '    ')}
     [--label-smoothing 0.1] [--text-dropout 0.1] [--ema 0.999] [--init WEIGHTS] [--lowres-noise 0]
-    [--lowres-codes TOKENIZER]
+    [--lowres-codes TOKENIZER] [--smooth-to-neighbours TOKENIZER] [--neighbour-temperature 1]
 
   Trains the Muse base transformer on the "base" token grids of a cache made by
   \`muse data encode\`: masking rate cos(π/2·u) per sample, cross-entropy with label smoothing on
@@ -36,6 +36,11 @@ ${trainingHelp('  ')}
   stored in the weights) through a learnt projection, instead of embeddings learnt from scratch;
   give the tokenizer the cache's base grid was encoded with. Files are superres.safetensors,
   superres-ema.safetensors, ...
+  --smooth-to-neighbours TOKENIZER gives label smoothing's share (--label-smoothing) to the codes
+  nearest the target in that tokenizer's codebook (the one the learnt grid was encoded with)
+  instead of spreading it over all codes: near codes decode alike, so a near miss costs less than a
+  far one. --neighbour-temperature T (default 1) widens (> 1) or narrows the neighbourhood, in units
+  of the codebook's mean nearest-neighbour distance.
   --init starts a new run (fresh optimizer and schedule) from the weights of a base.safetensors
   with the same config, e.g. to continue a shipped model.
 
@@ -55,6 +60,8 @@ async function train(stage: 'base' | 'superres', args: string[]): Promise<number
       init: { type: 'string' },
       'lowres-noise': { type: 'string' },
       'lowres-codes': { type: 'string' },
+      'smooth-to-neighbours': { type: 'string' },
+      'neighbour-temperature': { type: 'string' },
     },
   });
   if (!values.data) throw new MuseError('--data CACHE is required (made by `muse data encode`)');
@@ -74,6 +81,12 @@ async function train(stage: 'base' | 'superres', args: string[]): Promise<number
   if (stage === 'superres' && !low) throw new MuseError(`${values.data} has no "base" token grid to condition on`);
   if (values['lowres-codes'] && stage !== 'superres') throw new MuseError('--lowres-codes is for muse train superres');
   const codes = values['lowres-codes'] ? await readLowresCodes(values['lowres-codes'], low?.codebookSize) : undefined;
+  const neighbourTemperature = numberOption(values['neighbour-temperature'], 'neighbour-temperature', 1, {
+    min: 1e-6,
+  });
+  const neighbours = values['smooth-to-neighbours']
+    ? codeNeighbours(await readLowresCodes(values['smooth-to-neighbours'], g.codebookSize, stage), neighbourTemperature)
+    : undefined;
   const config = transformerConfig(preset, {
     codebookSize: g.codebookSize,
     grid: g.grid,
@@ -105,18 +118,19 @@ async function train(stage: 'base' | 'superres', args: string[]): Promise<number
       ema: numberOption(values.ema, 'ema', 0, { max: 0.99999 }),
       init: values.init,
       lowresCodebook: codes?.data,
+      neighbourTargets: neighbours,
     }),
   );
   return 0;
 }
 
-/** The code vectors of the tokenizer the low-res grids were encoded with. */
-async function readLowresCodes(path: string, codebookSize: number | undefined) {
+/** The code vectors of the tokenizer a cached grid (`grid`) was encoded with. */
+async function readLowresCodes(path: string, codebookSize: number | undefined, grid = 'base') {
   const { config, params } = await loadTokenizer(path);
   try {
     if (config.codebookSize !== codebookSize)
       throw new MuseError(
-        `${path} has ${config.codebookSize} codes but the cache's base grid has ${codebookSize}: give the tokenizer it was encoded with`,
+        `${path} has ${config.codebookSize} codes but the cache's ${grid} grid has ${codebookSize}: give the tokenizer it was encoded with`,
       );
     return codeVectors(config, params);
   } finally {

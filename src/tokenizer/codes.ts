@@ -22,3 +22,43 @@ export function codeVectors(config: TokenizerConfig, params: TokenizerParams): {
   for (let i = 0; i < data.length; i++) data[i] /= rms;
   return { data, dim };
 }
+
+/**
+ * For each code t, a distribution over the other codes that favours its near neighbours:
+ * q_t(k) ∝ exp(−‖e_k − e_t‖² / (temperature · d̄)), q_t(t) = 0, where d̄ is the mean squared distance
+ * from a code to its nearest other code (so the temperature does not depend on the codebook's scale).
+ * Row-major [K × K]. Used as label smoothing toward codes that decode alike (`--smooth-to-neighbours`).
+ */
+export function codeNeighbours(vectors: { data: Float32Array; dim: number }, temperature: number): Float32Array {
+  if (!(temperature > 0)) throw new Error(`neighbour temperature must be > 0, got ${temperature}`);
+  const { data, dim } = vectors;
+  const k = data.length / dim;
+  const dist = new Float64Array(k * k);
+  let nearest = 0;
+  for (let a = 0; a < k; a++) {
+    let best = Number.POSITIVE_INFINITY;
+    for (let b = 0; b < k; b++) {
+      if (a === b) continue;
+      let d = 0;
+      for (let i = 0; i < dim; i++) d += (data[a * dim + i] - data[b * dim + i]) ** 2;
+      dist[a * k + b] = d;
+      best = Math.min(best, d);
+    }
+    nearest += Number.isFinite(best) ? best : 0;
+  }
+  const scale = temperature * (nearest / k || 1);
+  const out = new Float32Array(k * k);
+  for (let a = 0; a < k; a++) {
+    let min = Number.POSITIVE_INFINITY;
+    for (let b = 0; b < k; b++) if (b !== a) min = Math.min(min, dist[a * k + b]);
+    let sum = 0;
+    const row = new Float64Array(k);
+    for (let b = 0; b < k; b++) {
+      if (b === a) continue;
+      row[b] = Math.exp(-(dist[a * k + b] - min) / scale);
+      sum += row[b];
+    }
+    for (let b = 0; b < k; b++) out[a * k + b] = sum > 0 ? row[b] / sum : 0;
+  }
+  return out;
+}

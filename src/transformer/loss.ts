@@ -1,7 +1,9 @@
 // The masked-token loss of MaskGIT/Muse: cross-entropy over the MASKED positions only (an unmasked
 // position is given in the input, so predicting it teaches nothing), with label smoothing ε:
 //   loss = mean over masked rows of  (1 − ε)·(−log p[target]) + ε·mean_k(−log p[k])
-// i.e. cross-entropy against the soft target q = (1 − ε)·onehot(target) + ε/K.
+// i.e. cross-entropy against the soft target q = (1 − ε)·onehot(target) + ε/K. With a neighbour
+// table N (src/tokenizer/codes.ts codeNeighbours) the smoothing mass goes to the target's near codes
+// instead: q = (1 − ε)·onehot(target) + ε·N[target].
 import * as tf from '@tensorflow/tfjs-core';
 import { MuseError } from '../util/errors.js';
 
@@ -20,6 +22,7 @@ export function maskedCrossEntropy(
   targets: Int32Array,
   mask: Uint8Array,
   labelSmoothing = 0.1,
+  neighbours?: Float32Array,
 ): MaskedLoss {
   const [b, n, k] = logits.shape;
   if (targets.length !== b * n || mask.length !== b * n)
@@ -29,14 +32,17 @@ export function maskedCrossEntropy(
   const rows: number[] = [];
   for (let i = 0; i < mask.length; i++) if (mask[i]) rows.push(i);
   if (rows.length === 0) throw new MuseError('masked cross-entropy: no position is masked');
+  if (neighbours && neighbours.length !== k * k)
+    throw new MuseError(`neighbour table of ${neighbours.length} values, expected ${k}×${k}`);
   const m = rows.length;
   const eps = labelSmoothing;
-  const soft = new Float32Array(m * k).fill(eps / k);
+  const soft = new Float32Array(m * k).fill(neighbours ? 0 : eps / k);
   const wanted = new Int32Array(m);
   rows.forEach((row, j) => {
     const t = targets[row];
     if (!Number.isInteger(t) || t < 0 || t >= k)
       throw new MuseError(`target ${t} at masked position ${row} is not a code in [0, ${k})`);
+    if (neighbours) for (let c = 0; c < k; c++) soft[j * k + c] = eps * neighbours[t * k + c];
     soft[j * k + t] += 1 - eps;
     wanted[j] = t;
   });

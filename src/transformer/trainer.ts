@@ -41,6 +41,11 @@ export interface BaseTrainOptions extends TrainOptions<BaseStats> {
   batch: number;
   weightDecay: number;
   labelSmoothing: number;
+  /**
+   * Where label smoothing puts its mass: [K × K] rows, a distribution over codes for each target
+   * code (codeNeighbours: near codes of the tokenizer); absent: uniform over all codes.
+   */
+  neighbourTargets?: Float32Array;
   /** Fraction of samples trained with the empty prompt. */
   textDropout: number;
   /** EMA decay of the weights (0: no EMA). */
@@ -192,7 +197,7 @@ export function baseOptimizer(weightDecay: number): AdamW {
  * gradients clipped to norm 1, AdamW, then the EMA weights (if any). The batch stays the caller's.
  */
 export function baseStep(
-  o: Pick<BaseTrainOptions, 'config' | 'labelSmoothing' | 'ema'>,
+  o: Pick<BaseTrainOptions, 'config' | 'labelSmoothing' | 'ema' | 'neighbourTargets'>,
   params: TransformerParams,
   opt: AdamW,
   ema?: TransformerParams,
@@ -206,6 +211,7 @@ export function baseStep(
         b.targets,
         b.mask,
         o.labelSmoothing,
+        o.neighbourTargets,
       );
       accuracy = r.accuracy;
       return r.loss;
