@@ -136,29 +136,42 @@ bool GetIndex(napi_env env, napi_value v, const char* fn, const char* name, doub
   return true;
 }
 
-struct F32View {
-  float* data = nullptr;
+template <typename T>
+struct TypedView {
+  T* data = nullptr;
   uint64_t length = 0;  // in elements
 };
+using F32View = TypedView<float>;
+using U16View = TypedView<uint16_t>;
 
-// A Float32Array (over an ArrayBuffer or a SharedArrayBuffer). The data
+// A typed array of `want` (over an ArrayBuffer or a SharedArrayBuffer). The data
 // pointer already includes the view's byteOffset.
-bool GetF32(napi_env env, napi_value v, const char* fn, const char* name, F32View* out) {
+template <typename T>
+bool GetTyped(napi_env env, napi_value v, const char* fn, const char* name, napi_typedarray_type want,
+              const char* type_name, TypedView<T>* out) {
   bool is_ta = false;
   if (!NapiOk(env, napi_is_typedarray(env, v, &is_ta), "napi_is_typedarray")) return false;
-  if (!is_ta) return ThrowType(env, std::string(fn) + ": " + name + " must be a Float32Array");
+  if (!is_ta) return ThrowType(env, std::string(fn) + ": " + name + " must be a " + type_name);
   napi_typedarray_type type;
   size_t length = 0;
   void* data = nullptr;
   if (!NapiOk(env, napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr),
               "napi_get_typedarray_info"))
     return false;
-  if (type != napi_float32_array) return ThrowType(env, std::string(fn) + ": " + name + " must be a Float32Array");
+  if (type != want) return ThrowType(env, std::string(fn) + ": " + name + " must be a " + type_name);
   // A detached buffer reports length 0 / data NULL; the bounds checks then
   // reject any non-empty access.
-  out->data = static_cast<float*>(data);
+  out->data = static_cast<T*>(data);
   out->length = data == nullptr ? 0 : static_cast<uint64_t>(length);
   return true;
+}
+
+bool GetF32(napi_env env, napi_value v, const char* fn, const char* name, F32View* out) {
+  return GetTyped(env, v, fn, name, napi_float32_array, "Float32Array", out);
+}
+
+bool GetU16(napi_env env, napi_value v, const char* fn, const char* name, U16View* out) {
+  return GetTyped(env, v, fn, name, napi_uint16_array, "Uint16Array", out);
 }
 
 // Number of elements spanned by `batch` blocks of `block` elements whose
@@ -183,10 +196,12 @@ bool CheckSpan(napi_env env, const char* fn, const char* name, const F32View& vi
                              "), has " + std::to_string(view.length));
 }
 
-bool Overlaps(const float* p, uint64_t n, const float* q, uint64_t m) {
+// Whether n elements at p and m elements at q share any byte (the element types may differ).
+template <typename P, typename Q>
+bool Overlaps(const P* p, uint64_t n, const Q* q, uint64_t m) {
   if (n == 0 || m == 0) return false;
   auto a0 = reinterpret_cast<uintptr_t>(p), b0 = reinterpret_cast<uintptr_t>(q);
-  return a0 < b0 + m * sizeof(float) && b0 < a0 + n * sizeof(float);
+  return a0 < b0 + m * sizeof(Q) && b0 < a0 + n * sizeof(P);
 }
 
 napi_value MakeInt(napi_env env, int64_t v) {
@@ -485,7 +500,8 @@ bool GetF32s(napi_env env, const Args& args, const char* fn, size_t first, std::
   return true;
 }
 
-bool NeedLength(napi_env env, const char* fn, const char* name, const F32View& v, uint64_t n) {
+template <typename T>
+bool NeedLength(napi_env env, const char* fn, const char* name, const TypedView<T>& v, uint64_t n) {
   if (v.length >= n) return true;
   return ThrowRange(env, std::string(fn) + ": " + name + " is too small: needs " + std::to_string(n) +
                              " elements, has " + std::to_string(v.length));
@@ -564,6 +580,28 @@ bool GetRows(napi_env env, const Args& args, const char* fn, size_t first, int64
 }
 
 // softmaxForward(x, y, rows, d): y = exp(x - max) / sum exp(x - max), per row (sum in double).
+// One softmax row of d values, x → y (y may be x): max-shifted exponentials, sum in double.
+inline void SoftmaxRow(const float* x, float* y, int64_t d) {
+  float m = -INFINITY;
+  for (int64_t i = 0; i < d; ++i) m = std::max(m, x[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < d; ++i) {
+    const float e = std::exp(x[i] - m);
+    y[i] = e;
+    sum += e;
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < d; ++i) y[i] *= inv;
+}
+
+// Softmax's gradient for one row from its output y: dx = y·(dy − Σ dy·y) (dx may be dy; dot in double).
+inline void SoftmaxGradRow(const float* dy, const float* y, float* dx, int64_t d) {
+  double dot = 0;
+  for (int64_t i = 0; i < d; ++i) dot += static_cast<double>(dy[i]) * y[i];
+  const float df = static_cast<float>(dot);
+  for (int64_t i = 0; i < d; ++i) dx[i] = y[i] * (dy[i] - df);
+}
+
 napi_value SoftmaxForward(napi_env env, napi_callback_info info) {
   static const char* fn = "softmaxForward";
   Args args;
@@ -576,20 +614,8 @@ napi_value SoftmaxForward(napi_env env, napi_callback_info info) {
   if (!NeedLength(env, fn, "x", v[0], n) || !NeedLength(env, fn, "y", v[1], n)) return nullptr;
   const float* x = v[0].data;
   float* y = v[1].data;
-  ParallelFor(rows, PoolWorkers(static_cast<double>(n), 1 << 15), 16, [&](int64_t r) {
-    const float* xr = x + r * d;
-    float* yr = y + r * d;
-    float m = -INFINITY;
-    for (int64_t i = 0; i < d; ++i) m = std::max(m, xr[i]);
-    double sum = 0;
-    for (int64_t i = 0; i < d; ++i) {
-      const float e = std::exp(xr[i] - m);
-      yr[i] = e;
-      sum += e;
-    }
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int64_t i = 0; i < d; ++i) yr[i] *= inv;
-  });
+  ParallelFor(rows, PoolWorkers(static_cast<double>(n), 1 << 15), 16,
+              [&](int64_t r) { SoftmaxRow(x + r * d, y + r * d, d); });
   return Undefined(env);
 }
 
@@ -607,14 +633,8 @@ napi_value SoftmaxBackward(napi_env env, napi_callback_info info) {
     return nullptr;
   const float *dy = v[0].data, *y = v[1].data;
   float* dx = v[2].data;
-  ParallelFor(rows, PoolWorkers(static_cast<double>(n), 1 << 15), 16, [&](int64_t r) {
-    const float *dyr = dy + r * d, *yr = y + r * d;
-    float* dxr = dx + r * d;
-    double dot = 0;
-    for (int64_t i = 0; i < d; ++i) dot += static_cast<double>(dyr[i]) * yr[i];
-    const float df = static_cast<float>(dot);
-    for (int64_t i = 0; i < d; ++i) dxr[i] = yr[i] * (dyr[i] - df);
-  });
+  ParallelFor(rows, PoolWorkers(static_cast<double>(n), 1 << 15), 16,
+              [&](int64_t r) { SoftmaxGradRow(dy + r * d, y + r * d, dx + r * d, d); });
   return Undefined(env);
 }
 
@@ -709,16 +729,7 @@ napi_value AttentionForward(napi_env env, napi_callback_info info) {
       float* row = pi + r * sk;
       if (bi)
         for (int64_t c = 0; c < sk; ++c) row[c] += bi[c];
-      float m = -INFINITY;
-      for (int64_t c = 0; c < sk; ++c) m = std::max(m, row[c]);
-      double sum = 0;
-      for (int64_t c = 0; c < sk; ++c) {
-        const float e = std::exp(row[c] - m);
-        row[c] = e;
-        sum += e;
-      }
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int64_t c = 0; c < sk; ++c) row[c] *= inv;
+      SoftmaxRow(row, row, sk);
     }
     if (dh > 0)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(sq), static_cast<blasint>(dh),
@@ -770,14 +781,7 @@ napi_value AttentionBackward(napi_env env, napi_callback_info info) {
     ds.resize(static_cast<size_t>(sq * sk));
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bsk, bdh, bsq, 1.0f, pi, bsk, doi, bdh, 0.0f, dvi, bdh);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bsq, bsk, bdh, 1.0f, doi, bdh, vi, bdh, 0.0f, ds.data(), bsk);
-    for (int64_t r = 0; r < sq; ++r) {
-      float* dr = ds.data() + r * sk;
-      const float* pr = pi + r * sk;
-      double dot = 0;
-      for (int64_t c = 0; c < sk; ++c) dot += static_cast<double>(dr[c]) * pr[c];
-      const float df = static_cast<float>(dot);
-      for (int64_t c = 0; c < sk; ++c) dr[c] = pr[c] * (dr[c] - df);
-    }
+    for (int64_t r = 0; r < sq; ++r) SoftmaxGradRow(ds.data() + r * sk, pi + r * sk, ds.data() + r * sk, sk);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bsq, bdh, bsk, d.scale, ds.data(), bsk, ki, bdh, 0.0f, dqi,
                 bdh);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bsk, bdh, bsq, d.scale, ds.data(), bsk, qi, bdh, 0.0f, dki,
@@ -1676,27 +1680,6 @@ napi_value MatmulBatched(napi_env env, napi_callback_info info) {
 // converted straight to bf16 for the bf16 path. The result equals matmulBatched's on the widened
 // weights bit for bit (same path choice, same bf16 rounding of every operand).
 
-struct U16View {
-  uint16_t* data = nullptr;
-  uint64_t length = 0;
-};
-
-bool GetU16(napi_env env, napi_value v, const char* fn, const char* name, U16View* out) {
-  bool is_ta = false;
-  if (!NapiOk(env, napi_is_typedarray(env, v, &is_ta), "napi_is_typedarray")) return false;
-  if (!is_ta) return ThrowType(env, std::string(fn) + ": " + name + " must be a Uint16Array");
-  napi_typedarray_type type;
-  size_t length = 0;
-  void* data = nullptr;
-  if (!NapiOk(env, napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr),
-              "napi_get_typedarray_info"))
-    return false;
-  if (type != napi_uint16_array) return ThrowType(env, std::string(fn) + ": " + name + " must be a Uint16Array");
-  out->data = static_cast<uint16_t*>(data);
-  out->length = data == nullptr ? 0 : static_cast<uint64_t>(length);
-  return true;
-}
-
 // IEEE half → float, exact (subnormals, infinities and NaN payloads included).
 inline float HalfBitsToFloat(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
@@ -1780,16 +1763,10 @@ napi_value MatmulHalfWeights(napi_env env, napi_callback_info info) {
   const uint64_t w_len = static_cast<uint64_t>(k) * static_cast<uint64_t>(n);
   const uint64_t y_len = static_cast<uint64_t>(m) * static_cast<uint64_t>(n);
   if (y_len == 0) return MakeInt(env, kPathOpenblas);
-  if (!NeedLength(env, fn, "x", x, x_len) || !NeedLength(env, fn, "y", y, y_len)) return nullptr;
-  if (w.length < w_len) {
-    ThrowRange(env, std::string(fn) + ": w is too small: needs " + std::to_string(w_len) + " elements, has " +
-                        std::to_string(w.length));
+  if (!NeedLength(env, fn, "x", x, x_len) || !NeedLength(env, fn, "y", y, y_len) ||
+      !NeedLength(env, fn, "w", w, w_len))
     return nullptr;
-  }
-  const auto w_bytes = reinterpret_cast<uintptr_t>(w.data), y_bytes = reinterpret_cast<uintptr_t>(y.data);
-  if (Overlaps(y.data, y_len, x.data, x_len) ||
-      (w_len > 0 && w_bytes < y_bytes + y_len * 4 && y_bytes < w_bytes + w_len * 2))
-  {
+  if (Overlaps(y.data, y_len, x.data, x_len) || Overlaps(y.data, y_len, w.data, w_len)) {
     ThrowRange(env, std::string(fn) + ": y overlaps x or w");
     return nullptr;
   }
@@ -1819,8 +1796,8 @@ napi_value MatmulHalfWeights(napi_env env, napi_callback_info info) {
   return MakeInt(env, RunPath(g, path));
 }
 
-// erfForward(x, y, n): y = erf(x), as torch's exact GELU needs (tfjs-wasm's Erf is a scalar loop
-// over a 1.5e-7 approximation).
+// erfForward(x, y, n): y = erf(x), as torch's exact GELU needs, on the pool (tfjs-wasm's Erf is as
+// accurate but runs on one thread).
 napi_value ErfForward(napi_env env, napi_callback_info info) {
   return Map(env, info, "erfForward", [](float z) { return std::erf(z); });
 }

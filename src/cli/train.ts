@@ -80,12 +80,12 @@ async function train(stage: 'base' | 'superres', args: string[]): Promise<number
   const low = stage === 'superres' ? data.manifest.grids.find((x) => x.name === 'base') : undefined;
   if (stage === 'superres' && !low) throw new MuseError(`${values.data} has no "base" token grid to condition on`);
   if (values['lowres-codes'] && stage !== 'superres') throw new MuseError('--lowres-codes is for muse train superres');
-  const codes = values['lowres-codes'] ? await readLowresCodes(values['lowres-codes'], low?.codebookSize) : undefined;
+  const codes = values['lowres-codes'] ? await readCodeVectors(values['lowres-codes'], low?.codebookSize) : undefined;
   const neighbourTemperature = numberOption(values['neighbour-temperature'], 'neighbour-temperature', 1, {
     min: 1e-6,
   });
   const neighbours = values['smooth-to-neighbours']
-    ? codeNeighbours(await readLowresCodes(values['smooth-to-neighbours'], g.codebookSize, stage), neighbourTemperature)
+    ? codeNeighbours(await readCodeVectors(values['smooth-to-neighbours'], g.codebookSize, stage), neighbourTemperature)
     : undefined;
   const config = transformerConfig(preset, {
     codebookSize: g.codebookSize,
@@ -125,7 +125,7 @@ async function train(stage: 'base' | 'superres', args: string[]): Promise<number
 }
 
 /** The code vectors of the tokenizer a cached grid (`grid`) was encoded with. */
-async function readLowresCodes(path: string, codebookSize: number | undefined, grid = 'base') {
+async function readCodeVectors(path: string, codebookSize: number | undefined, grid = 'base') {
   const { config, params } = await loadTokenizer(path);
   try {
     if (config.codebookSize !== codebookSize)

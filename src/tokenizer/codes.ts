@@ -34,7 +34,9 @@ export function codeNeighbours(vectors: { data: Float32Array; dim: number }, tem
   const { data, dim } = vectors;
   const k = data.length / dim;
   const dist = new Float64Array(k * k);
-  let nearest = 0;
+  // Each code's squared distance to its nearest other code: the mean sets the scale, and each row's
+  // own shifts its exponentials (so the largest is 1).
+  const nearest = new Float64Array(k);
   for (let a = 0; a < k; a++) {
     let best = Number.POSITIVE_INFINITY;
     for (let b = 0; b < k; b++) {
@@ -44,18 +46,18 @@ export function codeNeighbours(vectors: { data: Float32Array; dim: number }, tem
       dist[a * k + b] = d;
       best = Math.min(best, d);
     }
-    nearest += Number.isFinite(best) ? best : 0;
+    nearest[a] = best;
   }
-  const scale = temperature * (nearest / k || 1);
+  let meanNearest = 0;
+  for (const d of nearest) meanNearest += Number.isFinite(d) ? d : 0;
+  const scale = temperature * (meanNearest / k || 1);
   const out = new Float32Array(k * k);
   for (let a = 0; a < k; a++) {
-    let min = Number.POSITIVE_INFINITY;
-    for (let b = 0; b < k; b++) if (b !== a) min = Math.min(min, dist[a * k + b]);
     let sum = 0;
     const row = new Float64Array(k);
     for (let b = 0; b < k; b++) {
       if (b === a) continue;
-      row[b] = Math.exp(-(dist[a * k + b] - min) / scale);
+      row[b] = Math.exp(-(dist[a * k + b] - nearest[a]) / scale);
       sum += row[b];
     }
     for (let b = 0; b < k; b++) out[a * k + b] = sum > 0 ? row[b] / sum : 0;
