@@ -31,6 +31,7 @@
         "-std=gnu++17",
         "-fexceptions",
         "-fvisibility=hidden",
+        "-Wno-psabi",
         "<!@(pkg-config --cflags openblas 2>/dev/null || true)"
       ],
       "libraries": [

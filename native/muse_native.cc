@@ -45,6 +45,8 @@ extern "C" void omp_set_num_threads(int num_threads);
 #include <unordered_map>
 #include <vector>
 
+#include "vector_math.h"
+
 // OpenBLAS extensions. OpenBLAS's cblas.h declares these already; repeating
 // identical declarations keeps the file building against a cblas.h that does
 // not (the library we link is always OpenBLAS).
@@ -512,16 +514,10 @@ int PoolWorkers(double work_items, double min_items_per_worker) {
   return static_cast<int>(std::max(1.0, std::min<double>(threads, work_items / min_items_per_worker)));
 }
 
-// tanh form of GELU: 0.5 x (1 + tanh(c (x + a x^3))).
-constexpr float kGeluC = 0.7978845608028654f;
-constexpr float kGeluA = 0.044715f;
-
-// tanh through one expf: 1 - 2/(e^{2z} + 1), exact limits at +-inf; measured faster than tanhf.
-inline float FastTanh(float z) { return 1.0f - 2.0f / (std::exp(2.0f * z) + 1.0f); }
-
-// Elementwise kernels in chunks on the pool: y = f(x) (Map) and dx = dy · f'(x) (MapGrad).
-template <typename F>
-napi_value Map(napi_env env, napi_callback_info info, const char* fn, F f) {
+// Elementwise kernels in chunks on the pool, each chunk through one of vector_math.h's span
+// functions: y = f(x) (MapSpans) and dx = dy · f'(x) (MapGradSpans).
+template <typename Span>
+napi_value MapSpans(napi_env env, napi_callback_info info, const char* fn, Span span) {
   Args args;
   F32View v[2];
   int64_t n;
@@ -533,14 +529,14 @@ napi_value Map(napi_env env, napi_callback_info info, const char* fn, F f) {
   float* y = v[1].data;
   const int64_t chunk = 1 << 14;
   ParallelFor((n + chunk - 1) / chunk, PoolWorkers(n, 1 << 16), 1, [&](int64_t c) {
-    const int64_t end = std::min<int64_t>(n, (c + 1) * chunk);
-    for (int64_t i = c * chunk; i < end; ++i) y[i] = f(x[i]);
+    const int64_t begin = c * chunk;
+    span(x + begin, y + begin, std::min<int64_t>(n, begin + chunk) - begin);
   });
   return Undefined(env);
 }
 
-template <typename F>
-napi_value MapGrad(napi_env env, napi_callback_info info, const char* fn, F derivative) {
+template <typename Span>
+napi_value MapGradSpans(napi_env env, napi_callback_info info, const char* fn, Span span) {
   Args args;
   F32View v[3];
   int64_t n;
@@ -553,23 +549,25 @@ napi_value MapGrad(napi_env env, napi_callback_info info, const char* fn, F deri
   float* dx = v[2].data;
   const int64_t chunk = 1 << 14;
   ParallelFor((n + chunk - 1) / chunk, PoolWorkers(n, 1 << 16), 1, [&](int64_t c) {
-    const int64_t end = std::min<int64_t>(n, (c + 1) * chunk);
-    for (int64_t i = c * chunk; i < end; ++i) dx[i] = dy[i] * derivative(x[i]);
+    const int64_t begin = c * chunk;
+    span(dy + begin, x + begin, dx + begin, std::min<int64_t>(n, begin + chunk) - begin);
   });
   return Undefined(env);
 }
 
-// geluForward(x, y, n)
+// geluForward(x, y, n): tanh form, 0.5 x (1 + tanh(c (x + a x^3))) (vector_math.h).
 napi_value GeluForward(napi_env env, napi_callback_info info) {
-  return Map(env, info, "geluForward", [](float z) { return 0.5f * z * (1.0f + FastTanh(kGeluC * (z + kGeluA * z * z * z))); });
+  return MapSpans(env, info, "geluForward", vmath::GeluSpan);
 }
 
 // geluBackward(dy, x, dx, n): dx = dy * d/dx gelu(x)
 napi_value GeluBackward(napi_env env, napi_callback_info info) {
-  return MapGrad(env, info, "geluBackward", [](float z) {
-    const float t = FastTanh(kGeluC * (z + kGeluA * z * z * z));
-    return 0.5f * (1.0f + t) + 0.5f * z * (1.0f - t * t) * kGeluC * (1.0f + 3.0f * kGeluA * z * z);
-  });
+  return MapGradSpans(env, info, "geluBackward", vmath::GeluGradSpan);
+}
+
+// expForward(x, y, n): y = e^x (vector_math.h's exponential, the one softmax, GELU and SiLU use).
+napi_value ExpForward(napi_env env, napi_callback_info info) {
+  return MapSpans(env, info, "expForward", vmath::ExpSpan);
 }
 
 // Row-wise softmax over `rows` rows of `d` (attention scores: [B·H·Sq, Sk]); one pass over memory
@@ -579,20 +577,9 @@ bool GetRows(napi_env env, const Args& args, const char* fn, size_t first, int64
          GetIndex(env, args.values[first + 1], fn, "d", kMaxSafeInteger, d);
 }
 
-// softmaxForward(x, y, rows, d): y = exp(x - max) / sum exp(x - max), per row (sum in double).
-// One softmax row of d values, x → y (y may be x): max-shifted exponentials, sum in double.
-inline void SoftmaxRow(const float* x, float* y, int64_t d) {
-  float m = -INFINITY;
-  for (int64_t i = 0; i < d; ++i) m = std::max(m, x[i]);
-  double sum = 0;
-  for (int64_t i = 0; i < d; ++i) {
-    const float e = std::exp(x[i] - m);
-    y[i] = e;
-    sum += e;
-  }
-  const float inv = static_cast<float>(1.0 / sum);
-  for (int64_t i = 0; i < d; ++i) y[i] *= inv;
-}
+// softmaxForward(x, y, rows, d): y = exp(x - max) / sum exp(x - max), per row (vector_math.h's
+// SoftmaxRow: vectorised exponentials, lane sums added in double).
+using vmath::SoftmaxRow;
 
 // Softmax's gradient for one row from its output y: dx = y·(dy − Σ dy·y) (dx may be dy; dot in double).
 inline void SoftmaxGradRow(const float* dy, const float* y, float* dx, int64_t d) {
@@ -955,21 +942,14 @@ napi_value AdamwUpdate(napi_env env, napi_callback_info info) {
   return Undefined(env);
 }
 
-// SiLU / swish: x sigma(x). sigma(z) = 1/(1 + e^{-z}) is safe at both ends: e^{-z} -> inf gives
-// sigma -> 0 (never inf/inf), e^{-z} -> 0 gives 1.
-inline float Sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
-
-// siluForward(x, y, n)
+// siluForward(x, y, n): x sigma(x) (vector_math.h; safe at both ends)
 napi_value SiluForward(napi_env env, napi_callback_info info) {
-  return Map(env, info, "siluForward", [](float z) { return z * Sigmoid(z); });
+  return MapSpans(env, info, "siluForward", vmath::SiluSpan);
 }
 
 // siluBackward(dy, x, dx, n): dx = dy sigma(x) (1 + x (1 - sigma(x)))
 napi_value SiluBackward(napi_env env, napi_callback_info info) {
-  return MapGrad(env, info, "siluBackward", [](float z) {
-    const float s = Sigmoid(z);
-    return s * (1.0f + z * (1.0f - s));
-  });
+  return MapGradSpans(env, info, "siluBackward", vmath::SiluGradSpan);
 }
 
 // Shape arguments shared by the group norm kernels: x is NHWC [batch, hw, channels] with
@@ -1799,7 +1779,9 @@ napi_value MatmulHalfWeights(napi_env env, napi_callback_info info) {
 // erfForward(x, y, n): y = erf(x), as torch's exact GELU needs, on the pool (tfjs-wasm's Erf is as
 // accurate but runs on one thread).
 napi_value ErfForward(napi_env env, napi_callback_info info) {
-  return Map(env, info, "erfForward", [](float z) { return std::erf(z); });
+  return MapSpans(env, info, "erfForward", [](const float* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] = std::erf(x[i]);
+  });
 }
 
 // setThreads(n): number of threads OpenBLAS (and sgemmBatched's batch
@@ -1836,7 +1818,7 @@ napi_value Info(napi_env env, napi_callback_info /*info*/) {
     return nullptr;
   // oneDNN: its version (null when not built in or it failed to start), the ISA it runs, and
   // whether the CPU has bf16 units (AVX-512 BF16 / AMX) it can use.
-  napi_value dnnl_value, isa_value, bf16_value, amx_value;
+  napi_value dnnl_value, isa_value, bf16_value, amx_value, vector_value;
   std::string isa = "none";
 #if defined(MUSE_HAVE_DNNL)
   if (Dnnl().ok) {
@@ -1855,6 +1837,8 @@ napi_value Info(napi_env env, napi_callback_info /*info*/) {
   if (!NapiOk(env, napi_create_string_utf8(env, isa.c_str(), NAPI_AUTO_LENGTH, &isa_value), "string") ||
       !NapiOk(env, napi_get_boolean(env, HardwareBf16(), &bf16_value), "napi_get_boolean") ||
       !NapiOk(env, napi_get_boolean(env, HardwareAmx(), &amx_value), "napi_get_boolean") ||
+      !NapiOk(env, napi_create_string_utf8(env, vmath::IsaName(), NAPI_AUTO_LENGTH, &vector_value), "string") ||
+      !NapiOk(env, napi_set_named_property(env, obj, "vectorIsa", vector_value), "napi_set_named_property") ||
       !NapiOk(env, napi_set_named_property(env, obj, "dnnl", dnnl_value), "napi_set_named_property") ||
       !NapiOk(env, napi_set_named_property(env, obj, "isa", isa_value), "napi_set_named_property") ||
       !NapiOk(env, napi_set_named_property(env, obj, "bf16", bf16_value), "napi_set_named_property") ||
@@ -1884,6 +1868,7 @@ constexpr Export kExports[] = {
     {"info", Info},
     {"geluForward", GeluForward},
     {"geluBackward", GeluBackward},
+    {"expForward", ExpForward},
     {"softmaxForward", SoftmaxForward},
     {"sumRows", SumRows},
     {"softmaxBackward", SoftmaxBackward},

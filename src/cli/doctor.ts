@@ -58,6 +58,7 @@ export async function doctorCommand(args: string[]): Promise<number> {
     const cpu = loadNative()?.info();
     console.log(`matmuls      ${matmulPolicy().describe}`);
     if (cpu?.isa) console.log(`cpu units    ${cpu.isa}${cpu.amx ? ' (AMX tiles)' : cpu.bf16 ? ' (AVX-512 BF16)' : ''}`);
+    if (cpu?.vectorIsa) console.log(`vector loops ${cpu.vectorIsa} (exp, softmax, GELU, SiLU)`);
   }
   if (info.kernels.kernels.length) console.log(`kernel pack  ${info.kernels.kernels.join(', ')}`);
   console.log(`node         ${process.versions.node}`);

@@ -126,6 +126,8 @@ export interface NativeAddon {
   erfForward?(x: Float32Array, y: Float32Array, n: number): void;
   /** y = gelu(x) (tanh form) over n elements. */
   geluForward(x: Float32Array, y: Float32Array, n: number): void;
+  /** y = e^x, the vectorised exponential softmax, GELU and SiLU use (0 below −87.34). Absent from older addons. */
+  expForward?(x: Float32Array, y: Float32Array, n: number): void;
   /** dx = dy · gelu'(x) over n elements. */
   geluBackward(dy: Float32Array, x: Float32Array, dx: Float32Array, n: number): void;
   /** Layer norm of `rows` rows of `d` features; also writes each row's mean and 1/std. */
@@ -220,7 +222,16 @@ export interface NativeAddon {
    * instruction set oneDNN runs; bf16 / amx: whether the CPU has bf16 units oneDNN can use. The last
    * four are absent from addons built before oneDNN support.
    */
-  info(): { blas: string; threads: number; dnnl?: string | null; isa?: string; bf16?: boolean; amx?: boolean };
+  info(): {
+    blas: string;
+    threads: number;
+    dnnl?: string | null;
+    isa?: string;
+    bf16?: boolean;
+    amx?: boolean;
+    /** The instruction set the addon's own vector loops run (exp, softmax, GELU, SiLU): avx512f, avx2 or baseline; `MUSE_VECTOR_ISA=baseline|avx2` forces a narrower one. */
+    vectorIsa?: string;
+  };
 }
 
 const ADDON_PATH = ['native', 'build', 'Release', 'muse_native.node'];
