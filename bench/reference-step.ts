@@ -5,6 +5,7 @@
 // layer norm and GELU, in-place AdamW (weight decay 0 = Adam). 4.8M parameters, ~56 GFLOP per step.
 import * as tf from '@tensorflow/tfjs-core';
 import { attention as headAttention } from '../src/tensor/ops/attention.js';
+import { softCrossEntropy } from '../src/tensor/ops/cross-entropy.js';
 import { gelu } from '../src/tensor/ops/gelu.js';
 import { layerNorm } from '../src/tensor/ops/layer-norm.js';
 import { newVariable } from '../src/tensor/params.js';
@@ -111,7 +112,8 @@ export function buildReferenceStep(seed = 0): ReferenceStep {
   const loss = () =>
     tf.tidy(() => {
       const logits = tf.gather(tf.reshape(forward(p, tokens, text), [B * S, V]), idx);
-      return tf.losses.softmaxCrossEntropy(tgt, logits) as tf.Scalar;
+      // The project's loss op (src/tensor/ops/cross-entropy.ts: fused kernels on the native path).
+      return softCrossEntropy(logits as tf.Tensor2D, tgt as tf.Tensor2D);
     });
   return {
     step: () => {

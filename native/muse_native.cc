@@ -625,6 +625,81 @@ napi_value SoftmaxBackward(napi_env env, napi_callback_info info) {
   return Undefined(env);
 }
 
+// Throws (returning false) when an output overlaps an input or another output.
+bool CheckDisjoint(napi_env env, const char* fn, std::initializer_list<std::pair<const F32View*, uint64_t>> outs,
+                   std::initializer_list<std::pair<const F32View*, uint64_t>> ins) {
+  for (auto o = outs.begin(); o != outs.end(); ++o) {
+    for (const auto& i : ins)
+      if (Overlaps(o->first->data, o->second, i.first->data, i.second))
+        return ThrowRange(env, std::string(fn) + ": an output overlaps an input");
+    for (auto o2 = o + 1; o2 != outs.end(); ++o2)
+      if (Overlaps(o->first->data, o->second, o2->first->data, o2->second))
+        return ThrowRange(env, std::string(fn) + ": two outputs overlap");
+  }
+  return true;
+}
+
+// Cross-entropy against soft targets, one row per masked position (the transformers' loss with
+// label smoothing, src/tensor/ops/cross-entropy.ts): where tfjs ran logSoftmax (max, sub, exp, sum,
+// log, sub), a multiply, a sum and their gradients over [rows, d], one pass each way.
+// softCrossEntropyForward(x, q, p, loss, rows, d): p = softmax(x) per row and
+//   loss[r] = Σ_c q_c·(lse − x_c) = −Σ_c q_c·log p_c, in double from the log-sum-exp, so a p that
+//   underflows to 0 still gives a finite loss.
+napi_value SoftCrossEntropyForward(napi_env env, napi_callback_info info) {
+  static const char* fn = "softCrossEntropyForward";
+  Args args;
+  F32View v[4];
+  int64_t rows, d;
+  if (!GetArgs(env, info, fn, 6, &args) || !GetF32s(env, args, fn, 0, {"x", "q", "p", "loss"}, v) ||
+      !GetRows(env, args, fn, 4, &rows, &d))
+    return nullptr;
+  const uint64_t n = static_cast<uint64_t>(rows) * static_cast<uint64_t>(d), r64 = static_cast<uint64_t>(rows);
+  if (!NeedLength(env, fn, "x", v[0], n) || !NeedLength(env, fn, "q", v[1], n) || !NeedLength(env, fn, "p", v[2], n) ||
+      !NeedLength(env, fn, "loss", v[3], r64) ||
+      !CheckDisjoint(env, fn, {{&v[2], n}, {&v[3], r64}}, {{&v[0], n}, {&v[1], n}}))
+    return nullptr;
+  const float *x = v[0].data, *q = v[1].data;
+  float *p = v[2].data, *loss = v[3].data;
+  ParallelFor(rows, PoolWorkers(static_cast<double>(n), 1 << 15), 16, [&](int64_t r) {
+    const float* xr = x + r * d;
+    const float* qr = q + r * d;
+    const double lse = vmath::SoftmaxRowLse(xr, p + r * d, d);
+    double acc = 0;
+    for (int64_t c = 0; c < d; ++c)
+      if (qr[c] != 0.0f) acc += static_cast<double>(qr[c]) * (lse - xr[c]);
+    loss[r] = static_cast<float>(acc);
+  });
+  return Undefined(env);
+}
+
+// softCrossEntropyBackward(dloss, p, q, dx, rows, d): dx = dloss[r]·(p·Σ_c q_c − q) per row.
+napi_value SoftCrossEntropyBackward(napi_env env, napi_callback_info info) {
+  static const char* fn = "softCrossEntropyBackward";
+  Args args;
+  F32View v[4];
+  int64_t rows, d;
+  if (!GetArgs(env, info, fn, 6, &args) || !GetF32s(env, args, fn, 0, {"dloss", "p", "q", "dx"}, v) ||
+      !GetRows(env, args, fn, 4, &rows, &d))
+    return nullptr;
+  const uint64_t n = static_cast<uint64_t>(rows) * static_cast<uint64_t>(d), r64 = static_cast<uint64_t>(rows);
+  if (!NeedLength(env, fn, "dloss", v[0], r64) || !NeedLength(env, fn, "p", v[1], n) ||
+      !NeedLength(env, fn, "q", v[2], n) || !NeedLength(env, fn, "dx", v[3], n) ||
+      !CheckDisjoint(env, fn, {{&v[3], n}}, {{&v[0], r64}, {&v[1], n}, {&v[2], n}}))
+    return nullptr;
+  const float *dl = v[0].data, *p = v[1].data, *q = v[2].data;
+  float* dx = v[3].data;
+  ParallelFor(rows, PoolWorkers(static_cast<double>(n), 1 << 15), 16, [&](int64_t r) {
+    const float* pr = p + r * d;
+    const float* qr = q + r * d;
+    float* dr = dx + r * d;
+    double mass = 0;
+    for (int64_t c = 0; c < d; ++c) mass += qr[c];
+    const float a = dl[r] * static_cast<float>(mass), b = dl[r];
+    for (int64_t c = 0; c < d; ++c) dr[c] = a * pr[c] - b * qr[c];
+  });
+  return Undefined(env);
+}
+
 // Scaled dot-product attention per (batch, head) item, forward and backward, in one call each way
 // (src/tensor/ops/attention.ts). Layouts: q [B,H,Sq,dh], k and v [B,H,Sk,dh], bias [B,Sk] (added to
 // every head's and query's scores; length 0: none), o [B,H,Sq,dh], p [B,H,Sq,Sk] (the probabilities,
@@ -647,20 +722,6 @@ bool GetAttentionDims(napi_env env, const Args& args, const char* fn, size_t fir
       !GetNumber(env, args.values[first + 5], fn, "scale", &scale))
     return false;
   d->scale = static_cast<float>(scale);
-  return true;
-}
-
-// Throws (returning false) when an output overlaps an input or another output.
-bool CheckDisjoint(napi_env env, const char* fn, std::initializer_list<std::pair<const F32View*, uint64_t>> outs,
-                   std::initializer_list<std::pair<const F32View*, uint64_t>> ins) {
-  for (auto o = outs.begin(); o != outs.end(); ++o) {
-    for (const auto& i : ins)
-      if (Overlaps(o->first->data, o->second, i.first->data, i.second))
-        return ThrowRange(env, std::string(fn) + ": an output overlaps an input");
-    for (auto o2 = o + 1; o2 != outs.end(); ++o2)
-      if (Overlaps(o->first->data, o->second, o2->first->data, o2->second))
-        return ThrowRange(env, std::string(fn) + ": two outputs overlap");
-  }
   return true;
 }
 
@@ -1872,6 +1933,8 @@ constexpr Export kExports[] = {
     {"softmaxForward", SoftmaxForward},
     {"sumRows", SumRows},
     {"softmaxBackward", SoftmaxBackward},
+    {"softCrossEntropyForward", SoftCrossEntropyForward},
+    {"softCrossEntropyBackward", SoftCrossEntropyBackward},
     {"layerNormForward", LayerNormForward},
     {"layerNormBackward", LayerNormBackward},
     {"adamwUpdate", AdamwUpdate},

@@ -81,7 +81,8 @@ VMATH_INLINE double HorizontalSum(VF v) {
 }
 
 // Softmax of one row of d values, x → y (y may be x): max, shifted exponentials, one scale.
-VMATH_INLINE void SoftmaxRowBody(const float* x, float* y, int64_t d) {
+// Returns the row's log-sum-exp, max + log Σ e^{x − max} (−∞ for an all −∞ row).
+VMATH_INLINE double SoftmaxRowBody(const float* x, float* y, int64_t d) {
   const int64_t whole = d - d % kLanes, tail = d - whole;
   VF vmax = Splat(-INFINITY);
   for (int64_t i = 0; i < whole; i += kLanes) vmax = Max(vmax, Load(x + i));
@@ -89,7 +90,8 @@ VMATH_INLINE void SoftmaxRowBody(const float* x, float* y, int64_t d) {
   for (int64_t i = whole; i < d; ++i) m = x[i] > m ? x[i] : m;
   // An all −∞ row (everything masked) has no finite maximum: shift by 0 (its sum is 0, the row NaN,
   // as 0/0 in the unfused form).
-  const VF shift = Splat(std::isfinite(m) ? m : 0.0f);
+  const float shift_value = std::isfinite(m) ? m : 0.0f;
+  const VF shift = Splat(shift_value);
   VF sum = Splat(0.0f);
   for (int64_t i = 0; i < whole; i += kLanes) {
     const VF e = Exp(Load(x + i) - shift);
@@ -104,9 +106,11 @@ VMATH_INLINE void SoftmaxRowBody(const float* x, float* y, int64_t d) {
     sum += e;
     for (int64_t i = 0; i < tail; ++i) y[whole + i] = buf[i];
   }
-  const VF inv = Splat(static_cast<float>(1.0 / HorizontalSum(sum)));
+  const double total = HorizontalSum(sum);
+  const VF inv = Splat(static_cast<float>(1.0 / total));
   for (int64_t i = 0; i < whole; i += kLanes) Store(y + i, Load(y + i) * inv);
   for (int64_t i = whole; i < d; ++i) y[i] *= inv[0];
+  return shift_value + std::log(total);
 }
 
 // tanh form of GELU, 0.5·z·(1 + tanh(c·(z + a·z³))), with tanh(u) = 1 − 2/(e^{2u} + 1), and its
@@ -178,11 +182,11 @@ VMATH_INLINE void SiluGradBody(const float* dy, const float* x, float* dx, int64
 enum class IsaLevel { kBaseline, kAvx2, kAvx512 };
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#define VMATH_VARIANTS(NAME, PARAMS, ARGS, BODY)                                          \
-  __attribute__((target("avx512f"))) inline void NAME##Avx512 PARAMS { BODY ARGS; }      \
-  __attribute__((target("avx2,fma"))) inline void NAME##Avx2 PARAMS { BODY ARGS; }       \
-  inline void NAME##Baseline PARAMS { BODY ARGS; }                                        \
-  inline void NAME PARAMS {                                                                 \
+#define VMATH_VARIANTS(RET, NAME, PARAMS, ARGS, BODY)                                     \
+  __attribute__((target("avx512f"))) inline RET NAME##Avx512 PARAMS { return BODY ARGS; } \
+  __attribute__((target("avx2,fma"))) inline RET NAME##Avx2 PARAMS { return BODY ARGS; }  \
+  inline RET NAME##Baseline PARAMS { return BODY ARGS; }                                   \
+  inline RET NAME PARAMS {                                                                  \
     switch (Isa()) {                                                                        \
       case IsaLevel::kAvx512:                                                               \
         return NAME##Avx512 ARGS;                                                           \
@@ -202,8 +206,8 @@ inline IsaLevel DetectIsa() {
   return avx512 ? IsaLevel::kAvx512 : avx2 ? IsaLevel::kAvx2 : IsaLevel::kBaseline;
 }
 #else
-#define VMATH_VARIANTS(NAME, PARAMS, ARGS, BODY) \
-  inline void NAME PARAMS { BODY ARGS; }
+#define VMATH_VARIANTS(RET, NAME, PARAMS, ARGS, BODY) \
+  inline RET NAME PARAMS { return BODY ARGS; }
 inline IsaLevel DetectIsa() { return IsaLevel::kBaseline; }
 #endif
 
@@ -223,12 +227,15 @@ inline const char* IsaName() {
   }
 }
 
-VMATH_VARIANTS(SoftmaxRow, (const float* x, float* y, int64_t d), (x, y, d), SoftmaxRowBody)
-VMATH_VARIANTS(ExpSpan, (const float* x, float* y, int64_t n), (x, y, n), ExpBody)
-VMATH_VARIANTS(GeluSpan, (const float* x, float* y, int64_t n), (x, y, n), GeluBody)
-VMATH_VARIANTS(GeluGradSpan, (const float* dy, const float* x, float* dx, int64_t n), (dy, x, dx, n), GeluGradBody)
-VMATH_VARIANTS(SiluSpan, (const float* x, float* y, int64_t n), (x, y, n), SiluBody)
-VMATH_VARIANTS(SiluGradSpan, (const float* dy, const float* x, float* dx, int64_t n), (dy, x, dx, n), SiluGradBody)
+VMATH_VARIANTS(double, SoftmaxRowLse, (const float* x, float* y, int64_t d), (x, y, d), SoftmaxRowBody)
+
+// Softmax of one row (SoftmaxRowLse without its log-sum-exp).
+inline void SoftmaxRow(const float* x, float* y, int64_t d) { SoftmaxRowLse(x, y, d); }
+VMATH_VARIANTS(void, ExpSpan, (const float* x, float* y, int64_t n), (x, y, n), ExpBody)
+VMATH_VARIANTS(void, GeluSpan, (const float* x, float* y, int64_t n), (x, y, n), GeluBody)
+VMATH_VARIANTS(void, GeluGradSpan, (const float* dy, const float* x, float* dx, int64_t n), (dy, x, dx, n), GeluGradBody)
+VMATH_VARIANTS(void, SiluSpan, (const float* x, float* y, int64_t n), (x, y, n), SiluBody)
+VMATH_VARIANTS(void, SiluGradSpan, (const float* dy, const float* x, float* dx, int64_t n), (dy, x, dx, n), SiluGradBody)
 
 #undef VMATH_VARIANTS
 

@@ -126,6 +126,27 @@ export interface NativeAddon {
   erfForward?(x: Float32Array, y: Float32Array, n: number): void;
   /** y = gelu(x) (tanh form) over n elements. */
   geluForward(x: Float32Array, y: Float32Array, n: number): void;
+  /**
+   * Cross-entropy against soft targets per row: p = softmax(x), loss[r] = −Σ_c q·log p (from the
+   * log-sum-exp, in double). x, q, p [rows, d]; loss [rows]. Absent from older addons.
+   */
+  softCrossEntropyForward?(
+    x: Float32Array,
+    q: Float32Array,
+    p: Float32Array,
+    loss: Float32Array,
+    rows: number,
+    d: number,
+  ): void;
+  /** Its gradient: dx = dloss[r]·(p·Σ_c q − q). */
+  softCrossEntropyBackward?(
+    dloss: Float32Array,
+    p: Float32Array,
+    q: Float32Array,
+    dx: Float32Array,
+    rows: number,
+    d: number,
+  ): void;
   /** y = e^x, the vectorised exponential softmax, GELU and SiLU use (0 below −87.34). Absent from older addons. */
   expForward?(x: Float32Array, y: Float32Array, n: number): void;
   /** dx = dy · gelu'(x) over n elements. */

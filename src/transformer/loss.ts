@@ -5,6 +5,7 @@
 // table N (src/tokenizer/codes.ts codeNeighbours) the smoothing mass goes to the target's near codes
 // instead: q = (1 − ε)·onehot(target) + ε·N[target].
 import * as tf from '@tensorflow/tfjs-core';
+import { softCrossEntropy } from '../tensor/ops/cross-entropy.js';
 import { MuseError } from '../util/errors.js';
 
 export interface MaskedLoss {
@@ -48,8 +49,7 @@ export function maskedCrossEntropy(
   });
   return tf.tidy(() => {
     const picked = tf.gather(tf.reshape(logits, [b * n, k]), tf.tensor1d(rows, 'int32'));
-    const logp = tf.logSoftmax(picked);
-    const loss = tf.div(tf.neg(tf.sum(tf.mul(logp, tf.tensor2d(soft, [m, k])))), m) as tf.Scalar;
+    const loss = softCrossEntropy(picked as tf.Tensor2D, tf.tensor2d(soft, [m, k]));
     const predicted = tf.argMax(picked, 1).dataSync();
     let correct = 0;
     for (let j = 0; j < m; j++) if (predicted[j] === wanted[j]) correct++;
