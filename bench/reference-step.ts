@@ -4,7 +4,7 @@
 // Adam lr 3e-4, cross-entropy on masked positions. Written as this project's models are: fused
 // layer norm and GELU, in-place AdamW (weight decay 0 = Adam). 4.8M parameters, ~56 GFLOP per step.
 import * as tf from '@tensorflow/tfjs-core';
-import { attention as headAttention } from '../src/tensor/ops/attention.js';
+import { queryRowsAttention, selfAttention, splitHeads } from '../src/tensor/ops/attention.js';
 import { softCrossEntropy } from '../src/tensor/ops/cross-entropy.js';
 import { gelu } from '../src/tensor/ops/gelu.js';
 import { layerNorm } from '../src/tensor/ops/layer-norm.js';
@@ -56,24 +56,17 @@ function makeParams(rng: Rng): Params {
   return p;
 }
 
-function attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor): tf.Tensor {
-  const [b, sq, d] = q.shape as [number, number, number];
-  const sk = k.shape[1] as number;
-  const split = (x: tf.Tensor, s: number) => tf.transpose(tf.reshape(x, [b, s, ref.H, d / ref.H]), [0, 2, 1, 3]);
-  // The project's attention op (src/tensor/ops/attention.ts: fused kernels on the native path).
-  const out = headAttention(split(q, sq) as tf.Tensor4D, split(k, sk) as tf.Tensor4D, split(v, sk) as tf.Tensor4D);
-  return tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [b, sq, d]);
-}
-
 function forward(p: Params, tokens: tf.Tensor, text: tf.Tensor): tf.Tensor {
   const { L } = ref;
   let x = tf.add(tf.gather(p.tok, tokens), p.pos);
   for (let l = 0; l < L; l++) {
-    const [q, k, v] = tf.split(tf.matMul(layerNorm(x, p[`b${l}.ln1.g`], p[`b${l}.ln1.b`]), p[`b${l}.qkv`]), 3, -1);
-    x = tf.add(x, tf.matMul(attention(q, k, v), p[`b${l}.o`]));
-    const [ck, cv] = tf.split(tf.matMul(text, p[`b${l}.ckv`]), 2, -1);
-    const cq = tf.matMul(layerNorm(x, p[`b${l}.ln2.g`], p[`b${l}.ln2.b`]), p[`b${l}.cq`]);
-    x = tf.add(x, tf.matMul(attention(cq, ck, cv), p[`b${l}.co`]));
+    // The project's attention ops (src/tensor/ops/attention.ts), as the transformer calls them: q, k
+    // and v read from the packed projection; text keys and values split into heads once.
+    const qkv = tf.matMul(layerNorm(x, p[`b${l}.ln1.g`], p[`b${l}.ln1.b`]), p[`b${l}.qkv`]) as tf.Tensor3D;
+    x = tf.add(x, tf.matMul(selfAttention(qkv, ref.H), p[`b${l}.o`]));
+    const [ck, cv] = tf.split(tf.matMul(text, p[`b${l}.ckv`]), 2, -1).map((t) => splitHeads(t, ref.H));
+    const cq = tf.matMul(layerNorm(x, p[`b${l}.ln2.g`], p[`b${l}.ln2.b`]), p[`b${l}.cq`]) as tf.Tensor3D;
+    x = tf.add(x, tf.matMul(queryRowsAttention(cq, ck, cv), p[`b${l}.co`]));
     const h = gelu(tf.add(tf.matMul(layerNorm(x, p[`b${l}.ln3.g`], p[`b${l}.ln3.b`]), p[`b${l}.w1`]), p[`b${l}.b1`]));
     x = tf.add(x, tf.add(tf.matMul(h, p[`b${l}.w2`]), p[`b${l}.b2`]));
   }

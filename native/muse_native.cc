@@ -42,6 +42,7 @@ extern "C" void omp_set_num_threads(int num_threads);
 #include <string>
 #include <system_error>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -701,11 +702,17 @@ napi_value SoftCrossEntropyBackward(napi_env env, napi_callback_info info) {
 }
 
 // Scaled dot-product attention per (batch, head) item, forward and backward, in one call each way
-// (src/tensor/ops/attention.ts). Layouts: q [B,H,Sq,dh], k and v [B,H,Sk,dh], bias [B,Sk] (added to
-// every head's and query's scores; length 0: none), o [B,H,Sq,dh], p [B,H,Sq,Sk] (the probabilities,
-// kept for the backward). Items run whole on the pool's threads, each with single-threaded OpenBLAS:
-// the [Sq, Sk] scores go through one product, one softmax pass and one product, where tfjs ran a
-// scale, a batched product, a bias add, a softmax and a batched product over the whole batch.
+// (src/tensor/ops/attention.ts). Items run whole on the pool's threads, each with single-threaded
+// OpenBLAS: the [Sq, Sk] scores go through one product, one softmax pass and one product, where tfjs
+// ran a scale, a batched product, a bias add, a softmax and a batched product over the whole batch.
+//
+// Every operand is strided: element (b, h, s, d) of q, k, v, o (and dq, dk, dv, dO, which take
+// their operand's layout) sits at offset + b·batchStride + h·headStride + s·rowStride + d. The
+// head layout [B, H, S, dh] is (H·S·dh, S·dh, dh, 0); the row layout of a projection [B, S, n·H·dh]
+// whose heads start at column c is (S·n·H·dh, dh, n·H·dh, c) — so q, k and v are read straight out
+// of a packed [B, S, 3D] projection and o written as [B, S, D], with no head split or merge.
+// bias [B, Sk] is added to every head's and query's scores (length 0: none); p [B, H, Sq, Sk] keeps
+// the probabilities for the backward.
 struct AttentionDims {
   int64_t b, h, sq, sk, dh;
   float scale;
@@ -725,6 +732,71 @@ bool GetAttentionDims(napi_env env, const Args& args, const char* fn, size_t fir
   return true;
 }
 
+struct Strides {
+  int64_t batch, head, row, offset;
+};
+
+// The four layouts of one call: q (and dq), k (and dk), v (and dv), o (and dO).
+struct AttentionLayout {
+  Strides q, k, v, o;
+};
+
+// layout: a Float64Array of 16 — batch, head, row stride and offset of q, k, v and o in turn.
+bool GetAttentionLayout(napi_env env, napi_value v, const char* fn, AttentionLayout* out) {
+  TypedView<double> view;
+  if (!GetTyped(env, v, fn, "layout", napi_float64_array, "Float64Array", &view)) return false;
+  if (view.length != 16) return ThrowRange(env, std::string(fn) + ": layout must have 16 entries");
+  Strides* all[] = {&out->q, &out->k, &out->v, &out->o};
+  for (int t = 0; t < 4; ++t) {
+    int64_t values[4];
+    for (int j = 0; j < 4; ++j) {
+      const double x = view.data[t * 4 + j];
+      if (!(x >= 0 && x <= kMaxSafeInteger && std::floor(x) == x))
+        return ThrowRange(env, std::string(fn) + ": layout entries must be non-negative integers");
+      values[j] = static_cast<int64_t>(x);
+    }
+    *all[t] = {values[0], values[1], values[2], values[3]};
+  }
+  return true;
+}
+
+// Elements an operand of `rows` rows per head must have under `st` (0 when it is empty).
+uint64_t StridedExtent(const AttentionDims& d, const Strides& st, int64_t rows) {
+  if (d.b == 0 || d.h == 0 || rows == 0 || d.dh == 0) return 0;
+  return static_cast<uint64_t>((d.b - 1) * st.batch + (d.h - 1) * st.head + (rows - 1) * st.row + st.offset + d.dh);
+}
+
+// Rows of one item must hold dh contiguous values (rowStride ≥ dh when there are several rows).
+bool CheckRows(napi_env env, const char* fn, const char* name, const AttentionDims& d, const Strides& st, int64_t rows) {
+  if (rows > 1 && st.row < d.dh) return ThrowRange(env, std::string(fn) + ": " + name + "'s row stride is under dh");
+  return true;
+}
+
+// Outputs must not overlap inputs. Two outputs may share one buffer (dq, dk and dv of a packed
+// projection) only with the same batch and row strides, head stride dh and column ranges
+// [offset, offset + H·dh) that do not meet; otherwise they must not overlap either.
+bool CheckAttentionOutputs(napi_env env, const char* fn, const AttentionDims& d,
+                           std::initializer_list<std::tuple<const F32View*, uint64_t, Strides>> outs,
+                           std::initializer_list<std::pair<const F32View*, uint64_t>> ins) {
+  for (auto o = outs.begin(); o != outs.end(); ++o) {
+    const auto& [ov, on, os] = *o;
+    for (const auto& i : ins)
+      if (Overlaps(ov->data, on, i.first->data, i.second))
+        return ThrowRange(env, std::string(fn) + ": an output overlaps an input");
+    for (auto o2 = o + 1; o2 != outs.end(); ++o2) {
+      const auto& [pv, pn, ps] = *o2;
+      if (!Overlaps(ov->data, on, pv->data, pn)) continue;
+      const int64_t width = d.h * d.dh;
+      const bool shared_columns = ov->data == pv->data && os.batch == ps.batch && os.row == ps.row &&
+                                  os.head == d.dh && ps.head == d.dh &&
+                                  (os.offset + width <= ps.offset || ps.offset + width <= os.offset) &&
+                                  std::max(os.offset, ps.offset) + width <= os.row;
+      if (!shared_columns) return ThrowRange(env, std::string(fn) + ": two outputs overlap");
+    }
+  }
+  return true;
+}
+
 template <typename Body>
 void ForEachHead(const AttentionDims& d, const Body& body) {
   const int64_t items = d.b * d.h;
@@ -735,107 +807,139 @@ void ForEachHead(const AttentionDims& d, const Body& body) {
   ParallelFor(items, workers, 1, body);
 }
 
-// attentionForward(q, k, v, bias, o, p, B, H, Sq, Sk, dh, scale)
-napi_value AttentionForward(napi_env env, napi_callback_info info) {
-  static const char* fn = "attentionForward";
-  Args args;
+inline int64_t At(const Strides& st, int64_t i, int64_t heads) {
+  return st.offset + (i / heads) * st.batch + (i % heads) * st.head;
+}
+
+// Checks and runs one forward: args q, k, v, bias, o, p, then the dims at index 6.
+napi_value AttentionForwardWith(napi_env env, const char* fn, const Args& args, const AttentionDims& d,
+                                const AttentionLayout& lay) {
   F32View q, k, v, bias, o, p;
-  AttentionDims d;
-  if (!GetArgs(env, info, fn, 12, &args) || !GetF32(env, args.values[0], fn, "q", &q) ||
-      !GetF32(env, args.values[1], fn, "k", &k) || !GetF32(env, args.values[2], fn, "v", &v) ||
-      !GetF32(env, args.values[3], fn, "bias", &bias) || !GetF32(env, args.values[4], fn, "o", &o) ||
-      !GetF32(env, args.values[5], fn, "p", &p) || !GetAttentionDims(env, args, fn, 6, &d))
+  if (!GetF32(env, args.values[0], fn, "q", &q) || !GetF32(env, args.values[1], fn, "k", &k) ||
+      !GetF32(env, args.values[2], fn, "v", &v) || !GetF32(env, args.values[3], fn, "bias", &bias) ||
+      !GetF32(env, args.values[4], fn, "o", &o) || !GetF32(env, args.values[5], fn, "p", &p))
     return nullptr;
-  const uint64_t items = static_cast<uint64_t>(d.b * d.h);
-  const uint64_t nq = items * d.sq * d.dh, nk = items * d.sk * d.dh, np = items * d.sq * d.sk;
+  const uint64_t nq = StridedExtent(d, lay.q, d.sq), nk = StridedExtent(d, lay.k, d.sk),
+                 nv = StridedExtent(d, lay.v, d.sk), no = StridedExtent(d, lay.o, d.sq),
+                 np = static_cast<uint64_t>(d.b * d.h) * d.sq * d.sk;
   const bool has_bias = bias.length > 0;
-  if (!NeedLength(env, fn, "q", q, nq) || !NeedLength(env, fn, "k", k, nk) || !NeedLength(env, fn, "v", v, nk) ||
-      !NeedLength(env, fn, "o", o, nq) || !NeedLength(env, fn, "p", p, np) ||
+  if (!CheckRows(env, fn, "q", d, lay.q, d.sq) || !CheckRows(env, fn, "k", d, lay.k, d.sk) ||
+      !CheckRows(env, fn, "v", d, lay.v, d.sk) || !CheckRows(env, fn, "o", d, lay.o, d.sq) ||
+      !NeedLength(env, fn, "q", q, nq) || !NeedLength(env, fn, "k", k, nk) || !NeedLength(env, fn, "v", v, nv) ||
+      !NeedLength(env, fn, "o", o, no) || !NeedLength(env, fn, "p", p, np) ||
       (has_bias && !NeedLength(env, fn, "bias", bias, static_cast<uint64_t>(d.b * d.sk))) ||
-      !CheckDisjoint(env, fn, {{&o, nq}, {&p, np}}, {{&q, nq}, {&k, nk}, {&v, nk}, {&bias, has_bias ? bias.length : 0}}))
+      !CheckDisjoint(env, fn, {{&o, no}, {&p, np}}, {{&q, nq}, {&k, nk}, {&v, nv}, {&bias, has_bias ? bias.length : 0}}))
     return nullptr;
-  if (items == 0 || d.sq == 0) return Undefined(env);
-  const int64_t sq = d.sq, sk = d.sk, dh = d.dh;
+  if (d.b * d.h == 0 || d.sq == 0) return Undefined(env);
+  const int64_t sq = d.sq, sk = d.sk, dh = d.dh, H = d.h;
   ForEachHead(d, [&](int64_t i) {
-    const float* qi = q.data + i * sq * dh;
-    const float* ki = k.data + i * sk * dh;
-    const float* vi = v.data + i * sk * dh;
+    const float* qi = q.data + At(lay.q, i, H);
+    const float* ki = k.data + At(lay.k, i, H);
+    const float* vi = v.data + At(lay.v, i, H);
     float* pi = p.data + i * sq * sk;
-    float* oi = o.data + i * sq * dh;
-    if (sk == 0) {
-      std::fill(oi, oi + sq * dh, 0.0f);
+    float* oi = o.data + At(lay.o, i, H);
+    if (sk == 0 || dh == 0) {
+      for (int64_t r = 0; r < sq; ++r) std::fill(oi + r * lay.o.row, oi + r * lay.o.row + dh, 0.0f);
+      std::fill(pi, pi + sq * sk, sk == 0 ? 0.0f : 1.0f / static_cast<float>(sk));
       return;
     }
-    if (dh > 0)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(sq), static_cast<blasint>(sk),
-                  static_cast<blasint>(dh), d.scale, qi, static_cast<blasint>(dh), ki, static_cast<blasint>(dh), 0.0f,
-                  pi, static_cast<blasint>(sk));
-    else
-      std::fill(pi, pi + sq * sk, 0.0f);
-    const float* bi = has_bias ? bias.data + (i / d.h) * sk : nullptr;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(sq), static_cast<blasint>(sk),
+                static_cast<blasint>(dh), d.scale, qi, static_cast<blasint>(lay.q.row), ki,
+                static_cast<blasint>(lay.k.row), 0.0f, pi, static_cast<blasint>(sk));
+    const float* bi = has_bias ? bias.data + (i / H) * sk : nullptr;
     for (int64_t r = 0; r < sq; ++r) {
       float* row = pi + r * sk;
       if (bi)
         for (int64_t c = 0; c < sk; ++c) row[c] += bi[c];
       SoftmaxRow(row, row, sk);
     }
-    if (dh > 0)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(sq), static_cast<blasint>(dh),
-                  static_cast<blasint>(sk), 1.0f, pi, static_cast<blasint>(sk), vi, static_cast<blasint>(dh), 0.0f, oi,
-                  static_cast<blasint>(dh));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(sq), static_cast<blasint>(dh),
+                static_cast<blasint>(sk), 1.0f, pi, static_cast<blasint>(sk), vi, static_cast<blasint>(lay.v.row), 0.0f,
+                oi, static_cast<blasint>(lay.o.row));
   });
   return Undefined(env);
 }
 
-// attentionBackward(dO, q, k, v, p, dq, dk, dv, B, H, Sq, Sk, dh, scale):
-//   dV = Pᵀ dO, dP = dO Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = scale · dS K, dK = scale · dSᵀ Q.
-napi_value AttentionBackward(napi_env env, napi_callback_info info) {
-  static const char* fn = "attentionBackward";
+
+// attentionStridedForward(q, k, v, bias, o, p, B, H, Sq, Sk, dh, scale, layout)
+napi_value AttentionStridedForward(napi_env env, napi_callback_info info) {
+  static const char* fn = "attentionStridedForward";
   Args args;
-  F32View dout, q, k, v, p, dq, dk, dv;
   AttentionDims d;
-  if (!GetArgs(env, info, fn, 14, &args) || !GetF32(env, args.values[0], fn, "dO", &dout) ||
-      !GetF32(env, args.values[1], fn, "q", &q) || !GetF32(env, args.values[2], fn, "k", &k) ||
-      !GetF32(env, args.values[3], fn, "v", &v) || !GetF32(env, args.values[4], fn, "p", &p) ||
-      !GetF32(env, args.values[5], fn, "dq", &dq) || !GetF32(env, args.values[6], fn, "dk", &dk) ||
-      !GetF32(env, args.values[7], fn, "dv", &dv) || !GetAttentionDims(env, args, fn, 8, &d))
+  AttentionLayout lay;
+  if (!GetArgs(env, info, fn, 13, &args) || !GetAttentionDims(env, args, fn, 6, &d) ||
+      !GetAttentionLayout(env, args.values[12], fn, &lay))
     return nullptr;
-  const uint64_t items = static_cast<uint64_t>(d.b * d.h);
-  const uint64_t nq = items * d.sq * d.dh, nk = items * d.sk * d.dh, np = items * d.sq * d.sk;
-  if (!NeedLength(env, fn, "dO", dout, nq) || !NeedLength(env, fn, "q", q, nq) || !NeedLength(env, fn, "k", k, nk) ||
-      !NeedLength(env, fn, "v", v, nk) || !NeedLength(env, fn, "p", p, np) || !NeedLength(env, fn, "dq", dq, nq) ||
-      !NeedLength(env, fn, "dk", dk, nk) || !NeedLength(env, fn, "dv", dv, nk) ||
-      !CheckDisjoint(env, fn, {{&dq, nq}, {&dk, nk}, {&dv, nk}}, {{&dout, nq}, {&q, nq}, {&k, nk}, {&v, nk}, {&p, np}}))
+  return AttentionForwardWith(env, fn, args, d, lay);
+}
+
+// Checks and runs one backward: args dO, q, k, v, p, dq, dk, dv, then the dims at index 8.
+//   dV = Pᵀ dO, dP = dO Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = scale · dS K, dK = scale · dSᵀ Q.
+napi_value AttentionBackwardWith(napi_env env, const char* fn, const Args& args, const AttentionDims& d,
+                                 const AttentionLayout& lay) {
+  F32View dout, q, k, v, p, dq, dk, dv;
+  if (!GetF32(env, args.values[0], fn, "dO", &dout) || !GetF32(env, args.values[1], fn, "q", &q) ||
+      !GetF32(env, args.values[2], fn, "k", &k) || !GetF32(env, args.values[3], fn, "v", &v) ||
+      !GetF32(env, args.values[4], fn, "p", &p) || !GetF32(env, args.values[5], fn, "dq", &dq) ||
+      !GetF32(env, args.values[6], fn, "dk", &dk) || !GetF32(env, args.values[7], fn, "dv", &dv))
     return nullptr;
-  if (items == 0) return Undefined(env);
-  const int64_t sq = d.sq, sk = d.sk, dh = d.dh;
+  const uint64_t nq = StridedExtent(d, lay.q, d.sq), nk = StridedExtent(d, lay.k, d.sk),
+                 nv = StridedExtent(d, lay.v, d.sk), no = StridedExtent(d, lay.o, d.sq),
+                 np = static_cast<uint64_t>(d.b * d.h) * d.sq * d.sk;
+  if (!CheckRows(env, fn, "q", d, lay.q, d.sq) || !CheckRows(env, fn, "k", d, lay.k, d.sk) ||
+      !CheckRows(env, fn, "v", d, lay.v, d.sk) || !CheckRows(env, fn, "dO", d, lay.o, d.sq) ||
+      !NeedLength(env, fn, "dO", dout, no) || !NeedLength(env, fn, "q", q, nq) || !NeedLength(env, fn, "k", k, nk) ||
+      !NeedLength(env, fn, "v", v, nv) || !NeedLength(env, fn, "p", p, np) || !NeedLength(env, fn, "dq", dq, nq) ||
+      !NeedLength(env, fn, "dk", dk, nk) || !NeedLength(env, fn, "dv", dv, nv) ||
+      !CheckAttentionOutputs(env, fn, d, {{&dq, nq, lay.q}, {&dk, nk, lay.k}, {&dv, nv, lay.v}},
+                             {{&dout, no}, {&q, nq}, {&k, nk}, {&v, nv}, {&p, np}}))
+    return nullptr;
+  if (d.b * d.h == 0) return Undefined(env);
+  const int64_t sq = d.sq, sk = d.sk, dh = d.dh, H = d.h;
   const auto bsq = static_cast<blasint>(sq), bsk = static_cast<blasint>(sk), bdh = static_cast<blasint>(dh);
+  const auto lq = static_cast<blasint>(lay.q.row), lk = static_cast<blasint>(lay.k.row),
+             lv = static_cast<blasint>(lay.v.row), lo = static_cast<blasint>(lay.o.row);
   ForEachHead(d, [&](int64_t i) {
-    const float* doi = dout.data + i * sq * dh;
-    const float* qi = q.data + i * sq * dh;
-    const float* ki = k.data + i * sk * dh;
-    const float* vi = v.data + i * sk * dh;
+    const float* doi = dout.data + At(lay.o, i, H);
+    const float* qi = q.data + At(lay.q, i, H);
+    const float* ki = k.data + At(lay.k, i, H);
+    const float* vi = v.data + At(lay.v, i, H);
     const float* pi = p.data + i * sq * sk;
-    float* dqi = dq.data + i * sq * dh;
-    float* dki = dk.data + i * sk * dh;
-    float* dvi = dv.data + i * sk * dh;
+    float* dqi = dq.data + At(lay.q, i, H);
+    float* dki = dk.data + At(lay.k, i, H);
+    float* dvi = dv.data + At(lay.v, i, H);
     if (sq == 0 || sk == 0 || dh == 0) {
-      std::fill(dqi, dqi + sq * dh, 0.0f);
-      std::fill(dki, dki + sk * dh, 0.0f);
-      std::fill(dvi, dvi + sk * dh, 0.0f);
+      for (int64_t r = 0; r < sq; ++r) std::fill(dqi + r * lay.q.row, dqi + r * lay.q.row + dh, 0.0f);
+      for (int64_t r = 0; r < sk; ++r) {
+        std::fill(dki + r * lay.k.row, dki + r * lay.k.row + dh, 0.0f);
+        std::fill(dvi + r * lay.v.row, dvi + r * lay.v.row + dh, 0.0f);
+      }
       return;
     }
     thread_local std::vector<float> ds;
     ds.resize(static_cast<size_t>(sq * sk));
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bsk, bdh, bsq, 1.0f, pi, bsk, doi, bdh, 0.0f, dvi, bdh);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bsq, bsk, bdh, 1.0f, doi, bdh, vi, bdh, 0.0f, ds.data(), bsk);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bsk, bdh, bsq, 1.0f, pi, bsk, doi, lo, 0.0f, dvi, lv);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bsq, bsk, bdh, 1.0f, doi, lo, vi, lv, 0.0f, ds.data(), bsk);
     for (int64_t r = 0; r < sq; ++r) SoftmaxGradRow(ds.data() + r * sk, pi + r * sk, ds.data() + r * sk, sk);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bsq, bdh, bsk, d.scale, ds.data(), bsk, ki, bdh, 0.0f, dqi,
-                bdh);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bsk, bdh, bsq, d.scale, ds.data(), bsk, qi, bdh, 0.0f, dki,
-                bdh);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bsq, bdh, bsk, d.scale, ds.data(), bsk, ki, lk, 0.0f, dqi,
+                lq);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bsk, bdh, bsq, d.scale, ds.data(), bsk, qi, lq, 0.0f, dki,
+                lk);
   });
   return Undefined(env);
+}
+
+
+// attentionStridedBackward(dO, q, k, v, p, dq, dk, dv, B, H, Sq, Sk, dh, scale, layout)
+napi_value AttentionStridedBackward(napi_env env, napi_callback_info info) {
+  static const char* fn = "attentionStridedBackward";
+  Args args;
+  AttentionDims d;
+  AttentionLayout lay;
+  if (!GetArgs(env, info, fn, 15, &args) || !GetAttentionDims(env, args, fn, 8, &d) ||
+      !GetAttentionLayout(env, args.values[14], fn, &lay))
+    return nullptr;
+  return AttentionBackwardWith(env, fn, args, d, lay);
 }
 
 // sumRows(x, y, rows, d): y[c] = sum over r of x[r·d + c] — a reduction over the leading axes (bias
@@ -1922,8 +2026,8 @@ constexpr Export kExports[] = {
     {"matmulBatched", MatmulBatched},
     {"matmulHalfWeights", MatmulHalfWeights},
     {"erfForward", ErfForward},
-    {"attentionForward", AttentionForward},
-    {"attentionBackward", AttentionBackward},
+    {"attentionStridedForward", AttentionStridedForward},
+    {"attentionStridedBackward", AttentionStridedBackward},
     {"setThreads", SetThreads},
     {"getThreads", GetThreads},
     {"info", Info},

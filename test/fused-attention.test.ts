@@ -1,4 +1,4 @@
-// Attention as one kernel each way (src/tensor/ops/attention.ts; native attentionForward/Backward on
+// Attention as one kernel each way (src/tensor/ops/attention.ts; native attentionStridedForward/Backward on
 // the native path, plain-loop kernels on the cpu backend): values against a float64 forward, gradients
 // against central finite differences of that float64 forward (independent of the backward formula),
 // padding-mask bias included; and, at a training-sized shape, fused against tfjs's composite ops.
@@ -7,7 +7,18 @@ import { after, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { loadNative, setMatmulPolicy } from '../src/tensor/native.js';
-import { attention, attentionComposite, attentionFused, fusedAttentionActive } from '../src/tensor/ops/attention.js';
+import {
+  attention,
+  attentionComposite,
+  attentionFused,
+  fusedAttentionActive,
+  mergeHeads,
+  queryRowsAttention,
+  queryRowsAttentionFused,
+  selfAttention,
+  selfAttentionFused,
+  splitHeads,
+} from '../src/tensor/ops/attention.js';
 
 after(() => {
   setMatmulPolicy();
@@ -130,7 +141,7 @@ test('attention on this path: values and gradients against float64 (finite diffe
   await initBackend();
   setMatmulPolicy({ precision: 'fp32' });
   const native = loadNative();
-  if (process.env.MUSE_NATIVE !== '0' && native?.attentionForward)
+  if (process.env.MUSE_NATIVE !== '0' && native?.attentionStridedForward)
     assert.ok(fusedAttentionActive(), 'fused on the native path');
   check(fusedAttentionActive() ? 'fused (native)' : 'composite', attention);
   check('composite', attentionComposite);
@@ -178,4 +189,133 @@ test('at a training shape, fused and composite agree (forward and gradients, rel
     const err = maxAbs(outs[0][i], outs[1][i]) / scale;
     assert.ok(err < 1e-5, `${name}: relative error ${err}`);
   });
+});
+
+// Packed operands: self-attention reading q, k, v out of one [B, S, 3D] projection (gradient: one
+// [B, S, 3D] tensor) and queries in row layout over head-layout keys, against the composite form
+// (split, head transposes, tfjs ops) on the same inputs. A kernel that read the wrong columns, mixed
+// heads up, wrote the output in head order or left part of the packed gradient unwritten fails.
+function packedCase(fn: 'self' | 'rows', fused: boolean, withBias: boolean, force = false): Float32Array[] {
+  const [b, h, s, t, dh] = [2, 3, 6, 5, 4];
+  const d = h * dh;
+  return tf.tidy(() => {
+    const bias = withBias
+      ? tf.tensor4d(
+          Float32Array.from({ length: b * (fn === 'self' ? s : t) }, (_, i) => (i % 7 === 6 ? -1e9 : 0)),
+          [b, 1, 1, fn === 'self' ? s : t],
+        )
+      : undefined;
+    if (fn === 'self') {
+      const qkv = tf.tensor3d(values(b * s * 3 * d, 11), [b, s, 3 * d]);
+      const w = tf.tensor3d(values(b * s * d, 12), [b, s, d]);
+      const f = (x: tf.Tensor) => {
+        if (fused) return (force ? selfAttentionFused : selfAttention)(x as tf.Tensor3D, h, bias);
+        const [q, k, v] = tf.split(x, 3, -1);
+        return mergeHeads(attentionComposite(splitHeads(q, h), splitHeads(k, h), splitHeads(v, h), bias));
+      };
+      const { value, grad } = tf.valueAndGrad((x: tf.Tensor) => tf.sum(tf.mul(f(x), w)) as tf.Scalar)(qkv);
+      return [f(qkv), value, grad].map((x) => x.dataSync() as Float32Array);
+    }
+    const q = tf.tensor3d(values(b * s * d, 13), [b, s, d]);
+    const k = tf.tensor4d(values(b * h * t * dh, 14), [b, h, t, dh]);
+    const v = tf.tensor4d(values(b * h * t * dh, 15), [b, h, t, dh]);
+    const w = tf.tensor3d(values(b * s * d, 16), [b, s, d]);
+    const f = (x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) =>
+      fused
+        ? (force ? queryRowsAttentionFused : queryRowsAttention)(
+            x as tf.Tensor3D,
+            y as tf.Tensor4D,
+            z as tf.Tensor4D,
+            bias,
+          )
+        : mergeHeads(attentionComposite(splitHeads(x, h), y as tf.Tensor4D, z as tf.Tensor4D, bias));
+    const { value, grads } = tf.valueAndGrads(
+      (x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) => tf.sum(tf.mul(f(x, y, z), w)) as tf.Scalar,
+    )([q, k, v]);
+    return [f(q, k, v), value, ...grads].map((x) => x.dataSync() as Float32Array);
+  });
+}
+
+function checkPacked(label: string, force = false): void {
+  for (const fn of ['self', 'rows'] as const)
+    for (const withBias of [false, true]) {
+      const got = packedCase(fn, true, withBias, force);
+      const want = packedCase(fn, false, withBias);
+      got.forEach((g, i) => {
+        assert.equal(g.length, want[i].length);
+        const err = maxAbs(g, want[i]);
+        assert.ok(err < 2e-5, `${label} ${fn}, bias ${withBias}: output ${i} off by ${err}`);
+      });
+    }
+}
+
+test('packed self-attention and row-layout queries: outputs and gradients equal the composite form', async () => {
+  await initBackend();
+  setMatmulPolicy({ precision: 'fp32' });
+  checkPacked(fusedAttentionActive() ? 'fused (native)' : 'composite');
+});
+
+test('packed attention through the fused kernels on the cpu backend (plain loops) equals the composite form', async () => {
+  await initBackend();
+  const previous = tf.getBackend();
+  await tf.setBackend('cpu');
+  try {
+    // The ops take the composite form on cpu: force the fused kernels (their plain-loop bodies).
+    checkPacked('fused (cpu loops)', true);
+  } finally {
+    await tf.setBackend(previous);
+  }
+});
+
+test('the strided native kernels refuse bad layouts and outputs that overlap', (t) => {
+  const addon = loadNative();
+  if (!addon?.attentionStridedForward || !addon.attentionStridedBackward) {
+    t.skip('native attention not built');
+    return;
+  }
+  const [b, h, s, dh] = [1, 2, 3, 2];
+  const d = h * dh;
+  const qkv = values(b * s * 3 * d, 21);
+  const rows = (width: number, col: number) => [s * width, dh, width, col];
+  const layout = Float64Array.from([...rows(3 * d, 0), ...rows(3 * d, d), ...rows(3 * d, 2 * d), ...rows(d, 0)]);
+  const o = new Float32Array(b * s * d);
+  const p = new Float32Array(b * h * s * s);
+  const none = new Float32Array(0);
+  addon.attentionStridedForward(qkv, qkv, qkv, none, o, p, b, h, s, s, dh, 1, layout);
+  assert.throws(
+    () => addon.attentionStridedForward?.(qkv, qkv, qkv, none, o, p, b, h, s, s, dh, 1, layout.subarray(0, 12)),
+    /16 entries/,
+  );
+  assert.throws(
+    () =>
+      addon.attentionStridedForward?.(
+        qkv,
+        qkv,
+        qkv,
+        none,
+        o,
+        p,
+        b,
+        h,
+        s,
+        s,
+        dh,
+        1,
+        Float64Array.from({ length: 16 }, (_, i) => (i === 11 ? 3 * d * s : layout[i])),
+      ),
+    /too small/,
+  );
+  const dqkv = new Float32Array(qkv.length);
+  addon.attentionStridedBackward(o, qkv, qkv, qkv, p, dqkv, dqkv, dqkv, b, h, s, s, dh, 1, layout);
+  // dq and dk on the same columns of one buffer: refused.
+  const clash = Float64Array.from(layout);
+  clash[7] = 1; // k's columns start at 1, inside q's [0, d)
+  assert.throws(
+    () => addon.attentionStridedBackward?.(o, qkv, qkv, qkv, p, dqkv, dqkv, dqkv, b, h, s, s, dh, 1, clash),
+    /two outputs overlap/,
+  );
+  assert.throws(
+    () => addon.attentionStridedBackward?.(o, qkv, qkv, qkv, p, qkv, dqkv, dqkv, b, h, s, s, dh, 1, layout),
+    /overlaps an input/,
+  );
 });

@@ -87,11 +87,12 @@ export interface NativeAddon {
     allowBf16: boolean,
   ): number;
   /**
-   * Scaled dot-product attention per (batch, head): p = softmax(scale·q·kᵀ + bias), o = p·v, with q
-   * [B,H,Sq,dh], k and v [B,H,Sk,dh], bias [B,Sk] (length 0: none), o [B,H,Sq,dh], p [B,H,Sq,Sk].
-   * Absent from older addons.
+   * Scaled dot-product attention per (batch, head): p = softmax(scale·q·kᵀ + bias), o = p·v. Every
+   * operand strided: `layout` holds the batch, head and row stride and the offset of q, k, v and o
+   * (element (b, h, s, d) at offset + b·batch + h·head + s·row + d); bias [B,Sk] (length 0: none),
+   * p [B,H,Sq,Sk]. Absent from older addons.
    */
-  attentionForward?(
+  attentionStridedForward?(
     q: Float32Array,
     k: Float32Array,
     v: Float32Array,
@@ -104,9 +105,13 @@ export interface NativeAddon {
     Sk: number,
     dh: number,
     scale: number,
+    layout: Float64Array,
   ): void;
-  /** attentionForward's gradients dq, dk, dv from dO and the saved p. Absent from older addons. */
-  attentionBackward?(
+  /**
+   * Its gradients from dO (o's layout) and the saved p into dq, dk, dv (their operand's layout; they
+   * may share one buffer when their column ranges do not meet, as a packed [B, S, 3D] gradient).
+   */
+  attentionStridedBackward?(
     dO: Float32Array,
     q: Float32Array,
     k: Float32Array,
@@ -121,6 +126,7 @@ export interface NativeAddon {
     Sk: number,
     dh: number,
     scale: number,
+    layout: Float64Array,
   ): void;
   /** y = erf(x) over n elements (the C library's erf). Absent from older addons. */
   erfForward?(x: Float32Array, y: Float32Array, n: number): void;

@@ -22,7 +22,13 @@
 // NULL token. The cross-attention keys and values depend on the text alone, so decoding computes them
 // once per generation (precomputeContext) and passes them to every step.
 import * as tf from '@tensorflow/tfjs-core';
-import { attention } from '../tensor/ops/attention.js';
+import {
+  attention,
+  mergeHeads,
+  selfAttention as packedSelfAttention,
+  queryRowsAttention,
+  splitHeads,
+} from '../tensor/ops/attention.js';
 import { gelu } from '../tensor/ops/gelu.js';
 import { layerNorm } from '../tensor/ops/layer-norm.js';
 import { type LayoutVisitor, newVariable, type Params } from '../tensor/params.js';
@@ -161,25 +167,13 @@ function norm(p: TransformerParams, name: string, x: tf.Tensor): tf.Tensor {
   return layerNorm(x, p[`${name}.g`], p[`${name}.b`]);
 }
 
-/** [B, S, D] → [B, heads, S, D/heads]. */
-export function splitHeads(x: tf.Tensor, heads: number): tf.Tensor4D {
-  const [b, s, d] = x.shape as [number, number, number];
-  return tf.transpose(tf.reshape(x, [b, s, heads, d / heads]), [0, 2, 1, 3]);
-}
-
-/** [B, heads, S, dh] → [B, S, heads·dh]. */
-export function mergeHeads(x: tf.Tensor4D): tf.Tensor3D {
-  const [b, h, s, dh] = x.shape;
-  return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [b, s, h * dh]);
-}
-
+/** Head split and merge of [B, S, D] (src/tensor/ops/attention.ts). */
 /** Scaled dot-product attention of all heads (src/tensor/ops/attention.ts: fused on the native path). */
-export { attention };
+export { attention, mergeHeads, splitHeads };
 
 function selfAttention(p: TransformerParams, name: string, x: tf.Tensor, heads: number): tf.Tensor {
-  const [q, k, v] = tf.split(linear(p, `${name}.qkv`, x), 3, -1);
-  const out = attention(splitHeads(q, heads), splitHeads(k, heads), splitHeads(v, heads));
-  return linear(p, `${name}.out`, mergeHeads(out));
+  // q, k and v read straight out of the packed projection on the native path (no head transposes).
+  return linear(p, `${name}.out`, packedSelfAttention(linear(p, `${name}.qkv`, x) as tf.Tensor3D, heads));
 }
 
 function crossAttention(
@@ -189,10 +183,9 @@ function crossAttention(
   keys: tf.Tensor4D,
   values: tf.Tensor4D,
   bias: tf.Tensor4D,
-  heads: number,
 ): tf.Tensor {
-  const q = splitHeads(linear(p, `${name}.q`, x), heads);
-  return linear(p, `${name}.out`, mergeHeads(attention(q, keys, values, bias)));
+  // The heads are the keys' (ctx keys and values are [B, H, T, dh]).
+  return linear(p, `${name}.out`, queryRowsAttention(linear(p, `${name}.q`, x) as tf.Tensor3D, keys, values, bias));
 }
 
 function mlp(p: TransformerParams, name: string, x: tf.Tensor): tf.Tensor {
@@ -210,7 +203,7 @@ export function block(
   const b = `blocks.${l}`;
   let h: tf.Tensor = x;
   h = tf.add(h, selfAttention(p, `${b}.attn`, norm(p, `${b}.ln1`, h), c.heads));
-  h = tf.add(h, crossAttention(p, `${b}.cross`, norm(p, `${b}.ln2`, h), ctx.keys[l], ctx.values[l], ctx.bias, c.heads));
+  h = tf.add(h, crossAttention(p, `${b}.cross`, norm(p, `${b}.ln2`, h), ctx.keys[l], ctx.values[l], ctx.bias));
   h = tf.add(h, mlp(p, `${b}.mlp`, norm(p, `${b}.ln3`, h)));
   return h as tf.Tensor3D;
 }

@@ -1,27 +1,43 @@
 // Scaled dot-product attention, softmax(scale·q·kᵀ + bias)·v, as one kernel forward and one backward
-// on the native path (native attentionForward/attentionBackward: per (batch, head) item, the scores
-// go through one product, one softmax pass and one product), instead of tfjs's scale, batched
-// product, bias add, softmax and batched product each way with their [B, H, Sq, Sk] temporaries.
-// The kernels are registered for wasm and cpu with plain loops as the fallback body; `attention`
-// takes them only where the native addon runs them (plain loops would lose to XNNPACK on pure wasm).
+// on the native path (native attentionStridedForward/Backward: per (batch, head) item, the scores go
+// through one product, one softmax pass and one product), instead of tfjs's scale, batched product,
+// bias add, softmax and batched product each way with their [B, H, Sq, Sk] temporaries.
+//
+// The kernels read every operand through strides (batch, head, row, offset), so the transformer's
+// packed projections need no head split or merge: `selfAttention` reads q, k and v straight out of
+// the [B, S, 3D] projection and writes [B, S, D]; its gradient lands in one [B, S, 3D] tensor.
+// The kernels are registered for wasm and cpu with plain loops as the fallback body; the ops take
+// them only where the native addon runs them (plain loops would lose to XNNPACK on pure wasm).
 import * as tf from '@tensorflow/tfjs-core';
 import { activeNative } from '../kernels/active-native.js';
 import { registerJsKernel, runKernel } from './js-kernel.js';
 
-interface Dims {
-  b: number;
-  h: number;
-  sq: number;
-  sk: number;
-  dh: number;
+/** Batch, head and row stride and offset of one operand: (b, h, s, d) at offset + b·batch + h·head + s·row + d. */
+type Strides = [batch: number, head: number, row: number, offset: number];
+
+/** [B, H, S, dh]. */
+function headStrides(h: number, s: number, dh: number): Strides {
+  return [h * s * dh, s * dh, dh, 0];
 }
 
-function dimsOf(shapes: number[][]): Dims {
-  const [b, h, sq, dh] = shapes[0];
-  return { b, h, sq, sk: shapes[1][2], dh };
+/** Heads side by side in the rows of [B, S, width], the first at column `column`. */
+function rowStrides(s: number, width: number, dh: number, column: number): Strides {
+  return [s * width, dh, width, column];
 }
 
-/** Row-major c (m×n) = alpha · op(a) · op(b) for the loop fallbacks (k the shared dimension). */
+interface StridedAttrs {
+  /** B, H, Sq, Sk, dh. */
+  dims: number[];
+  /** Strides of q, k, v and o (dq, dk, dv and dO take their operand's), 16 numbers. */
+  layout: number[];
+  scale: number;
+}
+
+function stridedAttrs(a: tf.NamedAttrMap): StridedAttrs & { outShape: number[]; grads: number[] } {
+  return a as never;
+}
+
+/** Row-major c = alpha · op(a) · op(b) with leading dimensions (k the shared dimension), for the loop fallbacks. */
 function gemm(
   ta: boolean,
   tb: boolean,
@@ -31,34 +47,43 @@ function gemm(
   alpha: number,
   a: Float32Array,
   ao: number,
+  lda: number,
   b: Float32Array,
   bo: number,
+  ldb: number,
   c: Float32Array,
   co: number,
+  ldc: number,
 ): void {
   for (let i = 0; i < m; i++) {
     for (let j = 0; j < n; j++) {
       let s = 0;
-      for (let l = 0; l < k; l++) s += a[ao + (ta ? l * m + i : i * k + l)] * b[bo + (tb ? j * k + l : l * n + j)];
-      c[co + i * n + j] = alpha * s;
+      for (let l = 0; l < k; l++)
+        s += a[ao + (ta ? l * lda + i : i * lda + l)] * b[bo + (tb ? j * ldb + l : l * ldb + j)];
+      c[co + i * ldc + j] = alpha * s;
     }
   }
 }
 
+/** Start of item i (= b·H + h) of an operand. */
+function at(layout: number[], operand: number, i: number, heads: number): number {
+  const o = operand * 4;
+  return layout[o + 3] + Math.floor(i / heads) * layout[o] + (i % heads) * layout[o + 1];
+}
+
 registerJsKernel({
   name: 'MuseAttention',
-  outputs: (s) => {
-    const d = dimsOf(s);
-    return [
-      [d.b, d.h, d.sq, d.dh],
-      [d.b, d.h, d.sq, d.sk],
-    ];
+  outputs: (_s, attrs) => {
+    const { dims, outShape } = stridedAttrs(attrs);
+    const [b, h, sq, sk] = dims;
+    return [outShape, [b, h, sq, sk]];
   },
-  compute: ([q, k, v, bias], [o, p], shapes, attrs) => {
-    const { b, h, sq, sk, dh } = dimsOf(shapes);
-    const scale = attrs.scale as number;
+  compute: ([q, k, v, bias], [o, p], _shapes, attrs) => {
+    const { dims, layout, scale } = stridedAttrs(attrs);
+    const [b, h, sq, sk, dh] = dims;
+    const [lq, lk, lv, lo] = [layout[2], layout[6], layout[10], layout[14]];
     for (let i = 0; i < b * h; i++) {
-      gemm(false, true, sq, sk, dh, scale, q, i * sq * dh, k, i * sk * dh, p, i * sq * sk);
+      gemm(false, true, sq, sk, dh, scale, q, at(layout, 0, i, h), lq, k, at(layout, 1, i, h), lk, p, i * sq * sk, sk);
       for (let r = 0; r < sq; r++) {
         const o0 = i * sq * sk + r * sk;
         if (bias) for (let c = 0; c < sk; c++) p[o0 + c] += bias[Math.floor(i / h) * sk + c];
@@ -71,39 +96,126 @@ registerJsKernel({
         }
         for (let c = 0; c < sk; c++) p[o0 + c] /= sum;
       }
-      gemm(false, false, sq, dh, sk, 1, p, i * sq * sk, v, i * sk * dh, o, i * sq * dh);
+      gemm(false, false, sq, dh, sk, 1, p, i * sq * sk, sk, v, at(layout, 2, i, h), lv, o, at(layout, 3, i, h), lo);
     }
   },
-  computeNative: (addon, [q, k, v, bias], [o, p], shapes, attrs) => {
-    const { b, h, sq, sk, dh } = dimsOf(shapes);
-    addon.attentionForward?.(q, k, v, bias ?? new Float32Array(0), o, p, b, h, sq, sk, dh, attrs.scale as number);
+  computeNative: (addon, [q, k, v, bias], [o, p], _shapes, attrs) => {
+    const { dims, layout, scale } = stridedAttrs(attrs);
+    const [b, h, sq, sk, dh] = dims;
+    addon.attentionStridedForward?.(
+      q,
+      k,
+      v,
+      bias ?? new Float32Array(0),
+      o,
+      p,
+      b,
+      h,
+      sq,
+      sk,
+      dh,
+      scale,
+      Float64Array.from(layout),
+    );
   },
 });
 
+// Inputs dy, q, k, v, p; `grads` maps dq, dk, dv to outputs: [0, 1, 2] three tensors, [0, 0, 0] one
+// packed tensor shaped like q (self-attention on a [B, S, 3D] projection), [0, 1, 1] q apart from a
+// packed [B, S, 2D] k and v. Each output takes the shape of the first operand mapped to it.
 registerJsKernel({
   name: 'MuseAttentionGrad',
-  outputs: (s) => [s[1], s[2], s[3]],
-  compute: ([dy, q, k, v, p], [dq, dk, dv], shapes, attrs) => {
-    const { b, h, sq, sk, dh } = dimsOf(shapes.slice(1));
-    const scale = attrs.scale as number;
+  outputs: (shapes, attrs) => {
+    const { grads } = stridedAttrs(attrs);
+    const out: number[][] = [];
+    grads.forEach((g, operand) => {
+      out[g] ??= shapes[1 + operand];
+    });
+    return out;
+  },
+  compute: ([dy, q, k, v, p], outs, _shapes, attrs) => {
+    const { dims, layout, scale, grads } = stridedAttrs(attrs);
+    const [b, h, sq, sk, dh] = dims;
+    const [dq, dk, dv] = grads.map((g) => outs[g]);
+    const [lq, lk, lv, lo] = [layout[2], layout[6], layout[10], layout[14]];
     const ds = new Float32Array(sq * sk);
     for (let i = 0; i < b * h; i++) {
-      gemm(true, false, sk, dh, sq, 1, p, i * sq * sk, dy, i * sq * dh, dv, i * sk * dh);
-      gemm(false, true, sq, sk, dh, 1, dy, i * sq * dh, v, i * sk * dh, ds, 0);
+      const [oq, ok, ov, oo] = [0, 1, 2, 3].map((t) => at(layout, t, i, h));
+      gemm(true, false, sk, dh, sq, 1, p, i * sq * sk, sk, dy, oo, lo, dv, ov, lv);
+      gemm(false, true, sq, sk, dh, 1, dy, oo, lo, v, ov, lv, ds, 0, sk);
       for (let r = 0; r < sq; r++) {
         let dot = 0;
         for (let c = 0; c < sk; c++) dot += ds[r * sk + c] * p[i * sq * sk + r * sk + c];
         for (let c = 0; c < sk; c++) ds[r * sk + c] = p[i * sq * sk + r * sk + c] * (ds[r * sk + c] - dot);
       }
-      gemm(false, false, sq, dh, sk, scale, ds, 0, k, i * sk * dh, dq, i * sq * dh);
-      gemm(true, false, sk, dh, sq, scale, ds, 0, q, i * sq * dh, dk, i * sk * dh);
+      gemm(false, false, sq, dh, sk, scale, ds, 0, sk, k, ok, lk, dq, oq, lq);
+      gemm(true, false, sk, dh, sq, scale, ds, 0, sk, q, oq, lq, dk, ok, lk);
     }
   },
-  computeNative: (addon, [dy, q, k, v, p], [dq, dk, dv], shapes, attrs) => {
-    const { b, h, sq, sk, dh } = dimsOf(shapes.slice(1));
-    addon.attentionBackward?.(dy, q, k, v, p, dq, dk, dv, b, h, sq, sk, dh, attrs.scale as number);
+  computeNative: (addon, [dy, q, k, v, p], outs, _shapes, attrs) => {
+    const { dims, layout, scale, grads } = stridedAttrs(attrs);
+    const [b, h, sq, sk, dh] = dims;
+    const [dq, dk, dv] = grads.map((g) => outs[g]);
+    addon.attentionStridedBackward?.(dy, q, k, v, p, dq, dk, dv, b, h, sq, sk, dh, scale, Float64Array.from(layout));
   },
 });
+
+/** Whether the attention ops run as the fused native kernels here. */
+export function fusedAttentionActive(): boolean {
+  const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env;
+  if (env?.MUSE_FUSED_ATTENTION === '0') return false; // A/B switch for benchmarks
+  return tf.getBackend() === 'wasm' && typeof activeNative()?.attentionStridedForward === 'function';
+}
+
+/**
+ * The fused kernels over strided operands, with their gradient. `inputs` are the distinct tensors
+ * q, k and v are read from (`grads` maps q, k, v to them, as the gradient kernel's outputs); every
+ * element of each input must belong to exactly one operand's heads, so the gradients cover them.
+ */
+function stridedAttention(
+  inputs: tf.Tensor[],
+  operands: [number, number, number],
+  attrs: StridedAttrs & { outShape: number[] },
+  bias?: tf.Tensor,
+): tf.Tensor {
+  const all = { ...attrs, grads: operands } as unknown as tf.NamedAttrMap;
+  const f = tf.customGrad(((...args: unknown[]) => {
+    const save = args.pop() as tf.GradSaveFunc;
+    const ts = args as tf.Tensor[];
+    const [q, k, v] = operands.map((i) => ts[i]);
+    const b = bias ? ts[inputs.length] : undefined;
+    const [o, p] = runKernel('MuseAttention', b ? { q, k, v, bias: b } : { q, k, v }, all);
+    save([...ts.slice(0, inputs.length), p]);
+    return {
+      value: o,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sq, sk, sv] = operands.map((i) => saved[i]);
+        const grads = runKernel('MuseAttentionGrad', { dy, q: sq, k: sk, v: sv, p: saved[inputs.length] }, all);
+        // The bias (a padding mask) is a constant: its gradient is zero.
+        return b ? [...grads, tf.zerosLike(b)] : grads;
+      },
+    };
+  }) as never) as (...t: tf.Tensor[]) => tf.Tensor;
+  return bias ? f(...inputs, bias) : f(...inputs);
+}
+
+/** Attention of head-layout operands through the fused kernels (any backend that has them). */
+export function attentionFused(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias?: tf.Tensor): tf.Tensor4D {
+  const [b, h, sq, dh] = q.shape;
+  const sk = k.shape[2];
+  const layout = [
+    ...headStrides(h, sq, dh),
+    ...headStrides(h, sk, dh),
+    ...headStrides(h, sk, dh),
+    ...headStrides(h, sq, dh),
+  ];
+  return stridedAttention(
+    [q, k, v],
+    [0, 1, 2],
+    { dims: [b, h, sq, sk, dh], layout, scale: 1 / Math.sqrt(dh), outShape: [b, h, sq, dh] },
+    bias,
+  ) as tf.Tensor4D;
+}
 
 /** The composite form (every backend): tfjs ops, tfjs gradients. */
 export function attentionComposite(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias?: tf.Tensor): tf.Tensor4D {
@@ -113,33 +225,21 @@ export function attentionComposite(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4
   return tf.matMul(tf.softmax(scores), v);
 }
 
-/** Whether `attention` runs as the fused native kernels here. */
-export function fusedAttentionActive(): boolean {
-  const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env;
-  if (env?.MUSE_FUSED_ATTENTION === '0') return false; // A/B switch for benchmarks
-  return tf.getBackend() === 'wasm' && typeof activeNative()?.attentionForward === 'function';
+/** [B, S, D] → [B, heads, S, D/heads]. */
+export function splitHeads(x: tf.Tensor, heads: number): tf.Tensor4D {
+  const [b, s, d] = x.shape as [number, number, number];
+  return tf.transpose(tf.reshape(x, [b, s, heads, d / heads]), [0, 2, 1, 3]);
 }
 
-/** The fused kernels with their gradient (any backend that has them; `attention` picks when to). */
-export function attentionFused(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias?: tf.Tensor): tf.Tensor4D {
-  const scale = 1 / Math.sqrt(q.shape[3]);
-  const grad = (dy: tf.Tensor, [sq, sk, sv, p]: tf.Tensor[]) =>
-    runKernel('MuseAttentionGrad', { dy, q: sq, k: sk, v: sv, p }, { scale });
-  if (bias) {
-    const f = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor, d: tf.Tensor, save: tf.GradSaveFunc) => {
-      const [o, p] = runKernel('MuseAttention', { q: a, k: b, v: c, bias: d }, { scale });
-      save([a, b, c, p]);
-      // The bias (a padding mask) is a constant: its gradient is zero.
-      return { value: o, gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) => [...grad(dy, s), tf.zerosLike(d)] };
-    }) as never) as (...t: tf.Tensor[]) => tf.Tensor4D;
-    return f(q, k, v, bias);
-  }
-  const f = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor, save: tf.GradSaveFunc) => {
-    const [o, p] = runKernel('MuseAttention', { q: a, k: b, v: c }, { scale });
-    save([a, b, c, p]);
-    return { value: o, gradFunc: grad };
-  }) as never) as (...t: tf.Tensor[]) => tf.Tensor4D;
-  return f(q, k, v);
+/** [B, heads, S, dh] → [B, S, heads·dh]. */
+export function mergeHeads(x: tf.Tensor4D): tf.Tensor3D {
+  const [b, h, s, dh] = x.shape;
+  return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [b, s, h * dh]);
+}
+
+function fusible(bias: tf.Tensor | undefined, b: number, sk: number, ...ts: tf.Tensor[]): boolean {
+  const biasOk = !bias || (bias.rank === 4 && bias.shape.join() === [b, 1, 1, sk].join());
+  return fusedAttentionActive() && biasOk && ts.every((t) => t.dtype === 'float32');
 }
 
 /**
@@ -148,9 +248,71 @@ export function attentionFused(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, b
  * the composite form). Fused native kernels on the native path, tfjs ops elsewhere.
  */
 export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias?: tf.Tensor): tf.Tensor4D {
-  const b = q.shape[0];
-  const sk = k.shape[2];
-  const biasOk = !bias || (bias.rank === 4 && bias.shape.join() === [b, 1, 1, sk].join());
-  const float = q.dtype === 'float32' && k.dtype === 'float32' && v.dtype === 'float32';
-  return fusedAttentionActive() && biasOk && float ? attentionFused(q, k, v, bias) : attentionComposite(q, k, v, bias);
+  return fusible(bias, q.shape[0], k.shape[2], q, k, v)
+    ? attentionFused(q, k, v, bias)
+    : attentionComposite(q, k, v, bias);
+}
+
+/** Self-attention from a packed projection through the fused kernels (any backend that has them). */
+export function selfAttentionFused(qkv: tf.Tensor3D, heads: number, bias?: tf.Tensor): tf.Tensor3D {
+  const [b, s, width] = qkv.shape;
+  const d = width / 3;
+  const dh = d / heads;
+  const layout = [
+    ...rowStrides(s, width, dh, 0),
+    ...rowStrides(s, width, dh, d),
+    ...rowStrides(s, width, dh, 2 * d),
+    ...rowStrides(s, d, dh, 0),
+  ];
+  return stridedAttention(
+    [qkv],
+    [0, 0, 0],
+    { dims: [b, heads, s, s, dh], layout, scale: 1 / Math.sqrt(dh), outShape: [b, s, d] },
+    bias,
+  ) as tf.Tensor3D;
+}
+
+/**
+ * Self-attention of `heads` heads from a packed projection qkv [B, S, 3D] (q, k, v side by side) to
+ * [B, S, D]; bias (optional) [B, 1, 1, S]. On the native path q, k and v are read in place and the
+ * gradient is one [B, S, 3D] tensor; elsewhere split, head transposes and `attention`.
+ */
+export function selfAttention(qkv: tf.Tensor3D, heads: number, bias?: tf.Tensor): tf.Tensor3D {
+  const [b, s, width] = qkv.shape;
+  if (!Number.isInteger(width / 3 / heads))
+    throw new Error(`selfAttention: width ${width} is not 3 × a multiple of ${heads} heads`);
+  if (fusible(bias, b, s, qkv)) return selfAttentionFused(qkv, heads, bias);
+  const [q, k, v] = tf.split(qkv, 3, -1);
+  return mergeHeads(attention(splitHeads(q, heads), splitHeads(k, heads), splitHeads(v, heads), bias));
+}
+
+/** Row-layout queries over head-layout keys and values through the fused kernels. */
+export function queryRowsAttentionFused(q: tf.Tensor3D, k: tf.Tensor4D, v: tf.Tensor4D, bias?: tf.Tensor): tf.Tensor3D {
+  const [b, sq, d] = q.shape;
+  const [, heads, sk, dh] = k.shape;
+  const layout = [
+    ...rowStrides(sq, d, dh, 0),
+    ...headStrides(heads, sk, dh),
+    ...headStrides(heads, sk, dh),
+    ...rowStrides(sq, d, dh, 0),
+  ];
+  return stridedAttention(
+    [q, k, v],
+    [0, 1, 2],
+    { dims: [b, heads, sq, sk, dh], layout, scale: 1 / Math.sqrt(dh), outShape: [b, sq, d] },
+    bias,
+  ) as tf.Tensor3D;
+}
+
+/**
+ * Attention of row-layout queries q [B, Sq, D] over head-layout keys and values [B, H, Sk, dh]
+ * (cross-attention to a text context computed once), to [B, Sq, D]; bias (optional) [B, 1, 1, Sk].
+ * On the native path q is read and the output written in place, with no head transposes.
+ */
+export function queryRowsAttention(q: tf.Tensor3D, k: tf.Tensor4D, v: tf.Tensor4D, bias?: tf.Tensor): tf.Tensor3D {
+  const [b, , d] = q.shape;
+  const [, heads, sk, dh] = k.shape;
+  if (heads * dh !== d) throw new Error(`queryRowsAttention: queries of width ${d} for ${heads} heads of ${dh}`);
+  if (fusible(bias, b, sk, q, k, v)) return queryRowsAttentionFused(q, k, v, bias);
+  return mergeHeads(attention(splitHeads(q, heads), k, v, bias));
 }
