@@ -7,7 +7,7 @@ import { maskFreeEdit } from '../src/decoding/edit.js';
 import { guidanceScale, guideLogits } from '../src/decoding/guidance.js';
 import { extendCanvas, outpaintCanvas, outpaintWindows, windowTokens } from '../src/decoding/outpaint.js';
 import { type LogitsFn, parallelDecode } from '../src/decoding/parallel-decode.js';
-import { sampleToken, validateSampling } from '../src/decoding/sampling.js';
+import { meanCodeToken, sampleToken, validateSampling } from '../src/decoding/sampling.js';
 import { confidenceNoise, decodingSteps, maskedCounts } from '../src/decoding/schedule.js';
 import { Rng } from '../src/tensor/random.js';
 import { MuseError } from '../src/util/errors.js';
@@ -337,4 +337,65 @@ test('guidance: the default schedule ramps the scale linearly, t_s = t·(s + 1)/
     [0, 1, 2, 3].map((s) => guidanceScale(3, s, 4, 'constant')),
     [3, 3, 3, 3],
   );
+});
+
+test('mean-code choice: the code nearest the mean code vector, confidence minus the expected squared distance (hand-worked)', () => {
+  // Codes on a line at 0, 1, 2 and 10 (dim 1). p = [0.45, 0.1, 0.45, 0]: the argmax is code 0 (or 2),
+  // the mean is 1.0, so the least likely code 1 is chosen; E‖e₁ − e_j‖² = 0.45·1 + 0.1·0 + 0.45·1 = 0.9.
+  const space = { data: Float32Array.from([0, 1, 2, 10]), dim: 1 };
+  const logits = Float32Array.from([Math.log(0.45), Math.log(0.1), Math.log(0.45), -1e4]);
+  const pick = meanCodeToken(logits, 1, space);
+  assert.equal(pick.token, 1);
+  assert.ok(Math.abs(pick.confidence + 0.9) < 1e-6, `confidence ${pick.confidence}`);
+  // Temperature sharpens before averaging: at T = 0.5, p ∝ p², so p = [0.488, 0.024, 0.488, 0] —
+  // still symmetric, still code 1, with E = 2 · 0.488 = 0.976.
+  const sharp = meanCodeToken(logits, 0.5, space);
+  assert.equal(sharp.token, 1);
+  assert.ok(Math.abs(sharp.confidence + (2 * 0.45 ** 2) / (2 * 0.45 ** 2 + 0.01)) < 1e-6);
+  // Mass on far codes: p = [0.5, 0, 0, 0.5] → mean 5 → code 2 (distance 3, nearer than 10 or 1).
+  const far = meanCodeToken(Float32Array.from([0, -1e4, -1e4, 0]), 1, space);
+  assert.equal(far.token, 2);
+  // Two dimensions: codes at the corners of a square and its centre; mass on two opposite corners → centre.
+  const square = { data: Float32Array.from([0, 0, 2, 0, 0, 2, 2, 2, 1, 1]), dim: 2 };
+  assert.equal(meanCodeToken(Float32Array.from([0, -1e4, -1e4, 0, -1e4]), 1, square).token, 4);
+  assert.throws(() => meanCodeToken(logits, 0, space), /temperature > 0/);
+  assert.throws(() => meanCodeToken(logits, 1, { data: new Float32Array(6), dim: 2 }), /3 codes for 4 logits/);
+});
+
+test('parallel decoding with the mean-code choice: deterministic, tightest positions first', async () => {
+  // Three positions, codes on a line at 0, 1, 2 (+ an unused far code). Position 0 is sure of code 2,
+  // position 1 splits between 0 and 2 (mean 1: code 1, expected error 1), position 2 leans to code 0.
+  const space = { data: Float32Array.from([0, 1, 2, 10]), dim: 1 };
+  const rows = [
+    [-1e4, -1e4, 0, -1e4],
+    [0, -1e4, 0, -1e4],
+    [Math.log(0.8), Math.log(0.2), -1e4, -1e4],
+  ];
+  const order: number[][] = [];
+  const flat: LogitsFn = async (tokens, batch) => {
+    order.push(Array.from(tokens));
+    const out = new Float32Array(batch * 3 * 4);
+    for (let b = 0; b < batch; b++) out.set(rows.flat(), b * 12);
+    return out;
+  };
+  const problem = { tokens: Int32Array.from([4, 4, 4]), batch: 1, codebookSize: 4, maskId: 4 };
+  const a = await parallelDecode(flat, problem, {
+    steps: 3,
+    schedule: 'linear',
+    choiceTemperature: 0,
+    rng: new Rng(1),
+    meanCode: space,
+  });
+  const b = await parallelDecode(flat, problem, {
+    steps: 3,
+    schedule: 'linear',
+    choiceTemperature: 0,
+    rng: new Rng(2),
+    meanCode: space,
+  });
+  assert.deepEqual(Array.from(a), [2, 1, 0]);
+  assert.deepEqual(Array.from(b), Array.from(a), 'no randomness without confidence noise');
+  // Commit order: position 0 (error 0) first, then position 2 (error 0.8·0.2·1 = 0.16), then position 1 (1).
+  assert.deepEqual(order[1], [2, 4, 4]);
+  assert.deepEqual(order[2], [2, 4, 0]);
 });

@@ -259,6 +259,41 @@ test('two stages: generate at the super-res size by default, the base size on re
   await assert.rejects(museSr.upscale({ width: 32, height: 32, data: new Uint8Array(32 * 32 * 3) }, 'x'), /16×16/);
 });
 
+test('super-res by mean code: deterministic across seeds, from the model default or the call; bad choices refused', async () => {
+  const opts = { superresChoice: 'mean-code' as const, choiceTemperature: 0, superresSteps: 2 };
+  const a = await museSr.upscale(pixels(4), 'a red apple', { ...opts, seed: 1 });
+  const b = await museSr.upscale(pixels(4), 'a red apple', { ...opts, seed: 2 });
+  assert.deepEqual(b.tokens, a.tokens, 'no draw: the seed does not matter');
+  const sampled = await museSr.upscale(pixels(4), 'a red apple', { seed: 1, superresSteps: 2 });
+  const sampledOther = await museSr.upscale(pixels(4), 'a red apple', { seed: 2, superresSteps: 2 });
+  assert.notDeepEqual(sampledOther.tokens, sampled.tokens, 'sampling does depend on the seed');
+  await assert.rejects(
+    museSr.upscale(pixels(4), 'x', { superresChoice: 'median' as never }),
+    /`superresChoice` must be one of sample, mean-code/,
+  );
+  // The same as a model default in pipeline.json; a bad value there is one clear error.
+  const folder2 = join(dir, 'model-sr-mean');
+  mkdirSync(folder2);
+  for (const f of ['tokenizer.safetensors', 'base.safetensors', 'superres.safetensors'])
+    copyFileSync(join(srFolder, f), join(folder2, f));
+  const file = JSON.parse(readFileSync(join(srFolder, 'pipeline.json'), 'utf8'));
+  writeFileSync(
+    join(folder2, 'pipeline.json'),
+    JSON.stringify({
+      ...file,
+      defaults: { ...file.defaults, superresChoice: 'mean-code', choiceTemperature: 0, superresSteps: 2 },
+    }),
+  );
+  const m = await MusePipeline.load(folder2);
+  try {
+    assert.deepEqual((await m.upscale(pixels(4), 'a red apple', { seed: 7 })).tokens, a.tokens);
+  } finally {
+    m.dispose();
+  }
+  writeFileSync(join(folder2, 'pipeline.json'), JSON.stringify({ ...file, defaults: { superresChoice: 'best' } }));
+  await assert.rejects(MusePipeline.load(folder2), /"defaults.superresChoice" must be one of sample, mean-code/);
+});
+
 test('two-scale inpainting and outpainting: high-res tokens and pixels of the original are kept', async () => {
   const rng = new Rng(9);
   const image: RgbImage = { width: 32, height: 32, data: Uint8Array.from({ length: 32 * 32 * 3 }, () => rng.int(256)) };

@@ -7,7 +7,7 @@ import { decodingOptions, samplingArgs } from './decoding-options.js';
 import { helpAsked, numberOption } from './options.js';
 
 export const assembleHelp = `Usage: muse assemble --tokenizer FILE --base FILE [--superres FILE] --out DIR
-    [--steps 12] [--superres-steps 8] [--guidance 3] [--guidance-schedule linear] [--temperature 1]
+    [--steps 12] [--superres-steps 8] [--superres-choice sample] [--guidance 3] [--guidance-schedule linear] [--temperature 1]
     [--top-k 0] [--choice-temperature 4.5] [--schedule cosine] [--default-size PX] [--text-encoder ID]
     [--note key=value ...]
 

@@ -12,6 +12,7 @@ import { decodeImage, encodePng, type RgbImage, resizeCenterCrop } from '../imag
 import { FrameWriter } from '../pipeline/frames.js';
 import { type MuseOptions, MusePipeline, type PipelineResult } from '../pipeline/pipeline.js';
 import { readPipelineFile } from '../pipeline/pipeline-file.js';
+import { SUPERRES_CHOICES, type SuperresChoice } from '../pipeline/pipeline-spec.js';
 import type { MaskSchedule } from '../transformer/masking.js';
 import { MuseError } from '../util/errors.js';
 import { checkOutputFile, makeFolder, writeFileAtomic } from '../util/files.js';
@@ -29,6 +30,9 @@ export const decodingHelp = `  --model DIR          model folder with pipeline.j
   --negative TEXT       negative prompt (replaces the empty prompt of guidance)
   --steps N             decoding steps (model default, 12 for emoji)
   --superres-steps N    decoding steps of the super-res stage (default 8)
+  --superres-choice sample|mean-code   how the super-res stage picks tokens: drawn (sample), or
+                        each position the code nearest its mean code vector (deterministic; the
+                        least expected pixel error; the model's default in pipeline.json)
   --guidance T          classifier-free guidance t (0 = off): (1 + t)·cond − t·uncond; for aMUSEd,
                         diffusers' guidance_scale s is t = s − 1 (its default 10 is t = 9)
   --guidance-schedule linear|constant
@@ -48,6 +52,7 @@ ${backendHelp}`;
 /** How tokens are drawn (also taken by `muse eval`, which measures a model under them). */
 export const samplingArgs = {
   'superres-steps': { type: 'string' },
+  'superres-choice': { type: 'string' },
   negative: { type: 'string' },
   steps: { type: 'string' },
   guidance: { type: 'string' },
@@ -144,6 +149,7 @@ export function decodingOptions(values: Values): MuseOptions & { microConditioni
     size: maybe(values.size, 'size', { min: 1, integer: true }),
     steps: maybe(values.steps, 'steps', { min: 1, integer: true }),
     superresSteps: maybe(values['superres-steps'], 'superres-steps', { min: 1, integer: true }),
+    superresChoice: choice<SuperresChoice>(values['superres-choice'], 'superres-choice', SUPERRES_CHOICES),
     guidance: maybe(values.guidance, 'guidance', { max: 100 }),
     guidanceSchedule: choice<GuidanceSchedule>(values['guidance-schedule'], 'guidance-schedule', [
       'linear',

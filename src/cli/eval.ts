@@ -87,6 +87,7 @@ async function superres(args: string[]): Promise<number> {
     row(`bicubic ×${muse.sizes[1] / muse.imageSize} of the ${muse.imageSize} px reconstruction`, scores.bicubic),
     row('super-res, sampled (pipeline defaults)', scores.superres),
     row('super-res, greedy', scores.superresGreedy),
+    row('super-res, mean code (deterministic)', scores.superresMeanCode),
     row(`tokenizer reconstruction at ${muse.sizes[1]} px (ceiling)`, scores.reconstruction),
     '',
   ].join('\n');

@@ -72,3 +72,69 @@ export function sampleToken(
   }
   return { token, logProb: logits[token] - logZ };
 }
+
+/** A tokenizer's code vectors, row-major [K × dim] (src/tokenizer/codes.ts codeVectors). */
+export interface CodeSpace {
+  data: Float32Array;
+  dim: number;
+}
+
+let meanScratch = new Float64Array(0);
+
+/**
+ * The code nearest the mean code vector of one position's distribution p = softmax(logits/temperature),
+ * μ = Σ_k p_k·e_k: of all codes, the one with the least expected squared distance to the code the
+ * model believes in, E_p‖e_token − e_j‖² = ‖e_token − μ‖² + Σ_j p_j‖e_j‖² − ‖μ‖² (minimum Bayes risk
+ * under the tokenizer's latent distance). Where the model spreads its mass over near neighbours, this
+ * takes their middle rather than one of them; where it splits between far codes, a code between.
+ * Deterministic. `confidence` is minus that expected distance, so positions whose distribution is
+ * tight in latent space commit first.
+ */
+export function meanCodeToken(
+  logits: Float32Array,
+  temperature: number,
+  space: CodeSpace,
+): { token: number; confidence: number } {
+  const K = logits.length;
+  const { data, dim } = space;
+  if (data.length !== K * dim) throw new Error(`code space of ${data.length / dim} codes for ${K} logits`);
+  if (!(temperature > 0)) throw new MuseError(`the mean-code choice needs a temperature > 0, got ${temperature}`);
+  let max = Number.NEGATIVE_INFINITY;
+  for (let k = 0; k < K; k++) max = Math.max(max, logits[k]);
+  if (meanScratch.length < dim) meanScratch = new Float64Array(dim);
+  const mu = meanScratch;
+  mu.fill(0, 0, dim);
+  let total = 0;
+  let spread = 0; // Σ p_k‖e_k‖² (unnormalised until the end)
+  for (let k = 0; k < K; k++) {
+    const w = Math.exp((logits[k] - max) / temperature);
+    if (w < 1e-12) continue;
+    total += w;
+    let norm = 0;
+    for (let c = 0; c < dim; c++) {
+      const e = data[k * dim + c];
+      mu[c] += w * e;
+      norm += e * e;
+    }
+    spread += w * norm;
+  }
+  let muNorm = 0;
+  for (let c = 0; c < dim; c++) {
+    mu[c] /= total;
+    muNorm += mu[c] * mu[c];
+  }
+  let token = 0;
+  let best = Number.POSITIVE_INFINITY;
+  for (let k = 0; k < K; k++) {
+    let d = 0;
+    for (let c = 0; c < dim; c++) {
+      const diff = data[k * dim + c] - mu[c];
+      d += diff * diff;
+    }
+    if (d < best) {
+      best = d;
+      token = k;
+    }
+  }
+  return { token, confidence: -(best + spread / total - muNorm) };
+}

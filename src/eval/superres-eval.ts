@@ -2,8 +2,9 @@
 //   bicubic:        the real image → base size → tokens → decoded → bicubic back up
 //   super-res:      the same low-res tokens → super-res decoding (prompt = the image's caption)
 //   reconstruction: the real image → tokens at the super-res size → decoded (the tokenizer's ceiling)
-// each against the real image (PSNR, SSIM). Super-res is decoded twice: the pipeline's sampling and
-// greedy (temperature 0, no confidence noise), since PSNR rewards the most likely image.
+// each against the real image (PSNR, SSIM). Super-res is decoded three ways: the pipeline's defaults,
+// greedy (temperature 0, no confidence noise: the most likely tokens), and mean-code (each position
+// the code nearest its mean code vector, no confidence noise: the least expected latent error).
 
 import type { Sample } from '../data/sample.js';
 import { type RgbImage, resizeRgb } from '../image/image.js';
@@ -16,6 +17,7 @@ export interface SuperresScores {
   bicubic: { psnr: number; ssim: number };
   superres: { psnr: number; ssim: number };
   superresGreedy: { psnr: number; ssim: number };
+  superresMeanCode: { psnr: number; ssim: number };
   reconstruction: { psnr: number; ssim: number };
 }
 
@@ -38,6 +40,7 @@ export async function evaluateSuperres(
     bicubic: [] as ImagePair[],
     superres: [] as ImagePair[],
     greedy: [] as ImagePair[],
+    meanCode: [] as ImagePair[],
     recon: [] as ImagePair[],
   };
   const examples: SuperresExample[] = [];
@@ -53,10 +56,13 @@ export async function evaluateSuperres(
     const seed = (o.seed ?? 0) + pairs.bicubic.length;
     const sr = (await muse.upscale(small, caption, { seed })).images[0];
     const greedy = (await muse.upscale(small, caption, { seed, temperature: 0, choiceTemperature: 0 })).images[0];
+    const meanCode = (await muse.upscale(small, caption, { seed, superresChoice: 'mean-code', choiceTemperature: 0 }))
+      .images[0];
     const [recon] = await muse.tokenizer.reconstruct([real]);
     pairs.bicubic.push([bicubic, real]);
     pairs.superres.push([sr, real]);
     pairs.greedy.push([greedy, real]);
+    pairs.meanCode.push([meanCode, real]);
     pairs.recon.push([recon, real]);
     if (examples.length < (o.examples ?? 8)) examples.push({ real, bicubic, superres: greedy, caption });
     o.onImage?.(pairs.bicubic.length);
@@ -69,6 +75,7 @@ export async function evaluateSuperres(
       bicubic: score(pairs.bicubic),
       superres: score(pairs.superres),
       superresGreedy: score(pairs.greedy),
+      superresMeanCode: score(pairs.meanCode),
       reconstruction: score(pairs.recon),
     },
     examples,

@@ -13,6 +13,8 @@ export interface DecodingDefaults {
   steps: number;
   /** Decoding steps of the super-res stage (paper: 8). */
   superresSteps: number;
+  /** How the super-res stage picks tokens (MuseOptions.superresChoice). Default 'sample'. */
+  superresChoice: SuperresChoice;
   guidance: number;
   guidanceSchedule: GuidanceSchedule;
   temperature: number;
@@ -22,6 +24,10 @@ export interface DecodingDefaults {
   /** Mask-free editing (MusePipeline.edit) has its own (paper §3.3). */
   edit: EditDefaults;
 }
+
+/** How the super-res stage picks its tokens: drawn, or the code nearest each position's mean code vector. */
+export type SuperresChoice = 'sample' | 'mean-code';
+export const SUPERRES_CHOICES: readonly SuperresChoice[] = ['sample', 'mean-code'];
 
 export interface EditDefaults {
   /** Resampling rounds. */
@@ -56,6 +62,7 @@ export interface PipelineFile {
 export const DECODING_DEFAULTS: DecodingDefaults = {
   steps: 12,
   superresSteps: 8,
+  superresChoice: 'sample',
   guidance: 3,
   guidanceSchedule: 'linear',
   temperature: 1,
@@ -113,6 +120,9 @@ export function parsePipelineFile(
     (typeof raw.defaults !== 'object' || raw.defaults === null || Array.isArray(raw.defaults))
   )
     throw new MuseError(`${file}: "defaults" must be an object`);
+  const choice = raw.defaults?.superresChoice;
+  if (choice !== undefined && !SUPERRES_CHOICES.includes(choice))
+    throw new MuseError(`${file}: "defaults.superresChoice" must be one of ${SUPERRES_CHOICES.join(', ')}`);
   const edit = raw.defaults?.edit;
   if (edit !== undefined && (typeof edit !== 'object' || edit === null || Array.isArray(edit)))
     throw new MuseError(`${file}: "defaults.edit" must be an object`);

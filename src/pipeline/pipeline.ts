@@ -15,12 +15,14 @@ import {
   windowsToFill,
   windowTokens,
 } from '../decoding/outpaint.js';
+import type { CodeSpace } from '../decoding/sampling.js';
 import { downsampleImage, downsampleMask } from '../image/resample.js';
 import type { PixelMask, RgbImage } from '../image/rgb.js';
 import { initBackend } from '../tensor/backend.js';
 import { Rng } from '../tensor/random.js';
 import type { TextEncoderModel } from '../text/encoder.js';
 import { USE_LITE_ID, UseLiteEncoder } from '../text/use-lite.js';
+import { codeVectors } from '../tokenizer/codes.js';
 import { VqTokenizer } from '../tokenizer/tokenizer.js';
 import { loadTransformer } from '../transformer/checkpoint.js';
 import type { TransformerConfig } from '../transformer/config.js';
@@ -30,7 +32,13 @@ import type { ModelSource } from '../util/model-source.js';
 import { featherComposite, tokenMask } from './masks.js';
 import { openModel } from './model-folder.js';
 import type { GenerationOptions } from './options.js';
-import { type DecodingDefaults, type PipelineFile, readPipelineFrom } from './pipeline-spec.js';
+import {
+  type DecodingDefaults,
+  type PipelineFile,
+  readPipelineFrom,
+  SUPERRES_CHOICES,
+  type SuperresChoice,
+} from './pipeline-spec.js';
 import { Stage, type StageGuidance, type StageList } from './stage.js';
 import { StepCounter } from './step-counter.js';
 
@@ -38,6 +46,12 @@ import { StepCounter } from './step-counter.js';
 export interface MuseOptions extends GenerationOptions {
   /** Steps of the super-res stage. */
   superresSteps?: number;
+  /**
+   * How the super-res stage picks its tokens: 'sample' (drawn at `temperature`, as the base stage) or
+   * 'mean-code' (deterministic: each position the code nearest the mean code vector of its
+   * distribution, `decoding/sampling.ts` meanCodeToken — the least expected latent error).
+   */
+  superresChoice?: SuperresChoice;
   /** Most images decoded in one batch (default: as many as the memory estimate allows). */
   maxBatch?: number;
 }
@@ -64,7 +78,7 @@ export interface PipelineResult {
 /** The sampling settings of one call: its options over the model's defaults. */
 type Sampling = Pick<
   DecodingDefaults,
-  'steps' | 'superresSteps' | 'temperature' | 'topK' | 'choiceTemperature' | 'schedule'
+  'steps' | 'superresSteps' | 'superresChoice' | 'temperature' | 'topK' | 'choiceTemperature' | 'schedule'
 >;
 
 interface Request {
@@ -587,9 +601,12 @@ export class MusePipeline {
 
   private sampling(o: MuseOptions): Sampling {
     const d = this.defaults;
+    if (o.superresChoice !== undefined && !SUPERRES_CHOICES.includes(o.superresChoice))
+      throw new MuseError(`\`superresChoice\` must be one of ${SUPERRES_CHOICES.join(', ')}, got ${o.superresChoice}`);
     return {
       steps: o.steps ?? d.steps,
       superresSteps: o.superresSteps ?? d.superresSteps,
+      superresChoice: o.superresChoice ?? d.superresChoice,
       temperature: o.temperature ?? d.temperature,
       topK: o.topK ?? d.topK,
       choiceTemperature: o.choiceTemperature ?? d.choiceTemperature,
@@ -619,12 +636,14 @@ export class MusePipeline {
   ): Promise<Int32Array> {
     const steps = stageSteps(stage, r.sampling);
     const [h, w] = stage.grid;
+    const meanCode = stage.name === 'superres' && r.sampling.superresChoice === 'mean-code';
     const decoded = await stage.decode(
       start,
       r.text,
       r.guidance,
       {
         ...r.sampling,
+        ...(meanCode ? { meanCode: this.codeSpace() } : {}),
         steps,
         rng: r.rng,
         rngs: r.rngs,
@@ -635,6 +654,14 @@ export class MusePipeline {
     if (decoded.note) r.notes.push(decoded.note);
     progress.ranFewer(steps, decoded.steps);
     return decoded.tokens;
+  }
+
+  private codes?: CodeSpace;
+
+  /** The tokenizer's code vectors (for the mean-code choice), read once. */
+  private codeSpace(): CodeSpace {
+    this.codes ??= codeVectors(this.tokenizer.config, this.tokenizer.params);
+    return this.codes;
   }
 
   private async finish(tokens: Int32Array, stage: Stage, r: Request): Promise<PipelineResult> {

@@ -55,6 +55,7 @@ export interface RequestOptions {
   seed: number;
   steps?: number;
   superresSteps?: number;
+  superresChoice?: 'sample' | 'mean-code';
   guidance?: number;
   guidanceSchedule?: 'linear' | 'constant';
   temperature?: number;
@@ -117,6 +118,7 @@ const OPTION_NAMES = [
   'seed',
   'steps',
   'superresSteps',
+  'superresChoice',
   'guidance',
   'guidanceSchedule',
   'temperature',
@@ -154,6 +156,7 @@ export function parseOptions(raw: unknown, model: ServedModel, limits: ServerLim
     seed: number(o.seed, 'seed', { min: 0, max: 2 ** 32 - 1, integer: true }) ?? randomInt(0, 2 ** 31),
     steps: number(o.steps, 'steps', steps),
     superresSteps: number(o.superresSteps, 'superresSteps', steps),
+    superresChoice: choice(o.superresChoice, 'superresChoice', ['sample', 'mean-code'] as const),
     guidance: number(o.guidance, 'guidance', { min: 0, max: 100 }),
     guidanceSchedule: choice(o.guidanceSchedule, 'guidanceSchedule', ['linear', 'constant'] as const),
     temperature: number(o.temperature, 'temperature', { min: 0, max: 100 }),
@@ -219,6 +222,7 @@ export function workFor(r: ComputeRequest): JobWork {
       seed: o.seed,
       steps: o.steps,
       superresSteps: o.superresSteps,
+      superresChoice: o.superresChoice,
       guidance: o.guidance,
       guidanceSchedule: o.guidanceSchedule,
       temperature: o.temperature,
@@ -233,7 +237,7 @@ export function workFor(r: ComputeRequest): JobWork {
     const image = r.image as RgbImage;
     let out: { images: RgbImage[]; notes: string[] };
     if (p instanceof AmusedPipeline) {
-      const { superresSteps: _, ...a } = decoding;
+      const { superresSteps: _, superresChoice: _choice, ...a } = decoding;
       if (r.verb === 'generate') out = await p.generate(r.prompt, a);
       else if (r.verb === 'inpaint')
         out = await p.inpaint(image, r.mask as PixelMask, r.prompt, {
