@@ -942,6 +942,49 @@ napi_value AttentionStridedBackward(napi_env env, napi_callback_info info) {
   return AttentionBackwardWith(env, fn, args, d, lay);
 }
 
+// addCyclic(a, b, y, n, m): y[i] = a[i] + b[i mod m] — tfjs's Add of two same-shaped tensors (m = n)
+// or of a tensor and one broadcast over its leading axes (a bias, m = its length), on the addon's
+// threads in rows of m (tfjs-wasm's Add is one thread). y may be a or b only when it is exactly one.
+napi_value AddCyclic(napi_env env, napi_callback_info info) {
+  static const char* fn = "addCyclic";
+  Args args;
+  F32View v[3];
+  int64_t n, m;
+  if (!GetArgs(env, info, fn, 5, &args) || !GetF32s(env, args, fn, 0, {"a", "b", "y"}, v) ||
+      !GetIndex(env, args.values[3], fn, "n", kMaxSafeInteger, &n) ||
+      !GetIndex(env, args.values[4], fn, "m", kMaxSafeInteger, &m))
+    return nullptr;
+  if (n == 0) return Undefined(env);
+  if (m == 0 || n % m != 0) {
+    ThrowRange(env, std::string(fn) + ": n must be a multiple of m ≥ 1");
+    return nullptr;
+  }
+  const uint64_t un = static_cast<uint64_t>(n), um = static_cast<uint64_t>(m);
+  if (!NeedLength(env, fn, "a", v[0], un) || !NeedLength(env, fn, "b", v[1], um) || !NeedLength(env, fn, "y", v[2], un))
+    return nullptr;
+  const bool same_a = v[2].data == v[0].data, same_b = v[2].data == v[1].data && m == n;
+  if ((!same_a && Overlaps(v[2].data, un, v[0].data, un)) || (!same_b && Overlaps(v[2].data, un, v[1].data, um))) {
+    ThrowRange(env, std::string(fn) + ": y overlaps an input");
+    return nullptr;
+  }
+  const float *a = v[0].data, *b = v[1].data;
+  float* y = v[2].data;
+  constexpr int64_t kChunk = 1 << 15;
+  ParallelFor((n + kChunk - 1) / kChunk, PoolWorkers(static_cast<double>(n), 1 << 17), 1, [&](int64_t c) {
+    const int64_t begin = c * kChunk, end = std::min<int64_t>(n, begin + kChunk);
+    int64_t i = begin;
+    while (i < end) {
+      const int64_t j0 = i % m, len = std::min<int64_t>(end - i, m - j0);
+      const float* ai = a + i;
+      const float* bj = b + j0;
+      float* yi = y + i;
+      for (int64_t j = 0; j < len; ++j) yi[j] = ai[j] + bj[j];
+      i += len;
+    }
+  });
+  return Undefined(env);
+}
+
 // sumRows(x, y, rows, d): y[c] = sum over r of x[r·d + c] — a reduction over the leading axes (bias
 // gradients), which tfjs-wasm does by transposing the whole tensor first. Column blocks in parallel,
 // each streamed row by row, sums in double.
@@ -2036,6 +2079,7 @@ constexpr Export kExports[] = {
     {"expForward", ExpForward},
     {"softmaxForward", SoftmaxForward},
     {"sumRows", SumRows},
+    {"addCyclic", AddCyclic},
     {"softmaxBackward", SoftmaxBackward},
     {"softCrossEntropyForward", SoftCrossEntropyForward},
     {"softCrossEntropyBackward", SoftCrossEntropyBackward},

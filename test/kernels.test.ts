@@ -125,6 +125,39 @@ describe('gather and UnsortedSegmentSum', () => {
       [{ shape: [6, 3] }, { shape: [6], dtype: 'int32', values: [0, 3, -1, 3, 5, 1] }],
       { grad: false },
     ));
+  test('unsortedSegmentSum of int32 values', () =>
+    assertMatchesCpu(
+      (x, ids) => tf.unsortedSegmentSum(x, ids as tf.Tensor1D, 3),
+      [
+        { shape: [4, 2], dtype: 'int32', values: [1, 2, 3, 4, 5, 6, 7, 8] },
+        { shape: [4], dtype: 'int32', values: [2, 0, 2, 7] },
+      ],
+      { grad: false },
+    ));
+});
+
+describe('Add (native for same shapes and leading-axis broadcasts, stock otherwise)', () => {
+  const cases: Array<[string, number[], number[]]> = [
+    ['same shape (residual)', [2, 5, 7], [2, 5, 7]],
+    ['bias over leading axes', [2, 5, 7], [7]],
+    ['bias first', [7], [3, 7]],
+    ['bias with leading 1s', [3, 4, 6], [1, 1, 6]],
+    ['trailing block', [3, 4, 6], [4, 6]],
+    ['middle broadcast (stock)', [3, 1, 6], [3, 4, 6]],
+    ['scalar', [4, 5], [1]],
+    ['more axes on the small side (stock)', [5], [1, 1, 5]],
+  ];
+  for (const [name, a, b] of cases)
+    test(name, () => assertMatchesCpu((x, y) => tf.add(x, y), [{ shape: a }, { shape: b }]));
+  test('int32 goes to the stock kernel', () =>
+    assertMatchesCpu(
+      (x, y) => tf.add(x, y),
+      [
+        { shape: [2, 3], dtype: 'int32', values: [1, 2, 3, 4, 5, 6] },
+        { shape: [3], dtype: 'int32', values: [10, 20, 30] },
+      ],
+      { grad: false },
+    ));
 });
 
 describe('Slice and SplitV', () => {

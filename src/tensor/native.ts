@@ -153,6 +153,11 @@ export interface NativeAddon {
     rows: number,
     d: number,
   ): void;
+  /**
+   * y[i] = a[i] + b[i mod m] over n elements (n a multiple of m): Add of same shapes (m = n) or with
+   * b broadcast over a's leading axes. Absent from older addons.
+   */
+  addCyclic?(a: Float32Array, b: Float32Array, y: Float32Array, n: number, m: number): void;
   /** y = e^x, the vectorised exponential softmax, GELU and SiLU use (0 below −87.34). Absent from older addons. */
   expForward?(x: Float32Array, y: Float32Array, n: number): void;
   /** dx = dy · gelu'(x) over n elements. */

@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { loadNative } from '../native.js';
 import { registerFusedSoftmaxGradient } from '../ops/softmax.js';
 import { setActiveNative } from './active-native.js';
+import { addKernel } from './add.js';
 import { batchMatMulKernel } from './batch-matmul.js';
 import { conv2dBackpropFilterKernel, conv2dBackpropInputKernel, conv2dKernel } from './conv2d.js';
 import { erfKernel } from './erf.js';
@@ -54,6 +55,7 @@ export async function registerKernelPack(options: { native: boolean }): Promise<
   if (native) kernels.Conv2D = conv2dKernel(native);
   if (native?.softmaxForward) kernels.Softmax = softmaxKernel(native);
   if (native?.sumRows) kernels.Sum = sumKernel(native);
+  if (native?.addCyclic) kernels.Add = addKernel(native);
   if (native?.erfForward) kernels.Erf = erfKernel(native);
   if (native?.matmulHalfWeights) kernels[HALF_WEIGHT_MATMUL] = halfWeightMatMulKernel(native);
   for (const [name, kernel] of Object.entries(kernels)) replace(name, kernel);
