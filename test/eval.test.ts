@@ -9,10 +9,12 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { buildShapesDataset } from '../src/data/build-shapes.js';
+import { centralHalfMask, inpaintForSamples } from '../src/eval/emoji-eval.js';
 import { FeatureClassifier, topK } from '../src/eval/feature-classifier.js';
 import type { FeatureSet } from '../src/eval/frechet.js';
 import { FrozenFeatures } from '../src/eval/frozen-features.js';
 import { encodePng, type RgbImage } from '../src/image/image.js';
+import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
 import { MuseError } from '../src/util/errors.js';
@@ -235,8 +237,13 @@ test('muse train classifier, then muse eval emoji: JSON, Markdown and sample gri
   assert.ok(Number.isFinite(report.promptAccuracy.ceiling.top1));
   assert.equal(report.fidLike.images, 4);
   assert.ok(report.fidLike.generated > 0 && report.fidLike.reconstruction > 0);
+  assert.equal(report.inpainting.caption.images, 4);
+  assert.equal(report.inpainting.empty.images, 4);
+  assert.equal(report.inpainting.judge, 'cnn');
+  for (const k of ['caption', 'empty']) assert.ok(report.inpainting[k].top1 >= 0 && report.inpainting[k].top1 <= 1);
   const md = readFileSync(join(out, 'emoji.md'), 'utf8');
   assert.match(md, /FID-like/);
+  assert.match(md, /inpainting top-1 \(centre of 4 held-out images under their caption; judge: cnn\)/);
   assert.match(md, /judge: cnn/);
   assert.match(md, /judge: linear probe on mobilenet_v2 features/);
   assert.ok(existsSync(join(out, 'samples.png')));
@@ -257,6 +264,40 @@ test('muse train classifier, then muse eval emoji: JSON, Markdown and sample gri
   );
   assert.notEqual(bad.code, 0);
   assert.match(bad.err, /none\.safetensors/);
+});
+
+test('the inpainting mask is the central half of the area in whole tokens; the rest of each image is kept', async () => {
+  // 32 px with 4 px tokens: the central 6×6 tokens (24×24 px, 56%); 64 px: 12×12 tokens (56%).
+  for (const [size, side] of [
+    [32, 24],
+    [64, 48],
+  ]) {
+    const m = centralHalfMask(size, 4);
+    const on = m.data.reduce((a, v) => a + v, 0);
+    assert.equal(on, side * side);
+    const from = (size - side) / 2;
+    assert.equal(m.data[from * size + from], 1);
+    assert.equal(m.data[(from - 1) * size + from], 0);
+    assert.equal(m.data[(from + side) * size + from + side - 1], 0);
+  }
+  const model = join(dir, 'model-inpaint');
+  await writeTinyPipeline(model, 16);
+  const muse = await MusePipeline.load(model);
+  try {
+    const rng = new Rng(3);
+    const image: RgbImage = { width: 16, height: 16, data: Uint8Array.from({ length: 768 }, () => rng.int(256)) };
+    const sample = { key: 'k', image, captions: ['a red apple'], meta: { code: '1f34e' } };
+    const [a] = await inpaintForSamples(muse, [sample], 'caption', { seed: 1, steps: 2 });
+    const [b] = await inpaintForSamples(muse, [sample], 'empty', { seed: 1, steps: 2 });
+    const mask = centralHalfMask(16, muse.tokenizer.downsample);
+    for (const out of [a, b])
+      for (let i = 0; i < 256; i++)
+        if (!mask.data[i])
+          for (let c = 0; c < 3; c++) assert.equal(out.data[i * 3 + c], image.data[i * 3 + c], 'outside the mask');
+    assert.notDeepEqual(a.data, b.data, 'the caption changes the centre');
+  } finally {
+    muse.dispose();
+  }
 });
 
 test('muse eval shapes: generated and tokenizer-ceiling accuracy per category, JSON/Markdown/PNG', async () => {

@@ -5,7 +5,13 @@ import { parseArgs } from 'node:util';
 import { openDataset } from '../data/dataset.js';
 import { type Sample, SkipReport } from '../data/sample.js';
 import { CATEGORIES } from '../data/shapes.js';
-import { EMOJI_SAMPLE_PROMPTS, fidLike, generateForSamples, sampleLabels } from '../eval/emoji-eval.js';
+import {
+  EMOJI_SAMPLE_PROMPTS,
+  fidLike,
+  generateForSamples,
+  inpaintForSamples,
+  sampleLabels,
+} from '../eval/emoji-eval.js';
 import { FrozenFeatures } from '../eval/frozen-features.js';
 import { loadJudge, score } from '../eval/judge.js';
 import { evaluateShapes } from '../eval/shapes-eval.js';
@@ -42,6 +48,8 @@ export const evalHelp = `Usage: muse eval emoji --train DATASET --heldout DATASE
   features between images generated from the captions of --heldout (e.g. data/emoji32/test_emoji)
   and the real held-out images, and between the tokenizer's reconstructions and the real images
   (the floor); NOT comparable to published FID (fine-tuned weights, tiny images upsampled to 299 px).
+  (3) inpainting: the central half of each --heldout image regenerated under its own caption and
+  under the empty prompt, both named by the (first) judge: the caption must make the difference.
   --count images for each. Writes emoji.json, emoji.md and samples.png (a fixed prompt list, one
   per line in --prompts) to DIR.
 
@@ -221,9 +229,31 @@ async function emoji(args: string[]): Promise<number> {
   const trainImages = await generate(trainSamples, 'generate (training captions)');
   const accuracies = judges.map(({ path, judge }) => {
     const accuracy = score(judge, trainImages, sampleLabels(trainSamples, judge.labelKey));
-    judge.dispose();
     return { judge: judge.name, classifier: shownPath(path), ...accuracy, ceiling: judge.ceiling };
   });
+  // Inpainting: the centre of each held-out image regenerated under its caption and under none.
+  const inpainted = async (prompt: 'caption' | 'empty') => {
+    const progress = new Progress({ total: heldoutSamples.length, label: `inpaint (${prompt})`, unit: 'img' });
+    const images = await inpaintForSamples(muse, heldoutSamples, prompt, {
+      ...decoding,
+      seed,
+      onImages: (done) => progress.to(done),
+    });
+    progress.finish();
+    return images;
+  };
+  const inpaintCaption = await inpainted('caption');
+  const inpaintEmpty = await inpainted('empty');
+  const { judge: firstJudge } = judges[0];
+  const heldoutLabels = sampleLabels(heldoutSamples, firstJudge.labelKey);
+  const inpainting = {
+    data: o.heldout,
+    judge: firstJudge.name,
+    mask: 'central half of the area (whole tokens)',
+    caption: score(firstJudge, inpaintCaption, heldoutLabels),
+    empty: score(firstJudge, inpaintEmpty, heldoutLabels),
+  };
+  for (const { judge } of judges) judge.dispose();
   const heldoutImages = await generate(heldoutSamples, 'generate (held-out captions)');
   console.log(`InceptionV3 features of ${3 * heldoutSamples.length} images…`);
   const inception = await FrozenFeatures.load('inception_v3');
@@ -237,6 +267,7 @@ async function emoji(args: string[]): Promise<number> {
     promptAccuracy: { data: o.train, ...accuracies[0] },
     ...(accuracies.length > 1 && { otherJudges: accuracies.slice(1) }),
     fidLike: { data: o.heldout, ...fid, ratio: fid.generated / fid.reconstruction },
+    inpainting,
   };
   mkdirSync(o.out, { recursive: true });
   writeFileSync(join(o.out, 'emoji.json'), `${JSON.stringify(report, null, 2)}\n`);
@@ -251,6 +282,8 @@ async function emoji(args: string[]): Promise<number> {
       `| prompt accuracy top-5 (judge: ${a.judge}) | ${pct(a.top5)} | ${pct(a.ceiling.top5)} | ${(a.top5 / a.ceiling.top5).toFixed(2)} |`,
     ]),
     `| FID-like (${fid.images} held-out captions; lower is better) | ${fid.generated.toFixed(3)} | ${fid.reconstruction.toFixed(3)} (tokenizer reconstructions) | ${report.fidLike.ratio.toFixed(2)} |`,
+    `| inpainting top-1 (centre of ${inpainting.caption.images} held-out images under their caption; judge: ${inpainting.judge}) | ${pct(inpainting.caption.top1)} | ${pct(inpainting.empty.top1)} (under the empty prompt) | ${(inpainting.caption.top1 / Math.max(inpainting.empty.top1, 1e-9)).toFixed(2)} |`,
+    `| inpainting top-5 | ${pct(inpainting.caption.top5)} | ${pct(inpainting.empty.top5)} | ${(inpainting.caption.top5 / Math.max(inpainting.empty.top5, 1e-9)).toFixed(2)} |`,
     '',
     'FID-like: nsfwjs InceptionV3 features (fine-tuned weights), not comparable to published FID.',
     '',

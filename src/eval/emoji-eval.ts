@@ -4,9 +4,12 @@
 // - FID-like: the Fréchet distance between InceptionV3 features of images generated from held-out
 //   captions and of the real held-out images, beside the same distance for the tokenizer's
 //   reconstructions of those images (the floor a generator using this tokenizer can reach).
+// - inpainting (issue 19): the centre of held-out emoji regenerated under their own caption and under
+//   the empty prompt, both named by the judge: the caption must make the difference.
 
 import type { Sample } from '../data/sample.js';
 import type { RgbImage } from '../image/image.js';
+import type { PixelMask } from '../image/rgb.js';
 import type { MuseOptions, MusePipeline } from '../pipeline/pipeline.js';
 import { MuseError } from '../util/errors.js';
 import { frechetDistance } from './frechet.js';
@@ -89,3 +92,41 @@ export const EMOJI_SAMPLE_PROMPTS = [
   'a crying face',
   'a star',
 ];
+
+/**
+ * The centre of a size×size image covering half its area, rounded out to whole tokens of `cell`
+ * pixels: for 32 px and 4 px tokens the central 24×24 (6×6 of 8×8 tokens, 56% of the pixels).
+ */
+export function centralHalfMask(size: number, cell: number): PixelMask {
+  const tokens = size / cell;
+  const side = Math.min(tokens, Math.ceil(tokens / Math.SQRT2 / 2) * 2 - (tokens % 2));
+  const from = ((tokens - side) / 2) * cell;
+  const to = from + side * cell;
+  const data = new Uint8Array(size * size);
+  for (let y = from; y < to; y++) data.fill(1, y * size + from, y * size + to);
+  return { width: size, height: size, data };
+}
+
+/**
+ * Each sample's image with its centre (centralHalfMask) regenerated under its first caption
+ * (`prompt: 'caption'`) or the empty prompt ('empty'), one seeded image per sample (seed + index).
+ */
+export async function inpaintForSamples(
+  muse: MusePipeline,
+  samples: Sample[],
+  prompt: 'caption' | 'empty',
+  o: EvalOptions,
+): Promise<RgbImage[]> {
+  const size = muse.imageSize;
+  const mask = centralHalfMask(size, muse.tokenizer.downsample);
+  const images: RgbImage[] = [];
+  for (const [i, s] of samples.entries()) {
+    if (s.image.width !== size || s.image.height !== size)
+      throw new MuseError(`${s.key}: ${s.image.width}×${s.image.height}, expected ${size}×${size}`);
+    const text = prompt === 'caption' ? (s.captions[0] ?? '') : '';
+    const out = await muse.inpaint(s.image, mask, text, { ...o, n: 1, seed: (o.seed ?? 0) + i });
+    images.push(out.images[0]);
+    o.onImages?.(images.length);
+  }
+  return images;
+}
