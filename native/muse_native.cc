@@ -1039,18 +1039,7 @@ napi_value LayerNormForward(napi_env env, napi_callback_info info) {
   const float *x = v[0].data, *g = v[1].data, *b = v[2].data;
   float *y = v[3].data, *mean = v[4].data, *rstd = v[5].data;
   ParallelFor(rows, PoolWorkers(static_cast<double>(n), 1 << 15), 16, [&](int64_t r) {
-    const float* xr = x + r * d;
-    float* yr = y + r * d;
-    double m = 0;
-    for (int64_t i = 0; i < d; ++i) m += xr[i];
-    m /= static_cast<double>(d);
-    double var = 0;
-    for (int64_t i = 0; i < d; ++i) var += (xr[i] - m) * (xr[i] - m);
-    const float inv = static_cast<float>(1.0 / std::sqrt(var / static_cast<double>(d) + eps));
-    const float mf = static_cast<float>(m);
-    for (int64_t i = 0; i < d; ++i) yr[i] = (xr[i] - mf) * inv * g[i] + b[i];
-    mean[r] = mf;
-    rstd[r] = inv;
+    vmath::LayerNormRow(x + r * d, g, b, y + r * d, d, eps, mean + r, rstd + r);
   });
   return Undefined(env);
 }
@@ -1082,26 +1071,8 @@ napi_value LayerNormBackward(napi_env env, napi_callback_info info) {
     float* pg = partial.data() + w * 2 * d;
     float* pb = pg + d;
     const int64_t end = std::min(rows, (w + 1) * per);
-    for (int64_t r = w * per; r < end; ++r) {
-      const float *dyr = dy + r * d, *xr = x + r * d;
-      float* dxr = dx + r * d;
-      const float m = mean[r], inv = rstd[r];
-      float sum_h = 0, sum_hx = 0;
-      for (int64_t i = 0; i < d; ++i) {
-        const float xh = (xr[i] - m) * inv;
-        const float h = dyr[i] * g[i];
-        sum_h += h;
-        sum_hx += h * xh;
-        pg[i] += dyr[i] * xh;
-        pb[i] += dyr[i];
-      }
-      sum_h /= static_cast<float>(d);
-      sum_hx /= static_cast<float>(d);
-      for (int64_t i = 0; i < d; ++i) {
-        const float xh = (xr[i] - m) * inv;
-        dxr[i] = inv * (dyr[i] * g[i] - sum_h - xh * sum_hx);
-      }
-    }
+    for (int64_t r = w * per; r < end; ++r)
+      vmath::LayerNormGradRow(dy + r * d, x + r * d, g, mean[r], rstd[r], dx + r * d, pg, pb, d);
   });
   for (int64_t i = 0; i < d; ++i) {
     float sg = 0, sb = 0;

@@ -178,6 +178,72 @@ VMATH_INLINE void SiluGradBody(const float* dy, const float* x, float* dx, int64
   MapGradBody(dy, x, dx, n, [](VF v) __attribute__((always_inline)) { return SiluSlope(v); });
 }
 
+// Layer norm of one row of d values: y = (x − mean)·rstd·g + b, rstd = 1/√(var + eps); mean and
+// variance from lane sums added in double (two passes, so the variance is not a difference of
+// large squares).
+VMATH_INLINE void LayerNormRowBody(const float* x, const float* g, const float* b, float* y, int64_t d, double eps,
+                                   float* mean_out, float* rstd_out) {
+  const int64_t whole = d - d % kLanes;
+  VF acc = Splat(0.0f);
+  for (int64_t i = 0; i < whole; i += kLanes) acc += Load(x + i);
+  double sum = HorizontalSum(acc);
+  for (int64_t i = whole; i < d; ++i) sum += x[i];
+  const double m = d > 0 ? sum / static_cast<double>(d) : 0.0;
+  const float mf = static_cast<float>(m);
+  const VF vm = Splat(mf);
+  acc = Splat(0.0f);
+  for (int64_t i = 0; i < whole; i += kLanes) {
+    const VF c = Load(x + i) - vm;
+    acc += c * c;
+  }
+  double var = HorizontalSum(acc);
+  for (int64_t i = whole; i < d; ++i) var += (x[i] - m) * (x[i] - m);
+  const float inv = static_cast<float>(1.0 / std::sqrt(var / static_cast<double>(d > 0 ? d : 1) + eps));
+  const VF vi = Splat(inv);
+  for (int64_t i = 0; i < whole; i += kLanes) Store(y + i, (Load(x + i) - vm) * vi * Load(g + i) + Load(b + i));
+  for (int64_t i = whole; i < d; ++i) y[i] = (x[i] - mf) * inv * g[i] + b[i];
+  *mean_out = mf;
+  *rstd_out = inv;
+}
+
+// Layer norm's gradient for one row: dx = rstd·(h − mean(h) − x̂·mean(h·x̂)), h = dy·g, x̂ =
+// (x − mean)·rstd; adds dy·x̂ into pg and dy into pb (the caller's per-worker sums of dg and db).
+VMATH_INLINE void LayerNormGradRowBody(const float* dy, const float* x, const float* g, float mean, float rstd,
+                                       float* dx, float* pg, float* pb, int64_t d) {
+  const int64_t whole = d - d % kLanes;
+  const VF vm = Splat(mean), vr = Splat(rstd);
+  VF acc_h = Splat(0.0f), acc_hx = Splat(0.0f);
+  for (int64_t i = 0; i < whole; i += kLanes) {
+    const VF xh = (Load(x + i) - vm) * vr;
+    const VF d_ = Load(dy + i);
+    const VF h = d_ * Load(g + i);
+    acc_h += h;
+    acc_hx += h * xh;
+    Store(pg + i, Load(pg + i) + d_ * xh);
+    Store(pb + i, Load(pb + i) + d_);
+  }
+  double sum_h = HorizontalSum(acc_h), sum_hx = HorizontalSum(acc_hx);
+  for (int64_t i = whole; i < d; ++i) {
+    const float xh = (x[i] - mean) * rstd;
+    const float h = dy[i] * g[i];
+    sum_h += h;
+    sum_hx += h * xh;
+    pg[i] += dy[i] * xh;
+    pb[i] += dy[i];
+  }
+  const float mh = static_cast<float>(sum_h / static_cast<double>(d)),
+              mhx = static_cast<float>(sum_hx / static_cast<double>(d));
+  const VF vmh = Splat(mh), vmhx = Splat(mhx);
+  for (int64_t i = 0; i < whole; i += kLanes) {
+    const VF xh = (Load(x + i) - vm) * vr;
+    Store(dx + i, vr * (Load(dy + i) * Load(g + i) - vmh - xh * vmhx));
+  }
+  for (int64_t i = whole; i < d; ++i) {
+    const float xh = (x[i] - mean) * rstd;
+    dx[i] = rstd * (dy[i] * g[i] - mh - xh * mhx);
+  }
+}
+
 // Each entry point compiled per instruction set; Isa() picks once.
 enum class IsaLevel { kBaseline, kAvx2, kAvx512 };
 
@@ -234,6 +300,14 @@ inline void SoftmaxRow(const float* x, float* y, int64_t d) { SoftmaxRowLse(x, y
 VMATH_VARIANTS(void, ExpSpan, (const float* x, float* y, int64_t n), (x, y, n), ExpBody)
 VMATH_VARIANTS(void, GeluSpan, (const float* x, float* y, int64_t n), (x, y, n), GeluBody)
 VMATH_VARIANTS(void, GeluGradSpan, (const float* dy, const float* x, float* dx, int64_t n), (dy, x, dx, n), GeluGradBody)
+VMATH_VARIANTS(void, LayerNormRow,
+               (const float* x, const float* g, const float* b, float* y, int64_t d, double eps, float* mean,
+                float* rstd),
+               (x, g, b, y, d, eps, mean, rstd), LayerNormRowBody)
+VMATH_VARIANTS(void, LayerNormGradRow,
+               (const float* dy, const float* x, const float* g, float mean, float rstd, float* dx, float* pg,
+                float* pb, int64_t d),
+               (dy, x, g, mean, rstd, dx, pg, pb, d), LayerNormGradRowBody)
 VMATH_VARIANTS(void, SiluSpan, (const float* x, float* y, int64_t n), (x, y, n), SiluBody)
 VMATH_VARIANTS(void, SiluGradSpan, (const float* dy, const float* x, float* dx, int64_t n), (dy, x, dx, n), SiluGradBody)
 
