@@ -17,6 +17,10 @@ import { encodePng, type RgbImage } from '../src/image/image.js';
 import { MusePipeline } from '../src/pipeline/pipeline.js';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
+import { tokenizerPreset } from '../src/tokenizer/config.js';
+import { saveTransformer } from '../src/transformer/checkpoint.js';
+import { transformerConfig } from '../src/transformer/config.js';
+import { initTransformer } from '../src/transformer/model.js';
 import { MuseError } from '../src/util/errors.js';
 import { relativeError } from './helpers/compare.js';
 import { writeTinyPipeline } from './helpers/tiny-pipeline.js';
@@ -298,6 +302,45 @@ test('the inpainting mask is the central half of the area in whole tokens; the r
   } finally {
     muse.dispose();
   }
+});
+
+test('muse eval superres: PSNR, SSIM and FID-like for bicubic, each super-res decoding and the ceiling', async () => {
+  // The tiny folder plus a tiny super-res stage (16 px → 32 px), evaluated on 32 px images.
+  const model = join(dir, 'model-sr');
+  await writeTinyPipeline(model, 16);
+  const tc = tokenizerPreset('tiny');
+  const sc = transformerConfig('superres-tiny', {
+    codebookSize: tc.codebookSize,
+    grid: [8, 8],
+    lowres: { codebookSize: tc.codebookSize, grid: [4, 4] },
+  });
+  const sp = initTransformer(sc, new Rng(3));
+  await saveTransformer(join(model, 'superres.safetensors'), sp, sc, { kind: 'muse-superres' });
+  tf.dispose(Object.values(sp));
+  const file = JSON.parse(readFileSync(join(model, 'pipeline.json'), 'utf8'));
+  writeFileSync(
+    join(model, 'pipeline.json'),
+    JSON.stringify({ ...file, superres: 'superres.safetensors', superresSize: 32 }),
+  );
+  const data = join(dir, 'sr-data');
+  mkdirSync(data, { recursive: true });
+  for (let i = 0; i < 3; i++) {
+    writeFileSync(join(data, `img-${i}.png`), await encodePng(picture(60 + i, 32)));
+    writeFileSync(join(data, `img-${i}.txt`), 'a red apple');
+  }
+  const out = join(dir, 'eval-sr');
+  const r = cli('eval', 'superres', '--model', model, '--data', data, '--count', '3', '--out', out);
+  assert.equal(r.code, 0, r.err);
+  const report = JSON.parse(readFileSync(join(out, 'superres.json'), 'utf8'));
+  assert.equal(report.images, 3);
+  for (const k of ['bicubic', 'superres', 'superresGreedy', 'superresMeanCode', 'reconstruction']) {
+    assert.ok(Number.isFinite(report[k].psnr) && report[k].ssim <= 1, `${k} psnr/ssim`);
+    assert.ok(Number.isFinite(report.fidLike[k]) && report.fidLike[k] >= 0, `${k} FID-like`);
+  }
+  const md = readFileSync(join(out, 'superres.md'), 'utf8');
+  assert.match(md, /\| method \| PSNR \| SSIM \| FID-like \(lower is better\) \|/);
+  assert.match(md, /super-res, mean code \(deterministic\)/);
+  assert.ok(existsSync(join(out, 'superres.png')));
 });
 
 test('muse eval shapes: generated and tokenizer-ceiling accuracy per category, JSON/Markdown/PNG', async () => {

@@ -17,7 +17,7 @@ import { loadJudge, score } from '../eval/judge.js';
 import { evaluateShapes } from '../eval/shapes-eval.js';
 import type { ShapesReport, Tally } from '../eval/shapes-score.js';
 import { spreadSamples } from '../eval/spread.js';
-import { evaluateSuperres } from '../eval/superres-eval.js';
+import { evaluateSuperres, superresFid } from '../eval/superres-eval.js';
 import { imageGrid } from '../image/grid.js';
 import { MuseError } from '../util/errors.js';
 import { Progress } from '../util/progress.js';
@@ -74,29 +74,39 @@ async function superres(args: string[]): Promise<number> {
   if (!muse.superres) throw new MuseError(`${muse.folder} has no super-res stage`);
   const samples = await spreadSamples(openDataset(values.data, { size: muse.sizes[1], skip: new SkipReport() }), count);
   const progress = new Progress({ total: samples.length, label: 'eval superres', unit: 'img' });
-  const { scores, examples } = await evaluateSuperres(muse, samples, {
+  const { scores, examples, pairs } = await evaluateSuperres(muse, samples, {
     count,
     seed: numberOption(values.seed, 'seed', 0, { integer: true }),
     onImage: () => progress.tick(1),
   });
   progress.finish();
+  console.log(`InceptionV3 features of ${5 * scores.images} images…`);
+  const inception = await FrozenFeatures.load('inception_v3');
+  const fid = superresFid(pairs, (images) => inception.features(images));
+  inception.dispose();
   mkdirSync(values.out, { recursive: true });
   writeFileSync(
     join(values.out, 'superres.json'),
-    `${JSON.stringify({ data: values.data, model: shownPath(muse.folder), ...scores }, null, 2)}\n`,
+    `${JSON.stringify({ data: values.data, model: shownPath(muse.folder), ...scores, fidLike: fid }, null, 2)}\n`,
   );
-  const row = (name: string, s: { psnr: number; ssim: number }) =>
-    `| ${name} | ${s.psnr.toFixed(2)} dB | ${s.ssim.toFixed(3)} |`;
+  const row = (name: string, s: { psnr: number; ssim: number }, f: number) =>
+    `| ${name} | ${s.psnr.toFixed(2)} dB | ${s.ssim.toFixed(3)} | ${f.toFixed(3)} |`;
   const table = [
     `Super-res on ${scores.images} images of ${values.data} (${muse.imageSize} → ${muse.sizes[1]} px), against the real images:`,
     '',
-    '| method | PSNR | SSIM |',
-    '|---|---|---|',
-    row(`bicubic ×${muse.sizes[1] / muse.imageSize} of the ${muse.imageSize} px reconstruction`, scores.bicubic),
-    row('super-res, sampled (pipeline defaults)', scores.superres),
-    row('super-res, greedy', scores.superresGreedy),
-    row('super-res, mean code (deterministic)', scores.superresMeanCode),
-    row(`tokenizer reconstruction at ${muse.sizes[1]} px (ceiling)`, scores.reconstruction),
+    '| method | PSNR | SSIM | FID-like (lower is better) |',
+    '|---|---|---|---|',
+    row(
+      `bicubic ×${muse.sizes[1] / muse.imageSize} of the ${muse.imageSize} px reconstruction`,
+      scores.bicubic,
+      fid.bicubic,
+    ),
+    row('super-res, pipeline defaults', scores.superres, fid.superres),
+    row('super-res, greedy', scores.superresGreedy, fid.superresGreedy),
+    row('super-res, mean code (deterministic)', scores.superresMeanCode, fid.superresMeanCode),
+    row(`tokenizer reconstruction at ${muse.sizes[1]} px (ceiling)`, scores.reconstruction, fid.reconstruction),
+    '',
+    'FID-like: nsfwjs InceptionV3 features (fine-tuned weights), not comparable to published FID.',
     '',
   ].join('\n');
   writeFileSync(join(values.out, 'superres.md'), table);

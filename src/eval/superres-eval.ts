@@ -11,6 +11,7 @@ import { type RgbImage, resizeRgb } from '../image/image.js';
 import { type ImagePair, meanPsnr, meanSsim } from '../image/metrics.js';
 import type { MusePipeline } from '../pipeline/pipeline.js';
 import { MuseError } from '../util/errors.js';
+import { type FeatureSet, frechetDistance } from './frechet.js';
 
 export interface SuperresScores {
   images: number;
@@ -19,6 +20,15 @@ export interface SuperresScores {
   superresGreedy: { psnr: number; ssim: number };
   superresMeanCode: { psnr: number; ssim: number };
   reconstruction: { psnr: number; ssim: number };
+}
+
+/** Fréchet distance of InceptionV3 features to the real images (FID-like; lower is better). */
+export interface SuperresFid {
+  bicubic: number;
+  superres: number;
+  superresGreedy: number;
+  superresMeanCode: number;
+  reconstruction: number;
 }
 
 export interface SuperresExample {
@@ -32,11 +42,11 @@ export async function evaluateSuperres(
   muse: MusePipeline,
   samples: Iterable<Sample> | AsyncIterable<Sample>,
   o: { count: number; seed?: number; onImage?: (done: number) => void; examples?: number },
-): Promise<{ scores: SuperresScores; examples: SuperresExample[] }> {
+): Promise<{ scores: SuperresScores; examples: SuperresExample[]; pairs: Record<SuperresMethod, ImagePair[]> }> {
   if (!muse.superres) throw new MuseError(`${muse.folder} has no super-res stage`);
   const high = muse.sizes[1];
   const low = muse.imageSize;
-  const pairs = {
+  const pairs: Record<SuperresMethod, ImagePair[]> = {
     bicubic: [] as ImagePair[],
     superres: [] as ImagePair[],
     greedy: [] as ImagePair[],
@@ -79,5 +89,28 @@ export async function evaluateSuperres(
       reconstruction: score(pairs.recon),
     },
     examples,
+    pairs,
+  };
+}
+
+export type SuperresMethod = 'bicubic' | 'superres' | 'greedy' | 'meanCode' | 'recon';
+
+/**
+ * FID-like scores of each method's images against the real images (one InceptionV3 feature set each,
+ * `features` computing them): the issue's second test — super-res must also look more like real 64 px
+ * images than bicubic does, not only match them pixel by pixel.
+ */
+export function superresFid(
+  pairs: Record<SuperresMethod, ImagePair[]>,
+  features: (images: RgbImage[]) => FeatureSet,
+): SuperresFid {
+  const real = features(pairs.bicubic.map(([, r]) => r));
+  const fid = (m: SuperresMethod) => frechetDistance(features(pairs[m].map(([im]) => im)), real);
+  return {
+    bicubic: fid('bicubic'),
+    superres: fid('superres'),
+    superresGreedy: fid('greedy'),
+    superresMeanCode: fid('meanCode'),
+    reconstruction: fid('recon'),
   };
 }
