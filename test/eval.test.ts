@@ -247,7 +247,7 @@ test('muse train classifier, then muse eval emoji: JSON, Markdown and sample gri
   for (const k of ['caption', 'empty']) assert.ok(report.inpainting[k].top1 >= 0 && report.inpainting[k].top1 <= 1);
   const md = readFileSync(join(out, 'emoji.md'), 'utf8');
   assert.match(md, /FID-like/);
-  assert.match(md, /inpainting top-1 \(centre of 4 held-out images under their caption; judge: cnn\)/);
+  assert.match(md, /inpainting top-1 \(centre of 4 images of .*heldout under their caption; judge: cnn\)/);
   assert.match(md, /judge: cnn/);
   assert.match(md, /judge: linear probe on mobilenet_v2 features/);
   assert.ok(existsSync(join(out, 'samples.png')));
@@ -268,6 +268,26 @@ test('muse train classifier, then muse eval emoji: JSON, Markdown and sample gri
   );
   assert.notEqual(bad.code, 0);
   assert.match(bad.err, /none\.safetensors/);
+  // Inpainting images of emoji the judge never learnt cannot be judged: one clear line, before any work.
+  await writeEmojiLikeDataset(join(dir, 'unknown'), [{ code: '1f600', caption: 'a grinning face', seed: 50 }]);
+  const unknown = cli(
+    'eval',
+    'emoji',
+    '--model',
+    model,
+    '--classifier',
+    classifier,
+    '--train',
+    join(dir, 'train'),
+    '--heldout',
+    join(dir, 'heldout'),
+    '--inpaint',
+    join(dir, 'unknown'),
+    '--out',
+    out,
+  );
+  assert.notEqual(unknown.code, 0);
+  assert.match(unknown.err, /--inpaint .*unknown: the judge names none of its emoji/);
 });
 
 test('the inpainting mask is the central half of the area in whole tokens; the rest of each image is kept', async () => {

@@ -48,8 +48,9 @@ export const evalHelp = `Usage: muse eval emoji --train DATASET --heldout DATASE
   features between images generated from the captions of --heldout (e.g. data/emoji32/test_emoji)
   and the real held-out images, and between the tokenizer's reconstructions and the real images
   (the floor); NOT comparable to published FID (fine-tuned weights, tiny images upsampled to 299 px).
-  (3) inpainting: the central half of each --heldout image regenerated under its own caption and
-  under the empty prompt, both named by the (first) judge: the caption must make the difference.
+  (3) inpainting: the central half of each --inpaint image (default: --heldout; they must show emoji
+  the judge knows, e.g. data/emoji32/test_pair, held-out styles of training emoji) regenerated under
+  its own caption and under the empty prompt, both named by the (first) judge.
   --count images for each. Writes emoji.json, emoji.md and samples.png (a fixed prompt list, one
   per line in --prompts) to DIR.
 
@@ -214,7 +215,12 @@ async function shapes(args: string[]): Promise<number> {
 async function emoji(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { ...generatingEvalArgs, classifier: { type: 'string', multiple: true }, prompts: { type: 'string' } },
+    options: {
+      ...generatingEvalArgs,
+      classifier: { type: 'string', multiple: true },
+      prompts: { type: 'string' },
+      inpaint: { type: 'string' },
+    },
   });
   const { decoding, count, seed, ...o } = generatingEval(values, 500, 2);
   const prompts = values.prompts ? readPromptList(values.prompts) : EMOJI_SAMPLE_PROMPTS;
@@ -226,6 +232,17 @@ async function emoji(args: string[]): Promise<number> {
     spreadSamples(openDataset(path, { size: muse.imageSize, skip: new SkipReport() }), count);
   const trainSamples = await read(o.train);
   const heldoutSamples = await read(o.heldout);
+  // Inpainting is judged, so its images must show emoji the (first) judge was trained to name.
+  const inpaintData = values.inpaint ?? o.heldout;
+  const firstJudge = judges[0].judge;
+  const known = new Set(firstJudge.labels);
+  const inpaintSamples = (values.inpaint ? await read(values.inpaint) : heldoutSamples).filter((s) =>
+    known.has(String(s.meta?.[firstJudge.labelKey])),
+  );
+  if (inpaintSamples.length === 0)
+    throw new MuseError(
+      `--inpaint ${inpaintData}: the judge names none of its emoji (it knows the training emoji only); give held-out pairs of known emoji in unseen styles, e.g. data/emoji32/test_pair`,
+    );
   const generate = async (samples: Sample[], label: string) => {
     const progress = new Progress({ total: samples.length, label, unit: 'img' });
     const images = await generateForSamples(muse, samples, {
@@ -243,8 +260,8 @@ async function emoji(args: string[]): Promise<number> {
   });
   // Inpainting: the centre of each held-out image regenerated under its caption and under none.
   const inpainted = async (prompt: 'caption' | 'empty') => {
-    const progress = new Progress({ total: heldoutSamples.length, label: `inpaint (${prompt})`, unit: 'img' });
-    const images = await inpaintForSamples(muse, heldoutSamples, prompt, {
+    const progress = new Progress({ total: inpaintSamples.length, label: `inpaint (${prompt})`, unit: 'img' });
+    const images = await inpaintForSamples(muse, inpaintSamples, prompt, {
       ...decoding,
       seed,
       onImages: (done) => progress.to(done),
@@ -254,14 +271,13 @@ async function emoji(args: string[]): Promise<number> {
   };
   const inpaintCaption = await inpainted('caption');
   const inpaintEmpty = await inpainted('empty');
-  const { judge: firstJudge } = judges[0];
-  const heldoutLabels = sampleLabels(heldoutSamples, firstJudge.labelKey);
+  const inpaintLabels = sampleLabels(inpaintSamples, firstJudge.labelKey);
   const inpainting = {
-    data: o.heldout,
+    data: inpaintData,
     judge: firstJudge.name,
     mask: 'central half of the area (whole tokens)',
-    caption: score(firstJudge, inpaintCaption, heldoutLabels),
-    empty: score(firstJudge, inpaintEmpty, heldoutLabels),
+    caption: score(firstJudge, inpaintCaption, inpaintLabels),
+    empty: score(firstJudge, inpaintEmpty, inpaintLabels),
   };
   for (const { judge } of judges) judge.dispose();
   const heldoutImages = await generate(heldoutSamples, 'generate (held-out captions)');
@@ -292,7 +308,7 @@ async function emoji(args: string[]): Promise<number> {
       `| prompt accuracy top-5 (judge: ${a.judge}) | ${pct(a.top5)} | ${pct(a.ceiling.top5)} | ${(a.top5 / a.ceiling.top5).toFixed(2)} |`,
     ]),
     `| FID-like (${fid.images} held-out captions; lower is better) | ${fid.generated.toFixed(3)} | ${fid.reconstruction.toFixed(3)} (tokenizer reconstructions) | ${report.fidLike.ratio.toFixed(2)} |`,
-    `| inpainting top-1 (centre of ${inpainting.caption.images} held-out images under their caption; judge: ${inpainting.judge}) | ${pct(inpainting.caption.top1)} | ${pct(inpainting.empty.top1)} (under the empty prompt) | ${(inpainting.caption.top1 / Math.max(inpainting.empty.top1, 1e-9)).toFixed(2)} |`,
+    `| inpainting top-1 (centre of ${inpainting.caption.images} images of ${inpainting.data} under their caption; judge: ${inpainting.judge}) | ${pct(inpainting.caption.top1)} | ${pct(inpainting.empty.top1)} (under the empty prompt) | ${(inpainting.caption.top1 / Math.max(inpainting.empty.top1, 1e-9)).toFixed(2)} |`,
     `| inpainting top-5 | ${pct(inpainting.caption.top5)} | ${pct(inpainting.empty.top5)} | ${(inpainting.caption.top5 / Math.max(inpainting.empty.top5, 1e-9)).toFixed(2)} |`,
     '',
     'FID-like: nsfwjs InceptionV3 features (fine-tuned weights), not comparable to published FID.',

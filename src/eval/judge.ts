@@ -16,6 +16,8 @@ export interface Judge {
   readonly labelKey: string;
   /** Its accuracy on real images it never saw, as stored in its file (NaN where absent). */
   readonly ceiling: { top1: number; top5: number; data: string };
+  /** The classes it names. */
+  readonly labels: readonly string[];
   /** For each image, the rank of its target class (0 = top-1; Infinity for a class it does not know). */
   ranks(images: RgbImage[], targets: string[]): number[];
   dispose(): void;
@@ -43,6 +45,7 @@ export async function loadJudge(path: string): Promise<Judge> {
     return {
       name: 'cnn',
       labelKey: cnn.info.label ?? 'code',
+      labels: cnn.labels,
       ceiling: ceilingOf(cnn.info),
       ranks: (images, targets) => cnn.ranks(images, targets),
       dispose: () => cnn.dispose(),
@@ -54,6 +57,7 @@ export async function loadJudge(path: string): Promise<Judge> {
     return {
       name: `linear probe on ${probe.net} features`,
       labelKey: probe.info.label ?? 'code',
+      labels: probe.labels,
       ceiling: ceilingOf(probe.info),
       ranks: (images, targets) => probe.ranks(features.features(images), targets),
       dispose: () => features.dispose(),
