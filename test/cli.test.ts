@@ -66,6 +66,15 @@ test('muse doctor reports the backend and a passing matmul check, then exits', (
   assert.match(r.out, /threads\s+\d+/);
   assert.match(r.out, /native BLAS/);
   assert.match(r.out, /matmul check ok/);
+  // With the addon active it names the instruction set of its vector loops, and honours the override.
+  if (/native BLAS\s+active/.test(r.out)) {
+    assert.match(r.out, /vector loops (avx512f|avx2|baseline) \(exp, softmax, GELU, SiLU\)/);
+    const forced = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'doctor'], {
+      encoding: 'utf8',
+      env: { ...process.env, MUSE_VECTOR_ISA: 'baseline' },
+    });
+    assert.match(forced.stdout, /vector loops baseline/);
+  }
 });
 
 test('muse doctor rejects absurd thread counts and unknown backends', () => {
