@@ -340,7 +340,13 @@ test('muse eval superres: PSNR, SSIM and FID-like for bicubic, each super-res de
   const file = JSON.parse(readFileSync(join(model, 'pipeline.json'), 'utf8'));
   writeFileSync(
     join(model, 'pipeline.json'),
-    JSON.stringify({ ...file, superres: 'superres.safetensors', superresSize: 32 }),
+    JSON.stringify({
+      ...file,
+      superres: 'superres.safetensors',
+      superresSize: 32,
+      // A pipeline whose default is the mean-code choice: the greedy row must still draw greedily.
+      defaults: { ...file.defaults, superresChoice: 'mean-code', choiceTemperature: 0 },
+    }),
   );
   const data = join(dir, 'sr-data');
   mkdirSync(data, { recursive: true });
@@ -357,6 +363,8 @@ test('muse eval superres: PSNR, SSIM and FID-like for bicubic, each super-res de
     assert.ok(Number.isFinite(report[k].psnr) && report[k].ssim <= 1, `${k} psnr/ssim`);
     assert.ok(Number.isFinite(report.fidLike[k]) && report.fidLike[k] >= 0, `${k} FID-like`);
   }
+  assert.equal(report.superres.psnr, report.superresMeanCode.psnr, 'the defaults are the mean-code choice');
+  assert.notEqual(report.superresGreedy.psnr, report.superresMeanCode.psnr, 'greedy is not the mean-code choice');
   const md = readFileSync(join(out, 'superres.md'), 'utf8');
   assert.match(md, /\| method \| PSNR \| SSIM \| FID-like \(lower is better\) \|/);
   assert.match(md, /super-res, mean code \(deterministic\)/);

@@ -65,7 +65,10 @@ export async function evaluateSuperres(
     const caption = s.captions[0] ?? '';
     const seed = (o.seed ?? 0) + pairs.bicubic.length;
     const sr = (await muse.upscale(small, caption, { seed })).images[0];
-    const greedy = (await muse.upscale(small, caption, { seed, temperature: 0, choiceTemperature: 0 })).images[0];
+    // Greedy draws (the most likely token), whatever choice the pipeline's defaults make.
+    const greedy = (
+      await muse.upscale(small, caption, { seed, superresChoice: 'sample', temperature: 0, choiceTemperature: 0 })
+    ).images[0];
     const meanCode = (await muse.upscale(small, caption, { seed, superresChoice: 'mean-code', choiceTemperature: 0 }))
       .images[0];
     const [recon] = await muse.tokenizer.reconstruct([real]);
