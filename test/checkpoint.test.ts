@@ -110,10 +110,14 @@ async function runAndKill(out: string, delayMs: number): Promise<'killed' | 'don
     stdout += d;
     if (timer === undefined && /^step \d+$/m.test(stdout)) timer = setTimeout(() => child.kill('SIGKILL'), delayMs);
   });
+  // A child that never gets going (seen once on the pure-wasm path under a loaded machine: no output
+  // for 10 minutes) is killed too; a kill at any moment must leave a consistent run, so it counts as one.
+  const watchdog = setTimeout(() => child.kill('SIGKILL'), 180_000);
   const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
     child.on('exit', (c, s) => resolve([c, s])),
   );
   clearTimeout(timer);
+  clearTimeout(watchdog);
   if (signal === 'SIGKILL') return 'killed';
   assert.equal(code, 0, `the training child failed:\n${stderr}`);
   assert.match(stdout, /done/);
