@@ -811,9 +811,15 @@ inline int64_t At(const Strides& st, int64_t i, int64_t heads) {
   return st.offset + (i / heads) * st.batch + (i % heads) * st.head;
 }
 
-// Checks and runs one forward: args q, k, v, bias, o, p, then the dims at index 6.
-napi_value AttentionForwardWith(napi_env env, const char* fn, const Args& args, const AttentionDims& d,
-                                const AttentionLayout& lay) {
+// attentionStridedForward(q, k, v, bias, o, p, B, H, Sq, Sk, dh, scale, layout)
+napi_value AttentionStridedForward(napi_env env, napi_callback_info info) {
+  static const char* fn = "attentionStridedForward";
+  Args args;
+  AttentionDims d;
+  AttentionLayout lay;
+  if (!GetArgs(env, info, fn, 13, &args) || !GetAttentionDims(env, args, fn, 6, &d) ||
+      !GetAttentionLayout(env, args.values[12], fn, &lay))
+    return nullptr;
   F32View q, k, v, bias, o, p;
   if (!GetF32(env, args.values[0], fn, "q", &q) || !GetF32(env, args.values[1], fn, "k", &k) ||
       !GetF32(env, args.values[2], fn, "v", &v) || !GetF32(env, args.values[3], fn, "bias", &bias) ||
@@ -860,23 +866,16 @@ napi_value AttentionForwardWith(napi_env env, const char* fn, const Args& args, 
   return Undefined(env);
 }
 
-
-// attentionStridedForward(q, k, v, bias, o, p, B, H, Sq, Sk, dh, scale, layout)
-napi_value AttentionStridedForward(napi_env env, napi_callback_info info) {
-  static const char* fn = "attentionStridedForward";
+// attentionStridedBackward(dO, q, k, v, p, dq, dk, dv, B, H, Sq, Sk, dh, scale, layout):
+//   dV = Pᵀ dO, dP = dO Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = scale · dS K, dK = scale · dSᵀ Q.
+napi_value AttentionStridedBackward(napi_env env, napi_callback_info info) {
+  static const char* fn = "attentionStridedBackward";
   Args args;
   AttentionDims d;
   AttentionLayout lay;
-  if (!GetArgs(env, info, fn, 13, &args) || !GetAttentionDims(env, args, fn, 6, &d) ||
-      !GetAttentionLayout(env, args.values[12], fn, &lay))
+  if (!GetArgs(env, info, fn, 15, &args) || !GetAttentionDims(env, args, fn, 8, &d) ||
+      !GetAttentionLayout(env, args.values[14], fn, &lay))
     return nullptr;
-  return AttentionForwardWith(env, fn, args, d, lay);
-}
-
-// Checks and runs one backward: args dO, q, k, v, p, dq, dk, dv, then the dims at index 8.
-//   dV = Pᵀ dO, dP = dO Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = scale · dS K, dK = scale · dSᵀ Q.
-napi_value AttentionBackwardWith(napi_env env, const char* fn, const Args& args, const AttentionDims& d,
-                                 const AttentionLayout& lay) {
   F32View dout, q, k, v, p, dq, dk, dv;
   if (!GetF32(env, args.values[0], fn, "dO", &dout) || !GetF32(env, args.values[1], fn, "q", &q) ||
       !GetF32(env, args.values[2], fn, "k", &k) || !GetF32(env, args.values[3], fn, "v", &v) ||
@@ -927,19 +926,6 @@ napi_value AttentionBackwardWith(napi_env env, const char* fn, const Args& args,
                 lk);
   });
   return Undefined(env);
-}
-
-
-// attentionStridedBackward(dO, q, k, v, p, dq, dk, dv, B, H, Sq, Sk, dh, scale, layout)
-napi_value AttentionStridedBackward(napi_env env, napi_callback_info info) {
-  static const char* fn = "attentionStridedBackward";
-  Args args;
-  AttentionDims d;
-  AttentionLayout lay;
-  if (!GetArgs(env, info, fn, 15, &args) || !GetAttentionDims(env, args, fn, 8, &d) ||
-      !GetAttentionLayout(env, args.values[14], fn, &lay))
-    return nullptr;
-  return AttentionBackwardWith(env, fn, args, d, lay);
 }
 
 // addCyclic(a, b, y, n, m): y[i] = a[i] + b[i mod m] — tfjs's Add of two same-shaped tensors (m = n)
