@@ -1,14 +1,17 @@
 // Per-kernel profile of one reference training step (docs/ARCHITECTURE.md): where the time goes.
-// Usage: node --import tsx bench/profile.ts   (MUSE_NATIVE=0 for the pure-wasm path)
+// Usage: node --import tsx bench/profile.ts [forward]   (MUSE_NATIVE=0 for the pure-wasm path;
+// `forward` profiles the reference forward pass alone instead of the whole step)
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { buildReferenceStep } from './reference-step.js';
 
-export async function profileStep(): Promise<Array<{ kernel: string; calls: number; ms: number }>> {
+export async function profileStep(
+  part: 'step' | 'forward' = 'step',
+): Promise<Array<{ kernel: string; calls: number; ms: number }>> {
   const step = buildReferenceStep();
-  step.step();
+  step[part]();
   const profile = await tf.profile(() => {
-    step.step();
+    step[part]();
   });
   const byKernel = new Map<string, { calls: number; ms: number }>();
   for (const k of profile.kernels) {
@@ -23,7 +26,7 @@ export async function profileStep(): Promise<Array<{ kernel: string; calls: numb
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const info = await initBackend();
-  const rows = await profileStep();
+  const rows = await profileStep(process.argv[2] === 'forward' ? 'forward' : 'step');
   const total = rows.reduce((a, r) => a + r.ms, 0);
   console.log(
     `backend ${info.backend}, ${info.threads} threads, native ${info.kernels.native}; kernel time ${total.toFixed(0)} ms`,

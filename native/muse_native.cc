@@ -46,6 +46,7 @@ extern "C" void omp_set_num_threads(int num_threads);
 #include <unordered_map>
 #include <vector>
 
+#include "bf16_gemm.h"
 #include "vector_math.h"
 
 // OpenBLAS extensions. OpenBLAS's cblas.h declares these already; repeating
@@ -712,7 +713,8 @@ napi_value SoftCrossEntropyBackward(napi_env env, napi_callback_info info) {
 // whose heads start at column c is (S·n·H·dh, dh, n·H·dh, c) — so q, k and v are read straight out
 // of a packed [B, S, 3D] projection and o written as [B, S, D], with no head split or merge.
 // bias [B, Sk] is added to every head's and query's scores (length 0: none); p [B, H, Sq, Sk] keeps
-// the probabilities for the backward.
+// the probabilities for the backward (length 0: none kept — a forward with no gradient to come works
+// each item in a per-thread scratch that stays in cache).
 struct AttentionDims {
   int64_t b, h, sq, sk, dh;
   float scale;
@@ -811,14 +813,37 @@ inline int64_t At(const Strides& st, int64_t i, int64_t heads) {
   return st.offset + (i / heads) * st.batch + (i % heads) * st.head;
 }
 
-// attentionStridedForward(q, k, v, bias, o, p, B, H, Sq, Sk, dh, scale, layout)
+// One product of an attention item, c = alpha · op(a) · op(b) (row-major, leading dimensions, c
+// overwritten): single-threaded OpenBLAS in fp32, or bf16_gemm.h (operands rounded to bf16, fp32
+// accumulation) when the call asked for bf16.
+void ItemProduct(bool bf16, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                 int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
+  if (bf16) {
+    bf16_gemm::Gemm(m, n, k, alpha, {a, ta ? 1 : lda, ta ? lda : 1}, {b, tb ? 1 : ldb, tb ? ldb : 1}, c, ldc);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
+              static_cast<blasint>(n), static_cast<blasint>(k), alpha, a, static_cast<blasint>(lda), b,
+              static_cast<blasint>(ldb), 0.0f, c, static_cast<blasint>(ldc));
+}
+
+// The trailing `bf16` argument of both attention calls: the item products in bf16 (AVX-512 BF16).
+bool GetAttentionBf16(napi_env env, napi_value v, const char* fn, bool* bf16) {
+  if (!GetBool(env, v, fn, "bf16", bf16)) return false;
+  if (*bf16 && !bf16_gemm::Available())
+    return ThrowRange(env, std::string(fn) + ": bf16 products need a CPU with AVX-512 BF16 (info().attentionBf16)");
+  return true;
+}
+
+// attentionStridedForward(q, k, v, bias, o, p, B, H, Sq, Sk, dh, scale, layout, bf16)
 napi_value AttentionStridedForward(napi_env env, napi_callback_info info) {
   static const char* fn = "attentionStridedForward";
   Args args;
   AttentionDims d;
   AttentionLayout lay;
-  if (!GetArgs(env, info, fn, 13, &args) || !GetAttentionDims(env, args, fn, 6, &d) ||
-      !GetAttentionLayout(env, args.values[12], fn, &lay))
+  bool bf16;
+  if (!GetArgs(env, info, fn, 14, &args) || !GetAttentionDims(env, args, fn, 6, &d) ||
+      !GetAttentionLayout(env, args.values[12], fn, &lay) || !GetAttentionBf16(env, args.values[13], fn, &bf16))
     return nullptr;
   F32View q, k, v, bias, o, p;
   if (!GetF32(env, args.values[0], fn, "q", &q) || !GetF32(env, args.values[1], fn, "k", &k) ||
@@ -828,13 +853,14 @@ napi_value AttentionStridedForward(napi_env env, napi_callback_info info) {
   const uint64_t nq = StridedExtent(d, lay.q, d.sq), nk = StridedExtent(d, lay.k, d.sk),
                  nv = StridedExtent(d, lay.v, d.sk), no = StridedExtent(d, lay.o, d.sq),
                  np = static_cast<uint64_t>(d.b * d.h) * d.sq * d.sk;
-  const bool has_bias = bias.length > 0;
+  const bool has_bias = bias.length > 0, keep_p = p.length > 0;
   if (!CheckRows(env, fn, "q", d, lay.q, d.sq) || !CheckRows(env, fn, "k", d, lay.k, d.sk) ||
       !CheckRows(env, fn, "v", d, lay.v, d.sk) || !CheckRows(env, fn, "o", d, lay.o, d.sq) ||
       !NeedLength(env, fn, "q", q, nq) || !NeedLength(env, fn, "k", k, nk) || !NeedLength(env, fn, "v", v, nv) ||
-      !NeedLength(env, fn, "o", o, no) || !NeedLength(env, fn, "p", p, np) ||
+      !NeedLength(env, fn, "o", o, no) || (keep_p && !NeedLength(env, fn, "p", p, np)) ||
       (has_bias && !NeedLength(env, fn, "bias", bias, static_cast<uint64_t>(d.b * d.sk))) ||
-      !CheckDisjoint(env, fn, {{&o, no}, {&p, np}}, {{&q, nq}, {&k, nk}, {&v, nv}, {&bias, has_bias ? bias.length : 0}}))
+      !CheckDisjoint(env, fn, {{&o, no}, {&p, keep_p ? np : 0}},
+                     {{&q, nq}, {&k, nk}, {&v, nv}, {&bias, has_bias ? bias.length : 0}}))
     return nullptr;
   if (d.b * d.h == 0 || d.sq == 0) return Undefined(env);
   const int64_t sq = d.sq, sk = d.sk, dh = d.dh, H = d.h;
@@ -842,16 +868,16 @@ napi_value AttentionStridedForward(napi_env env, napi_callback_info info) {
     const float* qi = q.data + At(lay.q, i, H);
     const float* ki = k.data + At(lay.k, i, H);
     const float* vi = v.data + At(lay.v, i, H);
-    float* pi = p.data + i * sq * sk;
+    thread_local std::vector<float> scratch;
+    if (!keep_p) scratch.resize(static_cast<size_t>(sq * sk));
+    float* pi = keep_p ? p.data + i * sq * sk : scratch.data();
     float* oi = o.data + At(lay.o, i, H);
     if (sk == 0 || dh == 0) {
       for (int64_t r = 0; r < sq; ++r) std::fill(oi + r * lay.o.row, oi + r * lay.o.row + dh, 0.0f);
       std::fill(pi, pi + sq * sk, sk == 0 ? 0.0f : 1.0f / static_cast<float>(sk));
       return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(sq), static_cast<blasint>(sk),
-                static_cast<blasint>(dh), d.scale, qi, static_cast<blasint>(lay.q.row), ki,
-                static_cast<blasint>(lay.k.row), 0.0f, pi, static_cast<blasint>(sk));
+    ItemProduct(bf16, false, true, sq, sk, dh, d.scale, qi, lay.q.row, ki, lay.k.row, pi, sk);
     const float* bi = has_bias ? bias.data + (i / H) * sk : nullptr;
     for (int64_t r = 0; r < sq; ++r) {
       float* row = pi + r * sk;
@@ -859,22 +885,21 @@ napi_value AttentionStridedForward(napi_env env, napi_callback_info info) {
         for (int64_t c = 0; c < sk; ++c) row[c] += bi[c];
       SoftmaxRow(row, row, sk);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(sq), static_cast<blasint>(dh),
-                static_cast<blasint>(sk), 1.0f, pi, static_cast<blasint>(sk), vi, static_cast<blasint>(lay.v.row), 0.0f,
-                oi, static_cast<blasint>(lay.o.row));
+    ItemProduct(bf16, false, false, sq, dh, sk, 1.0f, pi, sk, vi, lay.v.row, oi, lay.o.row);
   });
   return Undefined(env);
 }
 
-// attentionStridedBackward(dO, q, k, v, p, dq, dk, dv, B, H, Sq, Sk, dh, scale, layout):
+// attentionStridedBackward(dO, q, k, v, p, dq, dk, dv, B, H, Sq, Sk, dh, scale, layout, bf16):
 //   dV = Pᵀ dO, dP = dO Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)), dQ = scale · dS K, dK = scale · dSᵀ Q.
 napi_value AttentionStridedBackward(napi_env env, napi_callback_info info) {
   static const char* fn = "attentionStridedBackward";
   Args args;
   AttentionDims d;
   AttentionLayout lay;
-  if (!GetArgs(env, info, fn, 15, &args) || !GetAttentionDims(env, args, fn, 8, &d) ||
-      !GetAttentionLayout(env, args.values[14], fn, &lay))
+  bool bf16;
+  if (!GetArgs(env, info, fn, 16, &args) || !GetAttentionDims(env, args, fn, 8, &d) ||
+      !GetAttentionLayout(env, args.values[14], fn, &lay) || !GetAttentionBf16(env, args.values[15], fn, &bf16))
     return nullptr;
   F32View dout, q, k, v, p, dq, dk, dv;
   if (!GetF32(env, args.values[0], fn, "dO", &dout) || !GetF32(env, args.values[1], fn, "q", &q) ||
@@ -895,9 +920,7 @@ napi_value AttentionStridedBackward(napi_env env, napi_callback_info info) {
     return nullptr;
   if (d.b * d.h == 0) return Undefined(env);
   const int64_t sq = d.sq, sk = d.sk, dh = d.dh, H = d.h;
-  const auto bsq = static_cast<blasint>(sq), bsk = static_cast<blasint>(sk), bdh = static_cast<blasint>(dh);
-  const auto lq = static_cast<blasint>(lay.q.row), lk = static_cast<blasint>(lay.k.row),
-             lv = static_cast<blasint>(lay.v.row), lo = static_cast<blasint>(lay.o.row);
+  const int64_t lq = lay.q.row, lk = lay.k.row, lv = lay.v.row, lo = lay.o.row;
   ForEachHead(d, [&](int64_t i) {
     const float* doi = dout.data + At(lay.o, i, H);
     const float* qi = q.data + At(lay.q, i, H);
@@ -917,13 +940,11 @@ napi_value AttentionStridedBackward(napi_env env, napi_callback_info info) {
     }
     thread_local std::vector<float> ds;
     ds.resize(static_cast<size_t>(sq * sk));
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bsk, bdh, bsq, 1.0f, pi, bsk, doi, lo, 0.0f, dvi, lv);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bsq, bsk, bdh, 1.0f, doi, lo, vi, lv, 0.0f, ds.data(), bsk);
+    ItemProduct(bf16, true, false, sk, dh, sq, 1.0f, pi, sk, doi, lo, dvi, lv);
+    ItemProduct(bf16, false, true, sq, sk, dh, 1.0f, doi, lo, vi, lv, ds.data(), sk);
     for (int64_t r = 0; r < sq; ++r) SoftmaxGradRow(ds.data() + r * sk, pi + r * sk, ds.data() + r * sk, sk);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bsq, bdh, bsk, d.scale, ds.data(), bsk, ki, lk, 0.0f, dqi,
-                lq);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bsk, bdh, bsq, d.scale, ds.data(), bsk, qi, lq, 0.0f, dki,
-                lk);
+    ItemProduct(bf16, false, false, sq, dh, sk, d.scale, ds.data(), sk, ki, lk, dqi, lq);
+    ItemProduct(bf16, true, false, sk, dh, sq, d.scale, ds.data(), sk, qi, lq, dki, lk);
   });
   return Undefined(env);
 }
@@ -1983,7 +2004,7 @@ napi_value Info(napi_env env, napi_callback_info /*info*/) {
     return nullptr;
   // oneDNN: its version (null when not built in or it failed to start), the ISA it runs, and
   // whether the CPU has bf16 units (AVX-512 BF16 / AMX) it can use.
-  napi_value dnnl_value, isa_value, bf16_value, amx_value, vector_value;
+  napi_value dnnl_value, isa_value, bf16_value, amx_value, vector_value, attention_bf16_value;
   std::string isa = "none";
 #if defined(MUSE_HAVE_DNNL)
   if (Dnnl().ok) {
@@ -2004,6 +2025,10 @@ napi_value Info(napi_env env, napi_callback_info /*info*/) {
       !NapiOk(env, napi_get_boolean(env, HardwareAmx(), &amx_value), "napi_get_boolean") ||
       !NapiOk(env, napi_create_string_utf8(env, vmath::IsaName(), NAPI_AUTO_LENGTH, &vector_value), "string") ||
       !NapiOk(env, napi_set_named_property(env, obj, "vectorIsa", vector_value), "napi_set_named_property") ||
+      // attentionBf16: the attention calls may run their products in bf16 (AVX-512 BF16; no oneDNN).
+      !NapiOk(env, napi_get_boolean(env, bf16_gemm::Available(), &attention_bf16_value), "napi_get_boolean") ||
+      !NapiOk(env, napi_set_named_property(env, obj, "attentionBf16", attention_bf16_value),
+              "napi_set_named_property") ||
       !NapiOk(env, napi_set_named_property(env, obj, "dnnl", dnnl_value), "napi_set_named_property") ||
       !NapiOk(env, napi_set_named_property(env, obj, "isa", isa_value), "napi_set_named_property") ||
       !NapiOk(env, napi_set_named_property(env, obj, "bf16", bf16_value), "napi_set_named_property") ||

@@ -281,9 +281,9 @@ test('the strided native kernels refuse bad layouts and outputs that overlap', (
   const o = new Float32Array(b * s * d);
   const p = new Float32Array(b * h * s * s);
   const none = new Float32Array(0);
-  addon.attentionStridedForward(qkv, qkv, qkv, none, o, p, b, h, s, s, dh, 1, layout);
+  addon.attentionStridedForward(qkv, qkv, qkv, none, o, p, b, h, s, s, dh, 1, layout, false);
   assert.throws(
-    () => addon.attentionStridedForward?.(qkv, qkv, qkv, none, o, p, b, h, s, s, dh, 1, layout.subarray(0, 12)),
+    () => addon.attentionStridedForward?.(qkv, qkv, qkv, none, o, p, b, h, s, s, dh, 1, layout.subarray(0, 12), false),
     /16 entries/,
   );
   assert.throws(
@@ -302,20 +302,74 @@ test('the strided native kernels refuse bad layouts and outputs that overlap', (
         dh,
         1,
         Float64Array.from({ length: 16 }, (_, i) => (i === 11 ? 3 * d * s : layout[i])),
+        false,
       ),
     /too small/,
   );
   const dqkv = new Float32Array(qkv.length);
-  addon.attentionStridedBackward(o, qkv, qkv, qkv, p, dqkv, dqkv, dqkv, b, h, s, s, dh, 1, layout);
+  addon.attentionStridedBackward(o, qkv, qkv, qkv, p, dqkv, dqkv, dqkv, b, h, s, s, dh, 1, layout, false);
   // dq and dk on the same columns of one buffer: refused.
   const clash = Float64Array.from(layout);
   clash[7] = 1; // k's columns start at 1, inside q's [0, d)
   assert.throws(
-    () => addon.attentionStridedBackward?.(o, qkv, qkv, qkv, p, dqkv, dqkv, dqkv, b, h, s, s, dh, 1, clash),
+    () => addon.attentionStridedBackward?.(o, qkv, qkv, qkv, p, dqkv, dqkv, dqkv, b, h, s, s, dh, 1, clash, false),
     /two outputs overlap/,
   );
   assert.throws(
-    () => addon.attentionStridedBackward?.(o, qkv, qkv, qkv, p, qkv, dqkv, dqkv, b, h, s, s, dh, 1, layout),
+    () => addon.attentionStridedBackward?.(o, qkv, qkv, qkv, p, qkv, dqkv, dqkv, b, h, s, s, dh, 1, layout, false),
     /overlaps an input/,
   );
+});
+
+test('a forward outside any gradient scope keeps no probabilities and gives the same output', async (t) => {
+  const addon = loadNative();
+  if (addon?.attentionStridedForward) {
+    // Native: p of length 0 means none kept; o must not change.
+    const [b, h, sq, sk, dh] = [2, 3, 9, 11, 4];
+    const heads = (s: number) => [h * s * dh, s * dh, dh, 0];
+    const layout = Float64Array.from([...heads(sq), ...heads(sk), ...heads(sk), ...heads(sq)]);
+    const [qa, ka, va] = [values(b * h * sq * dh, 31), values(b * h * sk * dh, 32), values(b * h * sk * dh, 33)];
+    const kept = new Float32Array(b * h * sq * dh);
+    const none = new Float32Array(b * h * sq * dh);
+    const empty = new Float32Array(0);
+    addon.attentionStridedForward(
+      qa,
+      ka,
+      va,
+      empty,
+      kept,
+      new Float32Array(b * h * sq * sk),
+      b,
+      h,
+      sq,
+      sk,
+      dh,
+      0.5,
+      layout,
+      false,
+    );
+    addon.attentionStridedForward(qa, ka, va, empty, none, empty, b, h, sq, sk, dh, 0.5, layout, false);
+    assert.deepEqual(none, kept);
+  } else t.diagnostic('native attention not built: the op-level check only');
+  await initBackend({ backend: 'wasm', threads: 1 });
+  for (const backend of ['wasm', 'cpu']) {
+    await tf.setBackend(backend);
+    const [b, s, heads, d] = [2, 6, 2, 8];
+    const qkv = tf.tensor3d(values(b * s * 3 * d, 34), [b, s, 3 * d]);
+    let plain = tf.zeros([0]);
+    const profile = await tf.profile(() => {
+      plain = selfAttentionFused(qkv, heads);
+      return plain;
+    });
+    const kernel = profile.kernels.find((k) => k.name === 'MuseAttention');
+    assert.deepEqual(kernel?.outputShapes[1], [0], `${backend}: no probabilities kept`);
+    let inside: Float32Array | undefined;
+    const g = tf.grad((x: tf.Tensor) => {
+      const y = selfAttentionFused(x as tf.Tensor3D, heads);
+      inside = y.dataSync().slice() as Float32Array;
+      return tf.sum(y);
+    })(qkv);
+    assert.deepEqual(plain.dataSync(), inside, `${backend}: the same output with and without a gradient to come`);
+    tf.dispose([qkv, plain, g]);
+  }
 });

@@ -106,10 +106,13 @@ export interface NativeAddon {
     dh: number,
     scale: number,
     layout: Float64Array,
+    bf16: boolean,
   ): void;
   /**
    * Its gradients from dO (o's layout) and the saved p into dq, dk, dv (their operand's layout; they
    * may share one buffer when their column ranges do not meet, as a packed [B, S, 3D] gradient).
+   * bf16 (both calls): the per-item products with operands rounded to bf16 and fp32 accumulation
+   * (AVX-512 BF16; only where info().attentionBf16, else a RangeError).
    */
   attentionStridedBackward?(
     dO: Float32Array,
@@ -127,6 +130,7 @@ export interface NativeAddon {
     dh: number,
     scale: number,
     layout: Float64Array,
+    bf16: boolean,
   ): void;
   /** y = erf(x) over n elements (the C library's erf). Absent from older addons. */
   erfForward?(x: Float32Array, y: Float32Array, n: number): void;
@@ -263,6 +267,8 @@ export interface NativeAddon {
     amx?: boolean;
     /** The instruction set the addon's own vector loops run (exp, softmax, GELU, SiLU): avx512f, avx2 or baseline; `MUSE_VECTOR_ISA=baseline|avx2` forces a narrower one. */
     vectorIsa?: string;
+    /** The attention calls can run their products in bf16 (the CPU has AVX-512 BF16; oneDNN not needed). */
+    attentionBf16?: boolean;
   };
 }
 
@@ -339,6 +345,12 @@ export interface MatmulPolicy {
   mode: number;
   /** bf16 may be chosen (modes 3 and 4): the CPU has bf16 units and fp32 is not forced. */
   allowBf16: boolean;
+  /**
+   * The fused attention kernels may run their per-item products in bf16 (src/tensor/ops/attention.ts
+   * decides by shape): the CPU has AVX-512 BF16, fp32 is not forced and MUSE_MATMUL does not force
+   * an fp32 path (`openblas`, `onednn`).
+   */
+  attentionBf16: boolean;
   /** One line for `muse doctor` and benchmarks. */
   describe: string;
 }
@@ -386,7 +398,9 @@ export function matmulPolicy(addon: NativeAddon | undefined = loadNative()): Mat
       allowBf16 ? 'oneDNN bf16, ' : ''
     }oneDNN fp32 and OpenBLAS`;
   }
-  cachedPolicy = { mode, allowBf16, describe };
+  const attentionBf16 =
+    info?.attentionBf16 === true && !fp32Forced && !['openblas', 'onednn', 'onednn-fp32'].includes(select);
+  cachedPolicy = { mode, allowBf16, attentionBf16, describe };
   return cachedPolicy;
 }
 

@@ -10,6 +10,7 @@
 // them only where the native addon runs them (plain loops would lose to XNNPACK on pure wasm).
 import * as tf from '@tensorflow/tfjs-core';
 import { activeNative } from '../kernels/active-native.js';
+import { matmulPolicy } from '../native.js';
 import { registerJsKernel, runKernel } from './js-kernel.js';
 
 /** Batch, head and row stride and offset of one operand: (b, h, s, d) at offset + b·batch + h·head + s·row + d. */
@@ -31,6 +32,19 @@ interface StridedAttrs {
   /** Strides of q, k, v and o (dq, dk, dv and dO take their operand's), 16 numbers. */
   layout: number[];
   scale: number;
+  /** The native kernels' per-item products in bf16 (the plain-loop fallbacks ignore it). */
+  bf16?: boolean;
+  /** false: no gradient will be taken, so the forward keeps no probabilities (p is empty). */
+  keepP?: boolean;
+}
+
+/**
+ * Whether an attention of sk keys runs its products in bf16: where the policy allows it (AVX-512
+ * BF16, fp32 not forced) and there are at least 64 keys — with fewer (cross-attention to a short
+ * text) the products are too small for the rounding to buy anything.
+ */
+export function attentionInBf16(sk: number): boolean {
+  return sk >= 64 && matmulPolicy(activeNative()).attentionBf16;
 }
 
 function stridedAttrs(a: tf.NamedAttrMap): StridedAttrs & { outShape: number[]; grads: number[] } {
@@ -74,18 +88,21 @@ function at(layout: number[], operand: number, i: number, heads: number): number
 registerJsKernel({
   name: 'MuseAttention',
   outputs: (_s, attrs) => {
-    const { dims, outShape } = stridedAttrs(attrs);
+    const { dims, outShape, keepP } = stridedAttrs(attrs);
     const [b, h, sq, sk] = dims;
-    return [outShape, [b, h, sq, sk]];
+    return [outShape, keepP === false ? [0] : [b, h, sq, sk]];
   },
-  compute: ([q, k, v, bias], [o, p], _shapes, attrs) => {
+  compute: ([q, k, v, bias], [o, kept], _shapes, attrs) => {
     const { dims, layout, scale } = stridedAttrs(attrs);
     const [b, h, sq, sk, dh] = dims;
     const [lq, lk, lv, lo] = [layout[2], layout[6], layout[10], layout[14]];
+    // Without a kept p (no gradient to come) each item's probabilities live in one scratch buffer.
+    const p = kept.length ? kept : new Float32Array(sq * sk);
     for (let i = 0; i < b * h; i++) {
-      gemm(false, true, sq, sk, dh, scale, q, at(layout, 0, i, h), lq, k, at(layout, 1, i, h), lk, p, i * sq * sk, sk);
+      const pi = kept.length ? i * sq * sk : 0;
+      gemm(false, true, sq, sk, dh, scale, q, at(layout, 0, i, h), lq, k, at(layout, 1, i, h), lk, p, pi, sk);
       for (let r = 0; r < sq; r++) {
-        const o0 = i * sq * sk + r * sk;
+        const o0 = pi + r * sk;
         if (bias) for (let c = 0; c < sk; c++) p[o0 + c] += bias[Math.floor(i / h) * sk + c];
         let m = Number.NEGATIVE_INFINITY;
         for (let c = 0; c < sk; c++) m = Math.max(m, p[o0 + c]);
@@ -96,11 +113,11 @@ registerJsKernel({
         }
         for (let c = 0; c < sk; c++) p[o0 + c] /= sum;
       }
-      gemm(false, false, sq, dh, sk, 1, p, i * sq * sk, sk, v, at(layout, 2, i, h), lv, o, at(layout, 3, i, h), lo);
+      gemm(false, false, sq, dh, sk, 1, p, pi, sk, v, at(layout, 2, i, h), lv, o, at(layout, 3, i, h), lo);
     }
   },
   computeNative: (addon, [q, k, v, bias], [o, p], _shapes, attrs) => {
-    const { dims, layout, scale } = stridedAttrs(attrs);
+    const { dims, layout, scale, bf16 } = stridedAttrs(attrs);
     const [b, h, sq, sk, dh] = dims;
     addon.attentionStridedForward?.(
       q,
@@ -116,6 +133,7 @@ registerJsKernel({
       dh,
       scale,
       Float64Array.from(layout),
+      bf16 === true,
     );
   },
 });
@@ -153,10 +171,11 @@ registerJsKernel({
     }
   },
   computeNative: (addon, [dy, q, k, v, p], outs, _shapes, attrs) => {
-    const { dims, layout, scale, grads } = stridedAttrs(attrs);
+    const { dims, layout, scale, grads, bf16 } = stridedAttrs(attrs);
     const [b, h, sq, sk, dh] = dims;
     const [dq, dk, dv] = grads.map((g) => outs[g]);
-    addon.attentionStridedBackward?.(dy, q, k, v, p, dq, dk, dv, b, h, sq, sk, dh, scale, Float64Array.from(layout));
+    const strides = Float64Array.from(layout);
+    addon.attentionStridedBackward?.(dy, q, k, v, p, dq, dk, dv, b, h, sq, sk, dh, scale, strides, bf16 === true);
   },
 });
 
@@ -178,7 +197,17 @@ function stridedAttention(
   attrs: StridedAttrs & { outShape: number[] },
   bias?: tf.Tensor,
 ): tf.Tensor {
-  const all = { ...attrs, grads: operands } as unknown as tf.NamedAttrMap;
+  const bf16 = attrs.bf16 ?? attentionInBf16(attrs.dims[3]);
+  const all = { ...attrs, bf16, grads: operands } as unknown as tf.NamedAttrMap;
+  if (tf.engine().state.gradientDepth === 0) {
+    // Outside every gradient scope (generation, evaluation) nothing can ask for the gradient: skip
+    // the tape and the [B, H, Sq, Sk] probabilities the backward would need (16 MB a layer at the
+    // reference shape, written and never read).
+    const [q, k, v] = operands.map((i) => inputs[i]);
+    const [o, p] = runKernel('MuseAttention', bias ? { q, k, v, bias } : { q, k, v }, { ...all, keepP: false });
+    p.dispose();
+    return o;
+  }
   const f = tf.customGrad(((...args: unknown[]) => {
     const save = args.pop() as tf.GradSaveFunc;
     const ts = args as tf.Tensor[];
