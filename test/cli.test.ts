@@ -74,6 +74,13 @@ test('muse doctor reports the backend and a passing matmul check, then exits', (
       env: { ...process.env, MUSE_VECTOR_ISA: 'baseline' },
     });
     assert.match(forced.stdout, /vector loops baseline/);
+    // The attention line says which products it runs; forcing fp32 is honoured there too.
+    assert.match(r.out, /attention\s+fused; (products in bf16|fp32 products)/);
+    const fp32 = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'doctor'], {
+      encoding: 'utf8',
+      env: { ...process.env, MUSE_FP32: '1' },
+    });
+    assert.match(fp32.stdout, /attention\s+fused; fp32 products/);
   }
 });
 

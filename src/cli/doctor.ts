@@ -59,6 +59,14 @@ export async function doctorCommand(args: string[]): Promise<number> {
     console.log(`matmuls      ${matmulPolicy().describe}`);
     if (cpu?.isa) console.log(`cpu units    ${cpu.isa}${cpu.amx ? ' (AMX tiles)' : cpu.bf16 ? ' (AVX-512 BF16)' : ''}`);
     if (cpu?.vectorIsa) console.log(`vector loops ${cpu.vectorIsa} (exp, softmax, GELU, SiLU)`);
+    if (cpu?.attentionBf16 !== undefined)
+      console.log(
+        `attention    ${
+          matmulPolicy().attentionBf16
+            ? 'fused; products in bf16 (AVX-512 BF16) from 64 keys'
+            : `fused; fp32 products (${cpu.attentionBf16 ? 'bf16 not allowed by MUSE_FP32 / MUSE_MATMUL' : 'no AVX-512 BF16'})`
+        }`,
+      );
   }
   if (info.kernels.kernels.length) console.log(`kernel pack  ${info.kernels.kernels.join(', ')}`);
   console.log(`node         ${process.versions.node}`);
