@@ -17,20 +17,13 @@ import {
   softCrossEntropyComposite,
   softCrossEntropyRows,
 } from '../src/tensor/ops/cross-entropy.js';
+import { maxAbsDiff, seededValues } from './helpers/values.js';
 
 after(() => shutdownBackend());
 
-function values(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s / 2 ** 32 - 0.5) * 2 * scale;
-  });
-}
-
 const M = 5;
 const K = 7;
-const logits = values(M * K, 1, 3);
+const logits = seededValues(M * K, 1, 3);
 // Row 0 one-hot, row 1 uniform smoothing, rows 2–3 neighbour-like spreads, row 4 weights summing to 0.6.
 const targets = new Float32Array(M * K);
 targets[3] = 1;
@@ -66,12 +59,6 @@ function numericGrad(): Float64Array {
   return g;
 }
 
-function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-
 type Loss = (x: tf.Tensor2D, q: tf.Tensor2D) => tf.Scalar;
 const meanOfRows: Loss = (x, q) => tf.mean(softCrossEntropyRows(x, q)) as tf.Scalar;
 
@@ -87,18 +74,18 @@ function check(label: string, fn: Loss): void {
   const got = run(fn, logits, targets, M, K);
   const want = loss64(logits);
   assert.ok(Math.abs(got.loss - want) < 1e-6, `${label}: loss ${got.loss} vs ${want}`);
-  const err = maxAbs(got.grad, numericGrad());
+  const err = maxAbsDiff(got.grad, numericGrad());
   assert.ok(err < 1e-6, `${label}: gradient off by ${err}`);
 
   const hand = run(fn, Float32Array.from([Math.log(3), 0]), Float32Array.from([0.5, 0.5]), 1, 2);
   assert.ok(Math.abs(hand.loss - (-0.5 * Math.log(0.75) - 0.5 * Math.log(0.25))) < 1e-6, `${label}: hand case`);
   // d/dx = p·Σq − q = [¾ − ½, ¼ − ½]
-  assert.ok(maxAbs(hand.grad, [0.25, -0.25]) < 1e-6, `${label}: hand gradient ${hand.grad}`);
+  assert.ok(maxAbsDiff(hand.grad, [0.25, -0.25]) < 1e-6, `${label}: hand gradient ${hand.grad}`);
 
   // Logits 1e4 apart: p of the losing code underflows; the loss is 1e4·q_lose exactly.
   const far = run(fn, Float32Array.from([1e4, 0]), Float32Array.from([0.9, 0.1]), 1, 2);
   assert.ok(Number.isFinite(far.loss) && Math.abs(far.loss - 1e3) < 1e-2, `${label}: far logits loss ${far.loss}`);
-  assert.ok(maxAbs(far.grad, [0.1, -0.1]) < 1e-6, `${label}: far logits gradient ${far.grad}`);
+  assert.ok(maxAbsDiff(far.grad, [0.1, -0.1]) < 1e-6, `${label}: far logits gradient ${far.grad}`);
 }
 
 test('soft cross-entropy on this path: hand case, float64 values, finite-difference gradients, far logits', async () => {
@@ -127,7 +114,7 @@ test('at a training shape, the fused kernels match float64 (value 1e-6, gradient
     return;
   }
   const [m, k] = [301, 1024];
-  const x = values(m * k, 9, 8);
+  const x = seededValues(m * k, 9, 8);
   const q = new Float32Array(m * k).fill(0.1 / k);
   for (let r = 0; r < m; r++) q[r * k + ((r * 37) % k)] += 0.9;
   // Float64: loss and its gradient (p·Σq − q)/m, row by row.
@@ -149,6 +136,6 @@ test('at a training shape, the fused kernels match float64 (value 1e-6, gradient
   // (tfjs's composite form, summing 300k float32 terms in one pass, is ~1e-4 off here.)
   assert.ok(Math.abs(fused.loss - want) / want < 1e-6, `loss ${fused.loss} vs ${want}`);
   const scale = wantGrad.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
-  const err = maxAbs(fused.grad, wantGrad) / scale;
+  const err = maxAbsDiff(fused.grad, wantGrad) / scale;
   assert.ok(err < 1e-5, `gradient: relative error ${err}`);
 });

@@ -19,25 +19,18 @@ import {
   selfAttentionFused,
   splitHeads,
 } from '../src/tensor/ops/attention.js';
+import { maxAbsDiff, seededValues } from './helpers/values.js';
 
 after(() => {
   setMatmulPolicy();
   shutdownBackend();
 });
 
-function values(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s / 2 ** 32 - 0.5) * 2 * scale;
-  });
-}
-
 const [B, H, SQ, SK, DH] = [2, 3, 5, 7, 4];
-const q = values(B * H * SQ * DH, 1);
-const k = values(B * H * SK * DH, 2);
-const v = values(B * H * SK * DH, 3);
-const w = values(B * H * SQ * DH, 4); // loss = Σ o ⊙ w
+const q = seededValues(B * H * SQ * DH, 1);
+const k = seededValues(B * H * SK * DH, 2);
+const v = seededValues(B * H * SK * DH, 3);
+const w = seededValues(B * H * SQ * DH, 4); // loss = Σ o ⊙ w
 // Image 0 sees every key; image 1 has its last two keys masked out (as a text padding bias).
 const bias = Float32Array.from({ length: B * SK }, (_, i) => (i >= SK + SK - 2 ? -1e9 : 0));
 
@@ -85,12 +78,6 @@ function numericGrad(which: 0 | 1 | 2, withBias: boolean): Float64Array {
   return g;
 }
 
-function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-
 function run(fn: typeof attention, withBias: boolean) {
   return tf.tidy(() => {
     const qt = tf.tensor4d(q, [B, H, SQ, DH]);
@@ -121,7 +108,7 @@ function check(label: string, fn: typeof attention): void {
     const want = reference(withBias);
     assert.ok(Math.abs(got.loss - want.loss) < 1e-5, `${label}, bias ${withBias}: loss ${got.loss} vs ${want.loss}`);
     ['dq', 'dk', 'dv'].forEach((name, i) => {
-      const err = maxAbs(got.grads[i], want.grads[i]);
+      const err = maxAbsDiff(got.grads[i], want.grads[i]);
       assert.ok(err < 2e-5, `${label}, bias ${withBias}: ${name} off by ${err}`);
     });
     if (withBias) {
@@ -166,7 +153,11 @@ test('at a training shape, fused and composite agree (forward and gradients, rel
   }
   setMatmulPolicy({ precision: 'fp32' });
   const [b, h, sq, sk, dh] = [4, 8, 64, 88, 32];
-  const ins = [values(b * h * sq * dh, 5, 2), values(b * h * sk * dh, 6, 2), values(b * h * sk * dh, 7)];
+  const ins = [
+    seededValues(b * h * sq * dh, 5, 2),
+    seededValues(b * h * sk * dh, 6, 2),
+    seededValues(b * h * sk * dh, 7),
+  ];
   const mask = Float32Array.from({ length: b * sk }, (_, i) => (i % sk >= sk - 10 * (i % 3) ? -1e9 : 0));
   const outs = [attentionFused, attentionComposite].map((fn) =>
     tf.tidy(() => {
@@ -176,7 +167,7 @@ test('at a training shape, fused and composite agree (forward and gradients, rel
         tf.tensor4d(ins[2], [b, h, sk, dh]),
       ];
       const bt = tf.tensor4d(mask, [b, 1, 1, sk]);
-      const wt = tf.tensor4d(values(b * h * sq * dh, 8), [b, h, sq, dh]);
+      const wt = tf.tensor4d(seededValues(b * h * sq * dh, 8), [b, h, sq, dh]);
       const o = fn(qt, kt, vt, bt);
       const g = tf.grads((x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) =>
         tf.sum(tf.mul(fn(x as tf.Tensor4D, y as tf.Tensor4D, z as tf.Tensor4D, bt), wt)),
@@ -186,7 +177,7 @@ test('at a training shape, fused and composite agree (forward and gradients, rel
   );
   ['o', 'dq', 'dk', 'dv'].forEach((name, i) => {
     const scale = Math.max(...outs[1][i].map(Math.abs));
-    const err = maxAbs(outs[0][i], outs[1][i]) / scale;
+    const err = maxAbsDiff(outs[0][i], outs[1][i]) / scale;
     assert.ok(err < 1e-5, `${name}: relative error ${err}`);
   });
 });
@@ -206,8 +197,8 @@ function packedCase(fn: 'self' | 'rows', fused: boolean, withBias: boolean, forc
         )
       : undefined;
     if (fn === 'self') {
-      const qkv = tf.tensor3d(values(b * s * 3 * d, 11), [b, s, 3 * d]);
-      const w = tf.tensor3d(values(b * s * d, 12), [b, s, d]);
+      const qkv = tf.tensor3d(seededValues(b * s * 3 * d, 11), [b, s, 3 * d]);
+      const w = tf.tensor3d(seededValues(b * s * d, 12), [b, s, d]);
       const f = (x: tf.Tensor) => {
         if (fused) return (force ? selfAttentionFused : selfAttention)(x as tf.Tensor3D, h, bias);
         const [q, k, v] = tf.split(x, 3, -1);
@@ -216,10 +207,10 @@ function packedCase(fn: 'self' | 'rows', fused: boolean, withBias: boolean, forc
       const { value, grad } = tf.valueAndGrad((x: tf.Tensor) => tf.sum(tf.mul(f(x), w)) as tf.Scalar)(qkv);
       return [f(qkv), value, grad].map((x) => x.dataSync() as Float32Array);
     }
-    const q = tf.tensor3d(values(b * s * d, 13), [b, s, d]);
-    const k = tf.tensor4d(values(b * h * t * dh, 14), [b, h, t, dh]);
-    const v = tf.tensor4d(values(b * h * t * dh, 15), [b, h, t, dh]);
-    const w = tf.tensor3d(values(b * s * d, 16), [b, s, d]);
+    const q = tf.tensor3d(seededValues(b * s * d, 13), [b, s, d]);
+    const k = tf.tensor4d(seededValues(b * h * t * dh, 14), [b, h, t, dh]);
+    const v = tf.tensor4d(seededValues(b * h * t * dh, 15), [b, h, t, dh]);
+    const w = tf.tensor3d(seededValues(b * s * d, 16), [b, s, d]);
     const f = (x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) =>
       fused
         ? (force ? queryRowsAttentionFused : queryRowsAttention)(
@@ -243,7 +234,7 @@ function checkPacked(label: string, force = false): void {
       const want = packedCase(fn, false, withBias);
       got.forEach((g, i) => {
         assert.equal(g.length, want[i].length);
-        const err = maxAbs(g, want[i]);
+        const err = maxAbsDiff(g, want[i]);
         assert.ok(err < 2e-5, `${label} ${fn}, bias ${withBias}: output ${i} off by ${err}`);
       });
     }
@@ -275,7 +266,7 @@ test('the strided native kernels refuse bad layouts and outputs that overlap', (
   }
   const [b, h, s, dh] = [1, 2, 3, 2];
   const d = h * dh;
-  const qkv = values(b * s * 3 * d, 21);
+  const qkv = seededValues(b * s * 3 * d, 21);
   const rows = (width: number, col: number) => [s * width, dh, width, col];
   const layout = Float64Array.from([...rows(3 * d, 0), ...rows(3 * d, d), ...rows(3 * d, 2 * d), ...rows(d, 0)]);
   const o = new Float32Array(b * s * d);
@@ -328,7 +319,11 @@ test('a forward outside any gradient scope keeps no probabilities and gives the 
     const [b, h, sq, sk, dh] = [2, 3, 9, 11, 4];
     const heads = (s: number) => [h * s * dh, s * dh, dh, 0];
     const layout = Float64Array.from([...heads(sq), ...heads(sk), ...heads(sk), ...heads(sq)]);
-    const [qa, ka, va] = [values(b * h * sq * dh, 31), values(b * h * sk * dh, 32), values(b * h * sk * dh, 33)];
+    const [qa, ka, va] = [
+      seededValues(b * h * sq * dh, 31),
+      seededValues(b * h * sk * dh, 32),
+      seededValues(b * h * sk * dh, 33),
+    ];
     const kept = new Float32Array(b * h * sq * dh);
     const none = new Float32Array(b * h * sq * dh);
     const empty = new Float32Array(0);
@@ -355,7 +350,7 @@ test('a forward outside any gradient scope keeps no probabilities and gives the 
   for (const backend of ['wasm', 'cpu']) {
     await tf.setBackend(backend);
     const [b, s, heads, d] = [2, 6, 2, 8];
-    const qkv = tf.tensor3d(values(b * s * 3 * d, 34), [b, s, 3 * d]);
+    const qkv = tf.tensor3d(seededValues(b * s * 3 * d, 34), [b, s, 3 * d]);
     let plain = tf.zeros([0]);
     const profile = await tf.profile(() => {
       plain = selfAttentionFused(qkv, heads);

@@ -6,16 +6,9 @@ import { after, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { leadingAxes } from '../src/tensor/kernels/sum.js';
+import { seededValues } from './helpers/values.js';
 
 after(() => shutdownBackend());
-
-function values(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 32 - 0.5;
-  });
-}
 
 test('leadingAxes names the leading axes only', () => {
   assert.equal(leadingAxes([0, 1], 3), 2);
@@ -36,7 +29,7 @@ test('sum over leading axes matches float64 (bias-gradient shapes, keepDims, odd
     [[3, 2, 4, 5], [0, -3], false],
   ] as Array<[number[], number | number[], boolean]>) {
     const n = shape.reduce((a, b) => a * b, 1);
-    const x = values(n, n);
+    const x = seededValues(n, n, 0.5);
     const k = leadingAxes(axis, shape.length);
     const d = n / shape.slice(0, k).reduce((a, b) => a * b, 1);
     const want = new Float64Array(d);
