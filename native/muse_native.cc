@@ -774,6 +774,20 @@ bool CheckRows(napi_env env, const char* fn, const char* name, const AttentionDi
   return true;
 }
 
+// Elements q, k, v and o (and the kept probabilities p) span under a call's layout.
+struct AttentionExtents {
+  uint64_t q, k, v, o, p;
+};
+
+// The row checks of all four operands (o named o_name: "o" forward, "dO" backward) and their extents.
+bool CheckAttentionOperands(napi_env env, const char* fn, const AttentionDims& d, const AttentionLayout& lay,
+                            const char* o_name, AttentionExtents* e) {
+  *e = {StridedExtent(d, lay.q, d.sq), StridedExtent(d, lay.k, d.sk), StridedExtent(d, lay.v, d.sk),
+        StridedExtent(d, lay.o, d.sq), static_cast<uint64_t>(d.b * d.h) * d.sq * d.sk};
+  return CheckRows(env, fn, "q", d, lay.q, d.sq) && CheckRows(env, fn, "k", d, lay.k, d.sk) &&
+         CheckRows(env, fn, "v", d, lay.v, d.sk) && CheckRows(env, fn, o_name, d, lay.o, d.sq);
+}
+
 // Outputs must not overlap inputs. Two outputs may share one buffer (dq, dk and dv of a packed
 // projection) only with the same batch and row strides, head stride dh and column ranges
 // [offset, offset + H·dh) that do not meet; otherwise they must not overlap either.
@@ -850,13 +864,11 @@ napi_value AttentionStridedForward(napi_env env, napi_callback_info info) {
       !GetF32(env, args.values[2], fn, "v", &v) || !GetF32(env, args.values[3], fn, "bias", &bias) ||
       !GetF32(env, args.values[4], fn, "o", &o) || !GetF32(env, args.values[5], fn, "p", &p))
     return nullptr;
-  const uint64_t nq = StridedExtent(d, lay.q, d.sq), nk = StridedExtent(d, lay.k, d.sk),
-                 nv = StridedExtent(d, lay.v, d.sk), no = StridedExtent(d, lay.o, d.sq),
-                 np = static_cast<uint64_t>(d.b * d.h) * d.sq * d.sk;
+  AttentionExtents e;
+  if (!CheckAttentionOperands(env, fn, d, lay, "o", &e)) return nullptr;
+  const uint64_t nq = e.q, nk = e.k, nv = e.v, no = e.o, np = e.p;
   const bool has_bias = bias.length > 0, keep_p = p.length > 0;
-  if (!CheckRows(env, fn, "q", d, lay.q, d.sq) || !CheckRows(env, fn, "k", d, lay.k, d.sk) ||
-      !CheckRows(env, fn, "v", d, lay.v, d.sk) || !CheckRows(env, fn, "o", d, lay.o, d.sq) ||
-      !NeedLength(env, fn, "q", q, nq) || !NeedLength(env, fn, "k", k, nk) || !NeedLength(env, fn, "v", v, nv) ||
+  if (!NeedLength(env, fn, "q", q, nq) || !NeedLength(env, fn, "k", k, nk) || !NeedLength(env, fn, "v", v, nv) ||
       !NeedLength(env, fn, "o", o, no) || (keep_p && !NeedLength(env, fn, "p", p, np)) ||
       (has_bias && !NeedLength(env, fn, "bias", bias, static_cast<uint64_t>(d.b * d.sk))) ||
       !CheckDisjoint(env, fn, {{&o, no}, {&p, keep_p ? np : 0}},
@@ -907,12 +919,10 @@ napi_value AttentionStridedBackward(napi_env env, napi_callback_info info) {
       !GetF32(env, args.values[4], fn, "p", &p) || !GetF32(env, args.values[5], fn, "dq", &dq) ||
       !GetF32(env, args.values[6], fn, "dk", &dk) || !GetF32(env, args.values[7], fn, "dv", &dv))
     return nullptr;
-  const uint64_t nq = StridedExtent(d, lay.q, d.sq), nk = StridedExtent(d, lay.k, d.sk),
-                 nv = StridedExtent(d, lay.v, d.sk), no = StridedExtent(d, lay.o, d.sq),
-                 np = static_cast<uint64_t>(d.b * d.h) * d.sq * d.sk;
-  if (!CheckRows(env, fn, "q", d, lay.q, d.sq) || !CheckRows(env, fn, "k", d, lay.k, d.sk) ||
-      !CheckRows(env, fn, "v", d, lay.v, d.sk) || !CheckRows(env, fn, "dO", d, lay.o, d.sq) ||
-      !NeedLength(env, fn, "dO", dout, no) || !NeedLength(env, fn, "q", q, nq) || !NeedLength(env, fn, "k", k, nk) ||
+  AttentionExtents e;
+  if (!CheckAttentionOperands(env, fn, d, lay, "dO", &e)) return nullptr;
+  const uint64_t nq = e.q, nk = e.k, nv = e.v, no = e.o, np = e.p;
+  if (!NeedLength(env, fn, "dO", dout, no) || !NeedLength(env, fn, "q", q, nq) || !NeedLength(env, fn, "k", k, nk) ||
       !NeedLength(env, fn, "v", v, nv) || !NeedLength(env, fn, "p", p, np) || !NeedLength(env, fn, "dq", dq, nq) ||
       !NeedLength(env, fn, "dk", dk, nk) || !NeedLength(env, fn, "dv", dv, nv) ||
       !CheckAttentionOutputs(env, fn, d, {{&dq, nq, lay.q}, {&dk, nk, lay.k}, {&dv, nv, lay.v}},
