@@ -19,7 +19,9 @@ import { initBackend, shutdownBackend } from '../src/tensor/backend.js';
 import { Rng } from '../src/tensor/random.js';
 import { loadSafetensors } from '../src/tensor/safetensors.js';
 import { USE_LITE_ID } from '../src/text/use-lite.js';
+import { saveTokenizer } from '../src/tokenizer/checkpoint.js';
 import { tokenizerPreset } from '../src/tokenizer/config.js';
+import { initTokenizer } from '../src/tokenizer/model.js';
 import { saveTransformer } from '../src/transformer/checkpoint.js';
 import { maskTokenId, transformerConfig } from '../src/transformer/config.js';
 import { forward, initTransformer } from '../src/transformer/model.js';
@@ -463,5 +465,101 @@ test('muse generate, inpaint, outpaint and edit on a model folder, with --frames
   assert.match(
     cli('inpaint', join(out, 'in.png'), join(out, 'missing.png'), 'x', '--model', folder).err,
     /no such mask/,
+  );
+});
+
+test('a super-res stage with its own tokenizer: base images re-encoded by it, every verb at both sizes', async () => {
+  // Muse §2.4: the super-res stage's tokens (and its low-res conditioning) come from a second
+  // tokenizer. Here another tiny tokenizer (other weights) beside the same base and super-res models.
+  const mixed = join(dir, 'model-sr-own-tokenizer');
+  mkdirSync(mixed);
+  for (const f of ['tokenizer.safetensors', 'base.safetensors', 'superres.safetensors'])
+    copyFileSync(join(srFolder, f), join(mixed, f));
+  const tc = tokenizerPreset('tiny');
+  await saveTokenizer(join(mixed, 'sr-tokenizer.safetensors'), initTokenizer(tc, new Rng(21)), tc);
+  const file = JSON.parse(readFileSync(join(srFolder, 'pipeline.json'), 'utf8'));
+  const spec = {
+    ...file,
+    superresTokenizer: 'sr-tokenizer.safetensors',
+    defaults: { ...file.defaults, superresChoice: 'mean-code', choiceTemperature: 0, superresSteps: 2 },
+  };
+  writeFileSync(join(mixed, 'pipeline.json'), JSON.stringify(spec));
+  const m = await MusePipeline.load(mixed);
+  try {
+    assert.notEqual(m.superresTokenizer, m.tokenizer);
+    // With the deterministic mean-code choice the super-res result depends only on its low-res
+    // tokens: generating at 32 px must equal upscaling the 16 px image of the same seed, which the
+    // super-res tokenizer encodes — so the base tokens were decoded and re-encoded, not passed on.
+    const small = await m.generate('a red apple', { seed: 3, size: SIZE });
+    const big = await m.generate('a red apple', { seed: 3 });
+    const up = await m.upscale(small.images[0], 'a red apple', { seed: 9 });
+    assert.equal(big.images[0].width, 2 * SIZE);
+    assert.deepEqual(big.tokens, up.tokens);
+    assert.deepEqual(big.images[0].data, up.images[0].data);
+    const direct = await m.superresTokenizer.decode(up.tokens, 8, 8);
+    assert.deepEqual(up.images[0].data, direct[0].data, 'the 32 px image is the super-res tokenizer’s decoding');
+    // Inpainting keeps the original's high-res tokens as that tokenizer reads them; outpaint and edit run.
+    const rng = new Rng(12);
+    const image: RgbImage = {
+      width: 32,
+      height: 32,
+      data: Uint8Array.from({ length: 32 * 32 * 3 }, () => rng.int(256)),
+    };
+    const mask: PixelMask = { width: 32, height: 32, data: new Uint8Array(32 * 32) };
+    for (let y = 0; y < 16; y++) for (let x = 0; x < 16; x++) mask.data[y * 32 + x] = 1;
+    const known = await m.superresTokenizer.encode([image]);
+    const tm = tokenMask(mask, 4);
+    const r = await m.inpaint(image, mask, 'sun', { seed: 5 });
+    for (let i = 0; i < 64; i++) if (!tm[i]) assert.equal(r.tokens[i], known[i]);
+    const out = await m.outpaint(image, { right: 8 }, 'sun', { seed: 2, steps: 2 });
+    assert.deepEqual(out.grid, [8, 10]);
+    for (let y = 0; y < 8; y++) for (let x = 0; x < 8; x++) assert.equal(out.tokens[y * 10 + x], known[y * 8 + x]);
+    assert.equal((await m.edit(image, 'sun', { iterations: 2, seed: 1 })).images[0].width, 32);
+  } finally {
+    m.dispose();
+  }
+  // One clear error each: a super-res tokenizer of another downsampling factor; one without a super-res stage.
+  const other = tokenizerPreset('tiny');
+  const f8 = { ...other, channelMult: [...other.channelMult, other.channelMult[other.channelMult.length - 1]] };
+  await saveTokenizer(join(mixed, 'sr-tokenizer.safetensors'), initTokenizer(f8, new Rng(22)), f8);
+  await assert.rejects(MusePipeline.load(mixed), /super-res tokenizer downsamples by 8, the base tokenizer by 4/);
+  const { superres: _s, superresSize: _z, ...noStage } = spec;
+  writeFileSync(join(mixed, 'pipeline.json'), JSON.stringify(noStage));
+  await assert.rejects(MusePipeline.load(mixed), /"superresTokenizer" needs a "superres" stage/);
+});
+
+test('assemble --superres-tokenizer: the stage gets its own tokenizer file; a mismatched codebook is refused', async () => {
+  const tc = tokenizerPreset('tiny');
+  const srTok = join(dir, 'sr-own-tokenizer.safetensors');
+  await saveTokenizer(srTok, initTokenizer(tc, new Rng(23)), tc);
+  const out = join(dir, 'assembled-own-tokenizer');
+  const file = await assemblePipeline({
+    tokenizer: join(folder, 'tokenizer.safetensors'),
+    base: join(folder, 'base.safetensors'),
+    superres: join(srFolder, 'superres.safetensors'),
+    superresTokenizer: srTok,
+    out,
+    textEncoder: USE_LITE_ID,
+  });
+  assert.equal(file.superresTokenizer, 'superres-tokenizer.safetensors');
+  const m = await MusePipeline.load(out);
+  try {
+    assert.notEqual(m.superresTokenizer, m.tokenizer);
+    assert.equal((await m.generate('a red apple', { seed: 1, steps: 2, superresSteps: 2 })).images[0].width, 2 * SIZE);
+  } finally {
+    m.dispose();
+  }
+  const wide = { ...tc, codebookSize: 2 * tc.codebookSize };
+  await saveTokenizer(srTok, initTokenizer(wide, new Rng(24)), wide);
+  await assert.rejects(
+    assemblePipeline({
+      tokenizer: join(folder, 'tokenizer.safetensors'),
+      base: join(folder, 'base.safetensors'),
+      superres: join(srFolder, 'superres.safetensors'),
+      superresTokenizer: srTok,
+      out: join(dir, 'assembled-bad'),
+      textEncoder: USE_LITE_ID,
+    }),
+    /but its tokenizer has 128/,
   );
 });

@@ -6,14 +6,16 @@ import { MuseError } from '../util/errors.js';
 import { decodingOptions, samplingArgs } from './decoding-options.js';
 import { helpAsked, numberOption } from './options.js';
 
-export const assembleHelp = `Usage: muse assemble --tokenizer FILE --base FILE [--superres FILE] --out DIR
+export const assembleHelp = `Usage: muse assemble --tokenizer FILE --base FILE [--superres FILE [--superres-tokenizer FILE]] --out DIR
     [--steps 12] [--superres-steps 8] [--superres-choice sample] [--guidance 3] [--guidance-schedule linear] [--temperature 1]
     [--top-k 0] [--choice-temperature 4.5] [--schedule cosine] [--default-size PX] [--text-encoder ID]
     [--note key=value ...]
 
   Re-saves each component in F16 with its training metadata (and the last validation figures of the
   run folder it comes from), and writes DIR/pipeline.json for \`muse generate --model DIR\`; the
-  decoding options given become the model's defaults.`;
+  decoding options given become the model's defaults. --superres-tokenizer gives the super-res stage
+  its own tokenizer (the one its training cache was encoded with; Muse pairs the super-res stage with
+  a second VQ tokenizer): the base stage's images are re-encoded by it before the super-res stage.`;
 
 export async function assembleCommand(args: string[]): Promise<number> {
   if (helpAsked(args, assembleHelp)) return 0;
@@ -23,6 +25,7 @@ export async function assembleCommand(args: string[]): Promise<number> {
       tokenizer: { type: 'string' },
       base: { type: 'string' },
       superres: { type: 'string' },
+      'superres-tokenizer': { type: 'string' },
       out: { type: 'string' },
       ...samplingArgs,
       note: { type: 'string', multiple: true },
@@ -46,6 +49,7 @@ export async function assembleCommand(args: string[]): Promise<number> {
     tokenizer: values.tokenizer,
     base: values.base,
     superres: values.superres,
+    superresTokenizer: values['superres-tokenizer'],
     out: values.out,
     defaults,
     notes,

@@ -60,7 +60,8 @@ export async function evaluateSuperres(
       throw new MuseError(`${s.key}: ${s.image.width}×${s.image.height}, expected ${high}×${high} images`);
     const real = s.image;
     const small = await resizeRgb(real, low);
-    const [lowRecon] = await muse.tokenizer.reconstruct([small]);
+    // The super-res stage's tokenizer (its low-res conditioning is that tokenizer's reading of `small`).
+    const [lowRecon] = await muse.superresTokenizer.reconstruct([small]);
     const bicubic = await resizeRgb(lowRecon, high, 'cubic');
     const caption = s.captions[0] ?? '';
     const seed = (o.seed ?? 0) + pairs.bicubic.length;
@@ -71,7 +72,7 @@ export async function evaluateSuperres(
     ).images[0];
     const meanCode = (await muse.upscale(small, caption, { seed, superresChoice: 'mean-code', choiceTemperature: 0 }))
       .images[0];
-    const [recon] = await muse.tokenizer.reconstruct([real]);
+    const [recon] = await muse.superresTokenizer.reconstruct([real]);
     pairs.bicubic.push([bicubic, real]);
     pairs.superres.push([sr, real]);
     pairs.greedy.push([greedy, real]);

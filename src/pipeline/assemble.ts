@@ -12,6 +12,8 @@ export interface AssembleOptions {
   tokenizer: string;
   base: string;
   superres?: string;
+  /** The super-res stage's own tokenizer (Muse §2.4), when it is not `tokenizer`. */
+  superresTokenizer?: string;
   out: string;
   defaults?: Partial<DecodingDefaults>;
   /** What `generate` makes unless told (default: the largest size). */
@@ -32,7 +34,9 @@ function lastValidation(weights: string): string | undefined {
 }
 
 export async function assemblePipeline(o: AssembleOptions): Promise<PipelineFile> {
-  for (const f of [o.tokenizer, o.base, o.superres]) if (f && !existsSync(f)) throw new MuseError(`no such file: ${f}`);
+  for (const f of [o.tokenizer, o.base, o.superres, o.superresTokenizer])
+    if (f && !existsSync(f)) throw new MuseError(`no such file: ${f}`);
+  if (o.superresTokenizer && !o.superres) throw new MuseError('a super-res tokenizer needs a super-res stage');
   mkdirSync(o.out, { recursive: true });
   const notes = o.notes ?? {};
   const tok = await loadTokenizer(o.tokenizer);
@@ -68,6 +72,24 @@ export async function assemblePipeline(o: AssembleOptions): Promise<PipelineFile
     if (!sr.config.lowres) throw new MuseError(`${o.superres} is not a super-res model`);
     await saveStage(join(o.out, 'superres.safetensors'), sr, 'muse-superres', o.superres, notes);
     file.superres = 'superres.safetensors';
+    let srCodes = tok.config.codebookSize;
+    if (o.superresTokenizer) {
+      const srTok = await loadTokenizer(o.superresTokenizer);
+      if (downsampleFactor(srTok.config) !== f)
+        throw new MuseError(
+          `${o.superresTokenizer} downsamples by ${downsampleFactor(srTok.config)}, the base tokenizer by ${f} (they must match)`,
+        );
+      await saveTokenizer(join(o.out, 'superres-tokenizer.safetensors'), srTok.params, srTok.config, {
+        dtype: 'F16',
+        extra: { ...stripFormat(srTok.metadata), ...notes, source: o.superresTokenizer },
+      });
+      file.superresTokenizer = 'superres-tokenizer.safetensors';
+      srCodes = srTok.config.codebookSize;
+    }
+    if (sr.config.codebookSize !== srCodes || sr.config.lowres.codebookSize !== srCodes)
+      throw new MuseError(
+        `${o.superres}: ${sr.config.codebookSize} codes (low-res ${sr.config.lowres.codebookSize}), but its tokenizer has ${srCodes}`,
+      );
     file.superresSize = sr.config.grid[0] * f;
     file.defaultSize = file.superresSize;
   }

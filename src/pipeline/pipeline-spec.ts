@@ -46,8 +46,15 @@ export interface PipelineFile {
   /** File names inside the folder. */
   tokenizer: string;
   base: string;
-  /** The super-res transformer (optional); the same tokenizer decodes both sizes. */
+  /** The super-res transformer (optional); `tokenizer` decodes both sizes unless superresTokenizer is set. */
   superres?: string;
+  /**
+   * The super-res stage's own tokenizer (optional, with `superres`): it encodes the stage's low-res
+   * conditioning and its high-res tokens, as Muse §2.4 pairs the super-res stage with a second VQ
+   * tokenizer. The base stage's tokens are then decoded by `tokenizer` and the image re-encoded by
+   * this one before the super-res stage. Both must have the same downsampling factor.
+   */
+  superresTokenizer?: string;
   /** The text encoder the transformers were trained with (its id). */
   textEncoder: string;
   /** Side of the base model's images in pixels. */
@@ -98,11 +105,14 @@ export function parsePipelineFile(
   for (const key of ['tokenizer', 'base', 'textEncoder'] as const) {
     if (typeof raw[key] !== 'string') throw new MuseError(`${file}: "${key}" must be a string`);
   }
-  if (raw.superres !== undefined && typeof raw.superres !== 'string')
-    throw new MuseError(`${file}: "superres" must be a string`);
+  for (const key of ['superres', 'superresTokenizer'] as const)
+    if (raw[key] !== undefined && typeof raw[key] !== 'string')
+      throw new MuseError(`${file}: "${key}" must be a string`);
+  if (raw.superresTokenizer !== undefined && raw.superres === undefined)
+    throw new MuseError(`${file}: "superresTokenizer" needs a "superres" stage`);
   // Component files: regular files inside the folder (no "..", no absolute path, no symlink out,
   // no FIFO or device), whatever the folder's author wrote.
-  for (const key of ['tokenizer', 'base', 'superres'] as const) {
+  for (const key of ['tokenizer', 'base', 'superres', 'superresTokenizer'] as const) {
     if (raw[key] !== undefined) checkName(raw[key] as string, `${file}: "${key}"`);
   }
   if (!Number.isInteger(raw.imageSize) || (raw.imageSize as number) < 1)

@@ -140,17 +140,25 @@ export class MusePipeline {
     checkStage(folder, 'base', base.config, tokenizer.codebookSize, file.imageSize / f);
     let superres: Stage | undefined;
     if (file.superres) {
+      // Muse §2.4: the super-res stage may have its own tokenizer (its low-res conditioning too).
+      const srTokenizer = file.superresTokenizer
+        ? await VqTokenizer.load({ source, name: file.superresTokenizer })
+        : tokenizer;
+      if (srTokenizer.downsample !== f)
+        throw new MuseError(
+          `${folder}: the super-res tokenizer downsamples by ${srTokenizer.downsample}, the base tokenizer by ${f} (they must match)`,
+        );
       const sr = await loadTransformer({ source, name: file.superres });
-      checkStage(folder, 'superres', sr.config, tokenizer.codebookSize, (file.superresSize as number) / f);
+      checkStage(folder, 'superres', sr.config, srTokenizer.codebookSize, (file.superresSize as number) / f);
       if (!sr.config.lowres || sr.config.lowres.grid.join() !== base.config.grid.join())
         throw new MuseError(
           `${folder}: the super-res model is not conditioned on the base model's ${base.config.grid.join('×')} grid`,
         );
-      if (sr.config.lowres.codebookSize !== tokenizer.codebookSize)
-        throw new MuseError(`${folder}: the super-res model's low-res codebook differs from the tokenizer's`);
+      if (sr.config.lowres.codebookSize !== srTokenizer.codebookSize)
+        throw new MuseError(`${folder}: the super-res model's low-res codebook differs from its tokenizer's`);
       if (sr.config.textDim !== base.config.textDim || sr.config.textTokens !== base.config.textTokens)
         throw new MuseError(`${folder}: the base and super-res models expect different text embeddings`);
-      superres = new Stage('superres', sr.params, sr.config, file.superresSize as number);
+      superres = new Stage('superres', sr.params, sr.config, file.superresSize as number, srTokenizer);
     }
     let text = options.textEncoder;
     if (!text) {
@@ -164,7 +172,7 @@ export class MusePipeline {
       throw new MuseError(
         `${folder}: the text encoder gives ${text.maxTokens}×${text.dim}, the model takes ${base.config.textTokens}×${base.config.textDim}`,
       );
-    const baseStage = new Stage('base', base.params, base.config, file.imageSize);
+    const baseStage = new Stage('base', base.params, base.config, file.imageSize, tokenizer);
     return new MusePipeline(folder, file, tokenizer, text, superres ? [baseStage, superres] : [baseStage]);
   }
 
@@ -265,8 +273,7 @@ export class MusePipeline {
     // Two rows per image (guidance), floats per token per layer; measured 27.6 MB per 32 px image.
     const transformer =
       2 * n * 4 * (c.layers * (3 * c.width + 2 * c.mlp + 2 * c.heads * (n + context)) + 3 * (c.codebookSize + 1));
-    const t = this.tokenizer.config;
-    const decoder = size * size * t.channels * Math.max(...t.channelMult) * 72;
+    const decoder = size * size * decoderBytesPerPixel(stage.tokenizer);
     return 2.5 * transformer + decoder;
   }
 
@@ -277,7 +284,7 @@ export class MusePipeline {
     const stages = this.stages.slice(1);
     const r = await this.request(prompt, o, { fitSize: last(stages).size });
     const progress = new StepCounter(plannedSteps(stages, r.sampling), o.onStep);
-    const low = this.repeat(await this.tokenizer.encode([image]), r.prompts.length);
+    const low = this.repeat(await stages[0].tokenizer.encode([image]), r.prompts.length);
     const tokens = await this.runStages(stages, r, progress, (stage) => stage.blank(r.prompts.length), low);
     return this.finish(tokens, last(stages), r);
   }
@@ -303,8 +310,8 @@ export class MusePipeline {
     const tokens = await this.runStages(stages, r, progress, async (stage) =>
       this.masked(
         stage,
-        await this.tokenizer.encode([imageAt(image, stage.size)]),
-        tokenMask(stage.size === mask.width ? mask : downsampleMask(mask, stage.size), this.tokenizer.downsample),
+        await stage.tokenizer.encode([imageAt(image, stage.size)]),
+        tokenMask(stage.size === mask.width ? mask : downsampleMask(mask, stage.size), stage.tokenizer.downsample),
         r.prompts.length,
       ),
     );
@@ -351,7 +358,7 @@ export class MusePipeline {
         left: ext.left * scale,
         right: ext.right * scale,
       };
-      const known = this.repeat(await this.tokenizer.encode([imageAt(image, stage.size)]), B);
+      const known = this.repeat(await stage.tokenizer.encode([imageAt(image, stage.size)]), B);
       const canvas = extendCanvas(known, B, ...stage.grid, stageExt, stage.maskId);
       const origin = { row: stageExt.top, col: stageExt.left };
       plans.push({ stage, canvas, origin, windows: windowsToFill(canvas, stage.grid, origin, stage.maskId).length });
@@ -361,9 +368,14 @@ export class MusePipeline {
       o.onStep,
     );
     let done = await this.outpaintStage(plans[0], r, progress);
-    for (let i = 1; i < plans.length; i++)
-      done = await this.outpaintStage(plans[i], r, progress, { stage: plans[i - 1].stage, canvas: done });
-    const images = (await this.tokenizer.decode(done.tokens, done.height, done.width)).map((img) =>
+    for (let i = 1; i < plans.length; i++) {
+      const below = {
+        stage: plans[i - 1].stage,
+        canvas: await this.translateCanvas(done, plans[i - 1].stage, plans[i].stage),
+      };
+      done = await this.outpaintStage(plans[i], r, progress, below);
+    }
+    const images = (await last(plans).stage.tokenizer.decode(done.tokens, done.height, done.width)).map((img) =>
       pasteImage(img, image, ext.left * unit, ext.top * unit),
     );
     return { images, tokens: done.tokens, grid: [done.height, done.width], notes: r.notes };
@@ -403,7 +415,10 @@ export class MusePipeline {
               rng: r.rng,
               onStep: (_s, _n, t) => {
                 const c = place(t);
-                return progress.step(() => this.tokensToImages(c.tokens, c.height, c.width, stage.maskId), c.tokens);
+                return progress.step(
+                  () => this.tokensToImages(c.tokens, c.height, c.width, stage.maskId, stage.tokenizer),
+                  c.tokens,
+                );
               },
             });
             ran += out.steps;
@@ -437,7 +452,7 @@ export class MusePipeline {
     const iterations = o.iterations ?? e.iterations;
     const superres = stages.slice(1);
     const progress = new StepCounter(iterations + plannedSteps(superres, r.sampling), o.onStep);
-    const start = this.repeat(await this.tokenizer.encode([imageAt(image, this.imageSize)]), r.prompts.length);
+    const start = this.repeat(await this.base.tokenizer.encode([imageAt(image, this.imageSize)]), r.prompts.length);
     const model = this.base.model(r.text, r.guidance);
     const [h, w] = this.grid;
     let tokens: Int32Array;
@@ -462,18 +477,27 @@ export class MusePipeline {
     } finally {
       model.dispose();
     }
-    tokens = await this.runStages(superres, r, progress, (stage) => stage.blank(r.prompts.length), tokens);
+    tokens = await this.runStages(superres, r, progress, (stage) => stage.blank(r.prompts.length), tokens, this.base);
     return this.finish(tokens, last(stages), r);
   }
 
-  /** Images of token grids [B, h, w]; still-masked tokens (maskId) are painted mid-grey. */
-  async tokensToImages(tokens: Int32Array, h: number, w: number, maskId: number): Promise<RgbImage[]> {
-    const images = await this.tokenizer.decode(
+  /**
+   * Images of token grids [B, h, w] of `tokenizer` (the base stage's unless given); still-masked
+   * tokens (maskId) are painted mid-grey.
+   */
+  async tokensToImages(
+    tokens: Int32Array,
+    h: number,
+    w: number,
+    maskId: number,
+    tokenizer: VqTokenizer = this.tokenizer,
+  ): Promise<RgbImage[]> {
+    const images = await tokenizer.decode(
       tokens.map((t) => (t === maskId ? 0 : t)),
       h,
       w,
     );
-    const f = this.tokenizer.downsample;
+    const f = tokenizer.downsample;
     images.forEach((img, b) => {
       for (let i = 0; i < h * w; i++) {
         if (tokens[b * h * w + i] !== maskId) continue;
@@ -486,8 +510,13 @@ export class MusePipeline {
     return images;
   }
 
+  /** The tokenizer of the last stage (the one decoding the largest images). */
+  get superresTokenizer(): VqTokenizer {
+    return last(this.stages).tokenizer;
+  }
+
   dispose(): void {
-    this.tokenizer.dispose();
+    for (const t of new Set([this.tokenizer, ...this.stages.map((s) => s.tokenizer)])) t.dispose();
     for (const stage of this.stages) stage.dispose();
   }
 
@@ -512,8 +541,7 @@ export class MusePipeline {
    * whole canvas of each image at once (about 9 KB per pixel with the emoji tokenizer).
    */
   private checkCanvas(width: number, height: number, images: number): void {
-    const t = this.tokenizer.config;
-    const perPixel = t.channels * Math.max(...t.channelMult) * 72;
+    const perPixel = Math.max(...this.stages.map((s) => decoderBytesPerPixel(s.tokenizer)));
     const maxPixels = Math.floor(BATCH_BUDGET_BYTES / perPixel);
     if (width * height * images > maxPixels) {
       const side = Math.floor(Math.sqrt(maxPixels / images));
@@ -614,17 +642,43 @@ export class MusePipeline {
     };
   }
 
-  /** Runs `stages` in turn, each conditioned on the tokens of the one before (the first on `low`). */
+  /**
+   * Runs `stages` in turn, each conditioned on the tokens of the one before (the first on `low`, made
+   * by `lowFrom`'s tokenizer, or by its own when not given), translated between tokenizers.
+   */
   private async runStages(
     stages: readonly Stage[],
     r: Request,
     progress: StepCounter,
     start: (stage: Stage) => Int32Array | Promise<Int32Array>,
     low?: Int32Array,
+    lowFrom?: Stage,
   ): Promise<Int32Array> {
     let tokens = low;
-    for (const stage of stages) tokens = await this.runStage(stage, await start(stage), r, progress, tokens);
+    // The stage whose tokenizer made `tokens`: `lowFrom` for `low` (none: the first stage's own).
+    let from = lowFrom;
+    for (const stage of stages) {
+      if (tokens && from) tokens = await this.translate(tokens, from, stage);
+      tokens = await this.runStage(stage, await start(stage), r, progress, tokens);
+      from = stage;
+    }
     return tokens as Int32Array;
+  }
+
+  /**
+   * `from`'s token grids as `to`'s tokenizer reads the same images: unchanged when the stages share a
+   * tokenizer; otherwise decoded by `from`'s and re-encoded by `to`'s (Muse's super-res stage has its
+   * own tokenizer; both downsample by the same factor, so the grid keeps its size).
+   */
+  private async translate(tokens: Int32Array, from: Stage, to: Stage, grid = from.grid): Promise<Int32Array> {
+    if (from.tokenizer === to.tokenizer) return tokens;
+    return to.tokenizer.encode(await from.tokenizer.decode(tokens, grid[0], grid[1]));
+  }
+
+  /** An outpainting canvas of `from`'s tokens in `to`'s tokenizer (see translate). */
+  private async translateCanvas(canvas: TokenCanvas, from: Stage, to: Stage): Promise<TokenCanvas> {
+    if (from.tokenizer === to.tokenizer) return canvas;
+    return { ...canvas, tokens: await this.translate(canvas.tokens, from, to, [canvas.height, canvas.width]) };
   }
 
   private async runStage(
@@ -643,11 +697,11 @@ export class MusePipeline {
       r.guidance,
       {
         ...r.sampling,
-        ...(meanCode ? { meanCode: this.codeSpace() } : {}),
+        ...(meanCode ? { meanCode: this.codeSpace(stage.tokenizer) } : {}),
         steps,
         rng: r.rng,
         rngs: r.rngs,
-        onStep: (_s, _n, t) => progress.step(() => this.tokensToImages(t, h, w, stage.maskId), t),
+        onStep: (_s, _n, t) => progress.step(() => this.tokensToImages(t, h, w, stage.maskId, stage.tokenizer), t),
       },
       lowTokens,
     );
@@ -656,17 +710,21 @@ export class MusePipeline {
     return decoded.tokens;
   }
 
-  private codes?: CodeSpace;
+  private readonly codes = new Map<VqTokenizer, CodeSpace>();
 
-  /** The tokenizer's code vectors (for the mean-code choice), read once. */
-  private codeSpace(): CodeSpace {
-    this.codes ??= codeVectors(this.tokenizer.config, this.tokenizer.params);
-    return this.codes;
+  /** A tokenizer's code vectors (for the mean-code choice), read once. */
+  private codeSpace(tokenizer: VqTokenizer): CodeSpace {
+    let codes = this.codes.get(tokenizer);
+    if (!codes) {
+      codes = codeVectors(tokenizer.config, tokenizer.params);
+      this.codes.set(tokenizer, codes);
+    }
+    return codes;
   }
 
   private async finish(tokens: Int32Array, stage: Stage, r: Request): Promise<PipelineResult> {
     const [h, w] = stage.grid;
-    return { images: await this.tokenizer.decode(tokens, h, w), tokens, grid: [h, w], notes: r.notes };
+    return { images: await stage.tokenizer.decode(tokens, h, w), tokens, grid: [h, w], notes: r.notes };
   }
 
   /** `known` repeated for `batch` grids with the masked tokens set to the stage's mask id. */
@@ -694,6 +752,12 @@ function plannedSteps(stages: readonly Stage[], s: Sampling): number {
 
 function last<T>(list: readonly T[]): T {
   return list[list.length - 1];
+}
+
+/** Bytes a tokenizer's decoder needs per output pixel (calibrated on the emoji tokenizer, with a margin). */
+function decoderBytesPerPixel(tokenizer: VqTokenizer): number {
+  const t = tokenizer.config;
+  return t.channels * Math.max(...t.channelMult) * 72;
 }
 
 /** The image at a stage's size: itself, or downsampled to a smaller stage. */

@@ -5,6 +5,7 @@ import type { GuidanceSchedule } from '../decoding/guidance.js';
 import { type GuidedTransformer, guidedTransformer, type PromptBatch } from '../decoding/guided-transformer.js';
 import { type ParallelDecodeOptions, parallelDecode } from '../decoding/parallel-decode.js';
 import { decodingSteps } from '../decoding/schedule.js';
+import type { VqTokenizer } from '../tokenizer/tokenizer.js';
 import { maskTokenId, sequenceLength, type TransformerConfig } from '../transformer/config.js';
 import type { TransformerParams } from '../transformer/model.js';
 
@@ -24,6 +25,11 @@ export class Stage {
     readonly config: TransformerConfig,
     /** Side of the images this stage's grids decode to, in pixels. */
     readonly size: number,
+    /**
+     * The VQ tokenizer of this stage's grids (and of a super-res stage's low-res conditioning); shared
+     * between stages that use the same one, disposed by the pipeline.
+     */
+    readonly tokenizer: VqTokenizer,
   ) {}
 
   get grid(): [number, number] {

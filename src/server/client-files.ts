@@ -99,7 +99,7 @@ export function clientFiles(
       throw new MuseError(`model name ${JSON.stringify(m.name)}: letters, digits, ".", "_" and "-" only`);
     const spec = readPipelineFile(m.folder);
     files.push(file(`models/${m.name}/pipeline.json`, join(m.folder, 'pipeline.json')));
-    for (const name of [spec.tokenizer, spec.base, spec.superres]) {
+    for (const name of [spec.tokenizer, spec.base, spec.superres, spec.superresTokenizer]) {
       if (name === undefined) continue;
       files.push(file(`models/${m.name}/${name}`, fileInside(m.folder, name, m.folder)));
     }
