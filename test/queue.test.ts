@@ -95,7 +95,7 @@ describe('muse serve --queue with muse worker', { skip: SKIP_REDIS, timeout: 600
     assert.equal(health.queue.workers, 2);
     const ids: string[] = [];
     for (let i = 0; i < 4; i++) {
-      const r = await post('/api/jobs', { prompt: 'a red apple', options: { seed: 5, steps: 3, n: 1 } });
+      const r = await post('/api/jobs', { prompt: 'a red apple', options: { seed: 5, steps: 3, n: 1, size: 32 } });
       assert.equal(r.status, 202, JSON.stringify(r.body));
       ids.push(r.body.id);
     }
@@ -155,7 +155,7 @@ describe('muse serve --queue with muse worker', { skip: SKIP_REDIS, timeout: 600
   });
 
   test('a worker killed with SIGKILL mid-job: the other worker runs it and the client gets its image', async () => {
-    const r = await post('/api/jobs', { prompt: 'a green tree', options: { steps: 40, seed: 9 } });
+    const r = await post('/api/jobs', { prompt: 'a green tree', options: { steps: 40, seed: 9, size: 32 } });
     assert.equal(r.status, 202);
     let killed: string | undefined;
     const ran = new Set<string>();
