@@ -441,8 +441,17 @@ bool ParseGemm(napi_env env, const char* fn, napi_value* v, Gemm* g, bool* empty
   return true;
 }
 
-// The product through OpenBLAS: one cblas_sgemm per batch item, whole items on
-// the pool's threads when that pays (see the policy above).
+// Rows per cblas_sgemm call of RunOpenblas. OpenBLAS's result for a row depends on how many rows the
+// call has (measured 2026-12-02 on a Zen 4 VM with Debian's OpenBLAS 0.3.21 running its Haswell
+// kernels: the first M rows of an (M, 2M)-row product differ from the M-row product's in hundreds of
+// elements), so one image of a batch of two came out other than the same image alone
+// (test/amused-edit.test.ts). Every call therefore computes exactly kRowBlock rows, single-threaded;
+// an item's last block is padded with zero rows in scratch. A row's result then depends on its own
+// values only, whatever the batch.
+constexpr int64_t kRowBlock = 64;
+
+// The product through OpenBLAS: blocks of kRowBlock rows of every item, on the pool's threads when
+// that pays (see the policy above), each block one single-threaded cblas_sgemm.
 void RunOpenblas(const Gemm& g) {
   const int64_t m = g.m, n = g.n, k = g.k, batch = g.batch;
   const CBLAS_TRANSPOSE ta = g.trans_a ? CblasTrans : CblasNoTrans;
@@ -452,30 +461,52 @@ void RunOpenblas(const Gemm& g) {
   const blasint ldb = static_cast<blasint>(std::max<int64_t>(1, g.trans_b ? k : n));
   const blasint ldc = static_cast<blasint>(std::max<int64_t>(1, n));
   const uint64_t c_block = static_cast<uint64_t>(m) * static_cast<uint64_t>(n);
+  const int64_t blocks = (m + kRowBlock - 1) / kRowBlock;
+  const auto rb = static_cast<blasint>(kRowBlock), bn = static_cast<blasint>(n), bk = static_cast<blasint>(k);
 
-  auto one = [&](int64_t i) {
-    cblas_sgemm(CblasRowMajor, ta, tb, static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k),
-                g.alpha, g.a + static_cast<uint64_t>(i) * static_cast<uint64_t>(g.a_stride), lda,
-                g.b + static_cast<uint64_t>(i) * static_cast<uint64_t>(g.b_stride), ldb, g.beta,
-                g.c + static_cast<uint64_t>(i) * c_block, ldc);
+  auto one = [&](int64_t t) {
+    const int64_t i = t / blocks, r0 = (t % blocks) * kRowBlock, rows = std::min(kRowBlock, m - r0);
+    const float* a = g.a + static_cast<uint64_t>(i) * static_cast<uint64_t>(g.a_stride);
+    const float* b = g.b + static_cast<uint64_t>(i) * static_cast<uint64_t>(g.b_stride);
+    float* c = g.c + static_cast<uint64_t>(i) * c_block + static_cast<uint64_t>(r0) * static_cast<uint64_t>(n);
+    if (rows == kRowBlock) {
+      const float* ab = g.trans_a ? a + r0 : a + static_cast<uint64_t>(r0) * static_cast<uint64_t>(lda);
+      cblas_sgemm(CblasRowMajor, ta, tb, rb, bn, bk, g.alpha, ab, lda, b, ldb, g.beta, c, ldc);
+      return;
+    }
+    // The last, partial block: its rows (of a and, with beta, of c) in zero-padded scratch, in a's own
+    // layout (k × kRowBlock when a is transposed), so the call is the one a full block makes.
+    thread_local std::vector<float> sa, sc;
+    sa.assign(static_cast<size_t>(kRowBlock * k), 0.0f);
+    sc.assign(static_cast<size_t>(kRowBlock * n), 0.0f);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < k; ++j) {
+        if (g.trans_a)
+          sa[static_cast<size_t>(j * kRowBlock + r)] = a[static_cast<uint64_t>(j) * static_cast<uint64_t>(lda) + r0 + r];
+        else
+          sa[static_cast<size_t>(r * k + j)] = a[static_cast<uint64_t>(r0 + r) * static_cast<uint64_t>(lda) + j];
+      }
+    if (g.beta != 0.0f) std::copy(c, c + rows * n, sc.begin());
+    const blasint slda = g.trans_a ? rb : static_cast<blasint>(std::max<int64_t>(1, k));
+    cblas_sgemm(CblasRowMajor, ta, tb, rb, bn, bk, g.alpha, sa.data(), slda, b, ldb, g.beta, sc.data(), ldc);
+    std::copy(sc.begin(), sc.begin() + rows * n, c);
   };
 
-  const double item_flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const int64_t tasks = batch * blocks;
+  const double task_flops =
+      2.0 * static_cast<double>(std::min(m, kRowBlock)) * static_cast<double>(n) * static_cast<double>(k);
   const int blas_threads = openblas_get_num_threads();
+  BlasSingleThreadScope single(blas_threads);
   int workers = 1;
-  if (batch >= 2 && blas_threads > 1 && item_flops >= kBatchParallelMinItemFlops &&
-      item_flops < kBatchParallelMaxItemFlops) {
-    const double by_work = std::floor(item_flops * static_cast<double>(batch) / kBatchParallelMinFlopsPerThread);
-    workers = static_cast<int>(std::min({static_cast<double>(blas_threads), static_cast<double>(batch), by_work}));
+  if (tasks >= 2 && blas_threads > 1) {
+    const double by_work = std::floor(task_flops * static_cast<double>(tasks) / kBatchParallelMinFlopsPerThread);
+    workers = static_cast<int>(std::min({static_cast<double>(blas_threads), static_cast<double>(tasks), by_work}));
   }
   if (workers > 1) {
-    // Chunks of ~1/8 of a thread's share: few atomic hand-offs for tiny items,
-    // still fine-grained enough to balance.
-    const int64_t chunk = std::max<int64_t>(1, batch / (static_cast<int64_t>(workers) * 8));
-    BlasSingleThreadScope single(blas_threads);
-    ParallelFor(batch, workers, chunk, one);
+    const int64_t chunk = std::max<int64_t>(1, tasks / (static_cast<int64_t>(workers) * 8));
+    ParallelFor(tasks, workers, chunk, one);
   } else {
-    for (int64_t i = 0; i < batch; ++i) one(i);
+    for (int64_t t = 0; t < tasks; ++t) one(t);
   }
 }
 
