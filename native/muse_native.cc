@@ -359,17 +359,16 @@ class BlasSingleThreadScope {
 //   each small product across its threads: 64 x (256x64 @ 64x256) runs at
 //   ~210 GFLOP/s this way against ~145 with OpenBLAS threading per product
 //   (~107 on one thread).
-// - Products of at least kBatchParallelMaxItemFlops are left to OpenBLAS's
-//   own threading: it is as fast there, and also uses all threads when the
-//   batch is smaller than the thread count.
-// - Products under kBatchParallelMinItemFlops stay on one thread: OpenBLAS's
+// - Since 2026-12-02 every call is one block of kRowBlock rows (RunOpenblas: a
+//   row's result must not depend on the call's row count), so large products
+//   are split into blocks on the pool too instead of OpenBLAS's own threading.
+// - Blocks under kBatchParallelMinItemFlops stay on one thread: OpenBLAS's
 //   per-call overhead dominates there and concurrent tiny calls contend
 //   (1024 x 16^3 ran 2x slower on two threads than on one).
 // - Each extra thread must get at least kBatchParallelMinFlopsPerThread of
 //   work: waking a sleeping pool thread costs ~20 us, so below ~2 MFLOP per
 //   thread a cold hand-off loses (with the pool still spinning from the
 //   previous call it wins down to ~0.25 MFLOP).
-constexpr double kBatchParallelMaxItemFlops = 2.0 * 512 * 512 * 512;       // ~268 MFLOP
 constexpr double kBatchParallelMinItemFlops = 2.0 * 32 * 32 * 32;          // ~66 KFLOP
 constexpr double kBatchParallelMinFlopsPerThread = 2.0 * 128 * 128 * 64;  // ~2.1 MFLOP
 
@@ -498,7 +497,7 @@ void RunOpenblas(const Gemm& g) {
   const int blas_threads = openblas_get_num_threads();
   BlasSingleThreadScope single(blas_threads);
   int workers = 1;
-  if (tasks >= 2 && blas_threads > 1) {
+  if (tasks >= 2 && blas_threads > 1 && task_flops >= kBatchParallelMinItemFlops) {
     const double by_work = std::floor(task_flops * static_cast<double>(tasks) / kBatchParallelMinFlopsPerThread);
     workers = static_cast<int>(std::min({static_cast<double>(blas_threads), static_cast<double>(tasks), by_work}));
   }

@@ -41,10 +41,7 @@ export async function assemblePipeline(o: AssembleOptions): Promise<PipelineFile
   const notes = o.notes ?? {};
   const tok = await loadTokenizer(o.tokenizer);
   const f = downsampleFactor(tok.config);
-  await saveTokenizer(join(o.out, 'tokenizer.safetensors'), tok.params, tok.config, {
-    dtype: 'F16',
-    extra: { ...stripFormat(tok.metadata), ...notes, source: o.tokenizer },
-  });
+  await saveTokenizerF16(join(o.out, 'tokenizer.safetensors'), tok, o.tokenizer, notes);
   const base = await loadTransformer(o.base);
   if (base.config.codebookSize !== tok.config.codebookSize)
     throw new MuseError(
@@ -79,10 +76,7 @@ export async function assemblePipeline(o: AssembleOptions): Promise<PipelineFile
         throw new MuseError(
           `${o.superresTokenizer} downsamples by ${downsampleFactor(srTok.config)}, the base tokenizer by ${f} (they must match)`,
         );
-      await saveTokenizer(join(o.out, 'superres-tokenizer.safetensors'), srTok.params, srTok.config, {
-        dtype: 'F16',
-        extra: { ...stripFormat(srTok.metadata), ...notes, source: o.superresTokenizer },
-      });
+      await saveTokenizerF16(join(o.out, 'superres-tokenizer.safetensors'), srTok, o.superresTokenizer, notes);
       file.superresTokenizer = 'superres-tokenizer.safetensors';
       srCodes = srTok.config.codebookSize;
     }
@@ -118,6 +112,19 @@ async function saveStage(
     dtype: 'F16',
     kind,
     extra: { ...stripFormat(loaded.metadata), ...extra, source, ...(validation ? { validation } : {}) },
+  });
+}
+
+/** A tokenizer in F16 with its training metadata, `extra` and its source. */
+async function saveTokenizerF16(
+  path: string,
+  loaded: Awaited<ReturnType<typeof loadTokenizer>>,
+  source: string,
+  extra: Record<string, string>,
+): Promise<void> {
+  await saveTokenizer(path, loaded.params, loaded.config, {
+    dtype: 'F16',
+    extra: { ...stripFormat(loaded.metadata), ...extra, source },
   });
 }
 
